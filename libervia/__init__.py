@@ -1,0 +1,1 @@
+"""Libervia: an XMPP client backend and its frontends."""

@@ -1,0 +1,1 @@
+"""Core of the backend: application service, configuration, triggers, plugin loader."""

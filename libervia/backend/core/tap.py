@@ -1,0 +1,70 @@
+"""twistd integration: ``twistd -n libervia-backend [--config FILE] [--log-level L]``.
+
+``twisted/plugins/libervia_backend.py`` points here; this module is only imported when
+twistd runs the backend.
+"""
+
+import os
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from libervia.backend.core.config import DEFAULT_SECTION, Config
+from libervia.backend.core.constants import C
+from libervia.backend.core.exceptions import ConfigError
+from libervia.backend.core.log import level_from_name
+
+
+class Options(usage.Options):
+    """Command-line options shared by twistd's sub-command and ``libervia-backend``."""
+
+    synopsis = "[--config FILE] [--log-level LEVEL]"
+    longdesc = (
+        "Run the Libervia backend. Configuration files are read from "
+        f"{C.SYSTEM_CONFIG_PATH}, then $XDG_CONFIG_HOME/{C.APP_DIR_NAME}/"
+        f"{C.CONFIG_FILE_NAME}, then the file given with --config (or the "
+        f"{C.CONFIG_ENV_VAR} environment variable); later files win."
+    )
+    optParameters = [
+        ["config", "c", None, "configuration file read last (overrides the others)"],
+        ["log-level", "l", None,
+         "lowest level logged: debug, info, warn, error or critical "
+         "(default: [DEFAULT] log_level, or info)"],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self.config = Config.load(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        level = self["log-level"] or self.config.get(DEFAULT_SECTION, "log_level")
+        try:
+            level_from_name(level)
+        except Exception:
+            raise usage.UsageError(
+                f"invalid log level {level!r}: use debug, info, warn, error or critical"
+            ) from None
+        self["log-level"] = level
+
+
+def makeService(options: Options) -> Any:  # noqa: N802 (twistd API)
+    """Build the backend service for twistd."""
+    from twisted.internet import reactor
+
+    from libervia.backend.core import log
+    from libervia.backend.core.main import Backend
+
+    log.set_level(options["log-level"])
+    backend = Backend(options.config)
+
+    def exit_on_start_failure() -> None:
+        # twistd has no way to set the process exit status, and a service manager
+        # must see the failure: leave with status 1 once shut down
+        if backend.exit_status:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(backend.exit_status)
+
+    reactor.addSystemEventTrigger("after", "shutdown", exit_on_start_failure)
+    return backend
