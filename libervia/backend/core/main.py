@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 import libervia.backend
+from libervia.backend.bridge.server import Bridge, BridgeService
 from libervia.backend.core.config import DEFAULT_SECTION, Config
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.log import getLogger
@@ -82,6 +83,8 @@ class Backend(AsyncMultiService):
         self.config = config
         self.version = libervia.backend.__version__
         self.trigger = TriggerManager()
+        #: the local API; plugins register their methods and signals on it
+        self.bridge = Bridge(self)
         self.plugin_manager = PluginManager(
             self,
             disabled=config.get(DEFAULT_SECTION, "plugins_disabled"),
@@ -99,6 +102,7 @@ class Backend(AsyncMultiService):
     def _build_services(self) -> None:
         """Add the parts of the backend in start-up order."""
         PluginService(self).setServiceParent(self)
+        BridgeService(self).setServiceParent(self)
 
     @property
     def plugins(self) -> dict[str, Any]:
