@@ -106,11 +106,28 @@ def getLogger(namespace: str | None = None) -> Logger:  # noqa: N802 (Twisted st
     return Logger(namespace=namespace)
 
 
+def line_buffer_std_streams() -> None:
+    """Write log lines to stdout/stderr as they come, even through a pipe.
+
+    Under a service manager the standard streams are pipes, hence block-buffered; twistd
+    ends by re-raising the signal that stopped it, which would drop the buffer, and the
+    last lines (those telling the shut-down went well) with it.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(line_buffering=True)
+            except (ValueError, OSError):
+                pass
+
+
 def start_logging(level: str | LogLevel = "info", output: IO[str] | None = None) -> None:
     """Send every log event to ``output`` (stdout by default) as text lines.
 
     Used by the ``libervia-backend`` launcher; under twistd, twistd sets the observers.
     """
     set_level(level)
+    line_buffer_std_streams()
     observer = tlog.textFileLogObserver(output or sys.stdout)
     tlog.globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

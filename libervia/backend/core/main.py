@@ -133,9 +133,14 @@ class Backend(AsyncMultiService):
             version=self.version, sources=self.config.describe_sources(),
         )
         self.set_status("starting")
-        d = super().startService()
-        d.addCallbacks(self._on_started, self._on_start_failed)
-        return d
+        # twistd starts the application before the reactor runs: the real start-up
+        # (threads, sockets, signal handling) waits for the reactor
+        started: defer.Deferred = defer.Deferred()
+        self.reactor.callWhenRunning(
+            lambda: super(Backend, self).startService().chainDeferred(started)
+        )
+        started.addCallbacks(self._on_started, self._on_start_failed)
+        return started
 
     def _on_started(self, __: Any) -> None:
         if not self.running:  # stopped while starting

@@ -56,6 +56,7 @@ def makeService(options: Options) -> Any:  # noqa: N802 (twistd API)
     from libervia.backend.core.main import Backend
 
     log.set_level(options["log-level"])
+    log.line_buffer_std_streams()
     backend = Backend(options.config)
 
     def exit_on_start_failure() -> None:

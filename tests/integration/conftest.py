@@ -1,0 +1,28 @@
+"""Fixtures of the integration tests (real servers, installed distributions)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent.parent / "data"
+
+
+@pytest.fixture(scope="session")
+def test_plugin_site(tmp_path_factory):
+    """Install the test plugin distribution into a folder of its own.
+
+    Returns the folder; put it on ``sys.path`` (or ``PYTHONPATH``) to make the plugin
+    visible to ``importlib.metadata``, as any installed distribution would be.
+    """
+    target = tmp_path_factory.mktemp("plugin-site")
+    build = tmp_path_factory.mktemp("plugin-build")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", "--target", str(target),
+         str(DATA / "plugin_dist")],
+        check=True, cwd=build, capture_output=True,
+    )
+    assert list(target.glob("libervia_test_plugin-0.3.1.dist-info"))
+    return target

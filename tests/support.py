@@ -1,0 +1,100 @@
+"""Helpers shared by the test suites."""
+
+import os
+
+import pytest
+
+
+def in_ci() -> bool:
+    """True when running under CI (``CI=true``), where nothing may be skipped silently."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    """A test needs something missing here: skip locally, fail under CI."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing server is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def venv_script(name: str) -> str:
+    """Path of a console script installed beside the running interpreter."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed beside {sys.executable}")
+    return found
+
+
+class BackendProcess:
+    """A backend run as a child process, its output collected line by line."""
+
+    def __init__(self, args, env=None, cwd=None):
+        import queue
+        import subprocess
+        import threading
+
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env, cwd=cwd,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        """Wait until a line containing ``text`` is printed; return that line."""
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        for line in self.lines:
+            if text in line:
+                return line
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"{text!r} not printed within {timeout}s; output:\n" + "".join(self.lines)
+                )
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(
+                    f"process ended before printing {text!r}; output:\n" + "".join(self.lines)
+                )
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def stop(self, sig=None, timeout: float = 30) -> int:
+        """Send ``sig`` (SIGTERM by default), wait for the exit, return its status."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(sig or signal.SIGTERM)
+        status = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                self.lines.append(line)
+        return status
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
