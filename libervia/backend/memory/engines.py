@@ -1,0 +1,314 @@
+"""What differs between the database engines: SQLite and PostgreSQL.
+
+Everything else in the storage is written once against SQLAlchemy; a
+:class:`DatabaseEngine` holds the few places where the two engines must be told apart:
+connection set-up (pragmas), how a write transaction starts, upserts, which errors are
+worth retrying, and how a migration is protected.
+
+SQLite notes:
+
+* the driver's own transaction handling is switched off and the engine emits ``BEGIN``
+  itself, so that DDL is transactional (a failed migration is rolled back) and so that
+  write transactions start with ``BEGIN IMMEDIATE``: a write transaction then takes the
+  write lock at once, waiting for it up to the busy time-out, instead of failing with
+  "database is locked" when a read transaction tries to become a write transaction;
+* WAL journal (readers don't block the writer), ``synchronous=NORMAL`` (safe with WAL:
+  a power loss may lose the last transactions, never corrupt the file), foreign keys on;
+* the file is created mode 0600 in a folder mode 0700: it holds private data.
+"""
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.dml import Insert
+
+from libervia.backend.core.config import Config
+from libervia.backend.core.exceptions import ConfigError, StartupError
+from libervia.backend.core.log import getLogger
+
+log = getLogger(__name__)
+
+DB_FILE_NAME = "libervia.db"
+#: execution option marking a connection whose transactions will write
+WRITE_OPTION = "libervia_write"
+
+
+def database_url(config: Config) -> URL:
+    """Return the URL of the database configured for the backend.
+
+    ``[storage] url`` when set, else the SQLite file ``{local_dir}/libervia.db``.
+    """
+    url = config.get("storage", "url")
+    if not url:
+        return URL.create("sqlite", database=str(config.local_dir / DB_FILE_NAME))
+    try:
+        return make_url(url)
+    except Exception as e:
+        raise ConfigError(f"invalid value for key 'url' of section [storage]: {e}") from None
+
+
+class DatabaseEngine:
+    """Base class of the engines: see the module documentation."""
+
+    #: SQLAlchemy dialect name
+    name = ""
+    #: threads of the storage's pool when not told otherwise
+    default_threads = 4
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url.render_as_string(hide_password=True)}>"
+
+    def prepare(self) -> None:
+        """Do what must be done before the first connection (create folders...)."""
+
+    def create_sa_engine(self, pool_size: int | None = None) -> Engine:
+        """Create the SQLAlchemy engine, configured for this database engine."""
+        raise NotImplementedError
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Tell whether ``exc`` is an error that may not happen again if retried."""
+        return False
+
+    def upsert(
+        self, table: Table, index_elements: Iterable[str], update_columns: Iterable[str]
+    ) -> Insert:
+        """Return an INSERT updating ``update_columns`` of the existing row on conflict."""
+        raise NotImplementedError
+
+    @contextmanager
+    def migration_connection(self, sa_engine: Engine) -> Iterator[Connection]:
+        """Give a connection suitable to run migrations on, outside of any transaction."""
+        with sa_engine.connect() as conn:
+            yield conn
+
+    def check_integrity(self, conn: Connection) -> None:
+        """Raise if the database is inconsistent (called before a migration commits)."""
+
+    @property
+    def file_path(self) -> Path | None:
+        """Path of the database file, for engines that have one."""
+        return None
+
+
+def _sqlite_error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+class SqliteEngine(DatabaseEngine):
+    name = "sqlite"
+    default_threads = 4
+    #: how long a connection waits for a lock held by another one
+    busy_timeout = 30.0
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url)
+        if not url.database or url.database == ":memory:":
+            raise ConfigError(
+                "the SQLite database must be a file: the storage uses several connections "
+                "from several threads; set [storage] url to sqlite:////path/to/libervia.db"
+            )
+
+    @property
+    def file_path(self) -> Path:
+        return Path(self.url.database).absolute()
+
+    def prepare(self) -> None:
+        path = self.file_path
+        folder = path.parent
+        if not folder.exists():
+            folder.mkdir(mode=0o700, parents=True)
+        self._restrict(folder, 0o700)
+        if not path.exists():
+            # created here, empty (a valid SQLite database), so that it never exists
+            # with wider permissions, even for an instant
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._restrict(path, 0o600)
+        for suffix in ("-wal", "-shm"):
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                self._restrict(sidecar, 0o600)
+        # WAL is a property of the file: set it once, before the pool opens connections
+        conn = sqlite3.connect(path, timeout=self.busy_timeout)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        finally:
+            conn.close()
+        if mode.lower() != "wal":
+            log.warn("SQLite database {path} could not use WAL journal (got {mode})",
+                     path=path, mode=mode)
+
+    @staticmethod
+    def _restrict(path: Path, mode: int) -> None:
+        current = stat.S_IMODE(path.stat().st_mode)
+        if current & ~mode:
+            log.info("restricting permissions of {path} from {old:o} to {new:o}",
+                     path=path, old=current, new=mode)
+            try:
+                path.chmod(mode)
+            except OSError as e:
+                raise StartupError(
+                    f"can't restrict permissions of {path} to {mode:o}: {e.strerror}; "
+                    "make the backend's user its owner"
+                ) from e
+
+    def create_sa_engine(self, pool_size: int | None = None) -> Engine:
+        pool_size = pool_size or self.default_threads
+        engine = create_engine(
+            self.url,
+            pool_size=pool_size,
+            max_overflow=2,
+            connect_args={"timeout": self.busy_timeout, "check_same_thread": False},
+        )
+        busy_ms = int(self.busy_timeout * 1000)
+
+        @event.listens_for(engine, "connect")
+        def on_connect(dbapi_conn: Any, record: Any) -> None:
+            # the driver must not open transactions behind our back (see module doc)
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                cursor.execute("PRAGMA foreign_keys = ON")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def on_begin(conn: Connection) -> None:
+            if conn.get_execution_options().get(WRITE_OPTION):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.exec_driver_sql("BEGIN")
+
+        return engine
+
+    def is_transient(self, exc: BaseException) -> bool:
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        if not isinstance(orig, sqlite3.OperationalError):
+            return False
+        if _sqlite_error_code(orig) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return True
+        message = str(orig).lower()
+        return "database is locked" in message or "database table is locked" in message
+
+    def upsert(
+        self, table: Table, index_elements: Iterable[str], update_columns: Iterable[str]
+    ) -> Insert:
+        from sqlalchemy.dialects.sqlite import insert
+
+        stmt = insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(index_elements),
+            set_={col: stmt.excluded[col] for col in update_columns},
+        )
+
+    @contextmanager
+    def migration_connection(self, sa_engine: Engine) -> Iterator[Connection]:
+        # Alembic's batch mode re-creates a table by copying it and dropping the
+        # original: with foreign keys on, the drop would cascade and delete the rows
+        # of every table referring to it.  The pragma is a no-op inside a transaction,
+        # so it is set on the driver's connection, before anything begins.
+        with sa_engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                yield conn
+            finally:
+                raw.execute("PRAGMA foreign_keys = ON")
+
+    def check_integrity(self, conn: Connection) -> None:
+        violations = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if violations:
+            tables = sorted({row[0] for row in violations})
+            raise StartupError(
+                f"the migration would leave {len(violations)} broken foreign key(s) in "
+                f"table(s) {', '.join(tables)}; it was rolled back"
+            )
+
+    def backup(self, destination: Path) -> None:
+        """Copy the database to ``destination`` (mode 0600) with SQLite's backup API."""
+        os.close(os.open(destination, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+        self._copy(self.file_path, destination)
+
+    def restore(self, source: Path) -> None:
+        """Replace the content of the database with the backup ``source``."""
+        self._copy(source, self.file_path)
+
+    def _copy(self, source: Path, destination: Path) -> None:
+        src = sqlite3.connect(source, timeout=self.busy_timeout)
+        try:
+            dst = sqlite3.connect(destination, timeout=self.busy_timeout)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+
+
+class PostgresEngine(DatabaseEngine):
+    name = "postgresql"
+    default_threads = 8
+    #: SQLSTATE of errors that a new attempt may not meet
+    TRANSIENT_SQLSTATES = frozenset({
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+    })
+
+    def create_sa_engine(self, pool_size: int | None = None) -> Engine:
+        pool_size = pool_size or self.default_threads
+        return create_engine(
+            self.url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True
+        )
+
+    def is_transient(self, exc: BaseException) -> bool:
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        # psycopg 3 names it sqlstate, psycopg2 pgcode
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        return code in self.TRANSIENT_SQLSTATES
+
+    def upsert(
+        self, table: Table, index_elements: Iterable[str], update_columns: Iterable[str]
+    ) -> Insert:
+        from sqlalchemy.dialects.postgresql import insert
+
+        stmt = insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(index_elements),
+            set_={col: stmt.excluded[col] for col in update_columns},
+        )
+
+
+ENGINES: dict[str, type[DatabaseEngine]] = {
+    SqliteEngine.name: SqliteEngine,
+    PostgresEngine.name: PostgresEngine,
+}
+
+
+def create_database_engine(url: str | URL) -> DatabaseEngine:
+    """Return the :class:`DatabaseEngine` handling ``url``.
+
+    :raise ConfigError: the URL names a database the backend does not support
+    """
+    if isinstance(url, str):
+        url = make_url(url)
+    backend = url.get_backend_name()
+    engine_cls = ENGINES.get(backend)
+    if engine_cls is None:
+        raise ConfigError(
+            f"unsupported database {backend!r} in [storage] url; use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DATABASE"
+        )
+    return engine_cls(url)

@@ -1,0 +1,236 @@
+"""ORM mapping of the backend's database (SQLAlchemy 2.x typed declarative).
+
+Every change here needs an Alembic revision (see ``doc/developer/storage.rst``); a test
+checks that the mapping and the migrations describe the same schema.
+
+Objects of this mapping leave the storage's threads: :class:`~.sqla.Storage` returns
+them detached from their session with every column loaded, so they can be read
+anywhere.  Relationships are never loaded implicitly (``lazy="raise"``): touching one
+that the storage did not load raises at once instead of emitting SQL from the reactor
+thread.
+"""
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+#: constraint names are explicit so that migrations can find them on every engine
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: JSON documents: plain JSON on SQLite, JSONB (indexable, comparable) on PostgreSQL
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Time stamp always stored in UTC and always read back time zone aware.
+
+    SQLite has no time zone aware type: values are stored there as naive UTC.  Naive
+    values given by callers are taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class SyncState(enum.Enum):
+    """Synchronisation state of a cached pubsub node (``None``: not synchronised)."""
+
+    IN_PROGRESS = 1
+    COMPLETED = 2
+    ERROR = 3
+    NO_SYNC = 4
+
+
+class Profile(Base):
+    """An account of the backend's user (one XMPP identity)."""
+
+    __tablename__ = "profiles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Profile {self.id} {self.name!r}>"
+
+
+class ParamGen(Base):
+    """General (profile independent) parameter value."""
+
+    __tablename__ = "param_gen"
+
+    category: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
+class ParamInd(Base):
+    """Parameter value of one profile."""
+
+    __tablename__ = "param_ind"
+
+    category: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[str | None] = mapped_column(Text)
+
+
+class PrivateGen(Base):
+    """General private value of a plugin (``namespace``), stored as JSON text."""
+
+    __tablename__ = "private_gen"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
+class PrivateInd(Base):
+    """Private value of a plugin for one profile, stored as JSON text."""
+
+    __tablename__ = "private_ind"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[str | None] = mapped_column(Text)
+
+
+class PrivateGenBin(Base):
+    """General private binary value of a plugin (raw bytes)."""
+
+    __tablename__ = "private_gen_bin"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class PrivateIndBin(Base):
+    """Private binary value of a plugin for one profile (raw bytes)."""
+
+    __tablename__ = "private_ind_bin"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class PubsubNode(Base):
+    """A pubsub node known to the cache, for one profile.
+
+    ``service`` is the bare JID of the pubsub service (the profile's own JID for PEP);
+    ``analyser``, ``type_`` and ``subtype`` come from the analyser that recognised the
+    node.  ``sync_state`` is ``None`` until a synchronisation starts.
+    """
+
+    __tablename__ = "pubsub_nodes"
+    __table_args__ = (UniqueConstraint("profile_id", "service", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    service: Mapped[str] = mapped_column(String(3071))
+    name: Mapped[str] = mapped_column(String(1023))
+    subscribed: Mapped[bool] = mapped_column(Boolean, default=False)
+    analyser: Mapped[str | None] = mapped_column(String(255))
+    type_: Mapped[str | None] = mapped_column("type", String(255))
+    subtype: Mapped[str | None] = mapped_column(String(255))
+    sync_state: Mapped[SyncState | None] = mapped_column(
+        Enum(SyncState, name="sync_state", native_enum=False, create_constraint=True,
+             length=20)
+    )
+    sync_state_updated: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: items stored so far by the running (or last) synchronisation
+    sync_items_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: items the service announced (RSM count), when it did
+    sync_items_expected: Mapped[int | None] = mapped_column(Integer)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    profile: Mapped[Profile] = relationship(lazy="raise")
+
+    def __repr__(self) -> str:
+        return f"<PubsubNode {self.id} {self.service!r} {self.name!r}>"
+
+
+class PubsubItem(Base):
+    """An item of a cached node: the XML as received, and what the analyser parsed."""
+
+    __tablename__ = "pubsub_items"
+    __table_args__ = (
+        UniqueConstraint("node_id", "name"),
+        # pages of a node ordered by creation or modification (see Storage.get_items)
+        Index("ix_pubsub_items_node_id_created", "node_id", "created", "id"),
+        Index("ix_pubsub_items_node_id_updated", "node_id", "updated", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("pubsub_nodes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(1023))
+    data: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    parsed: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    node: Mapped[PubsubNode] = relationship(lazy="raise")
+
+    def __repr__(self) -> str:
+        return f"<PubsubItem {self.id} node={self.node_id} {self.name!r}>"
