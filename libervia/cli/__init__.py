@@ -1,0 +1,1 @@
+"""``li``: the command-line frontend of the Libervia backend (standard library only)."""

@@ -1,0 +1,198 @@
+"""The framework of ``li`` commands.
+
+A command group is a module of :mod:`libervia.cli.commands` listed in
+:data:`libervia.cli.main.COMMAND_MODULES`, with a ``register(subparsers)`` function
+adding its commands::
+
+    from libervia.cli.base import Context, add_command, add_group
+
+    def register(subparsers):
+        group = add_group(subparsers, "profile", help="manage XMPP accounts")
+        parser = add_command(group, "delete", run=delete, render=render_delete,
+                             help="delete a profile")
+        parser.add_argument("name", help="profile to delete")
+
+    def delete(ctx: Context):
+        return ctx.call("profile_delete", name=ctx.args.name)
+
+``run(ctx)`` does the work and returns a JSON-serialisable result; ``--output json``
+prints it as is, otherwise ``render(ctx, result)`` prints it for a person (without
+``render``, the result is printed as fields, a table or a plain value).  Every command
+gets the common options (``--output``, ``--socket``, ``--config``, ``--timeout``), so
+they may be written before or after the command names.  Errors are raised as
+:class:`~libervia.cli.bridge_client.ClientError` (or :class:`CommandError`) and become
+exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from libervia.cli import output
+from libervia.cli.bridge_client import BridgeClient, ClientError, find_socket
+
+TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import IO, Any
+
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+OUTPUTS = ("text", "json")
+
+
+class CommandError(ClientError):
+    """A command can't do what was asked; the message says why."""
+
+
+class Context:
+    """What a command works with: its arguments, the bridge and the output streams."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        parser: argparse.ArgumentParser,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+    ) -> None:
+        self.args = args
+        #: the root parser (for commands describing the command tree)
+        self.parser = parser
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self._client: BridgeClient | None = None
+
+    @property
+    def output(self) -> str:
+        return getattr(self.args, "output", None) or "text"
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    def socket_path(self) -> str:
+        return find_socket(
+            getattr(self.args, "socket", None), config_path=getattr(self.args, "config", None)
+        )
+
+    @property
+    def bridge(self) -> BridgeClient:
+        """The connection to the backend, opened on first use."""
+        if self._client is None:
+            self._client = BridgeClient(
+                self.socket_path(), timeout=getattr(self.args, "timeout", None)
+            )
+        return self._client
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Call a bridge method (see :meth:`BridgeClient.call`)."""
+        return self.bridge.call(method, **params)
+
+    def warn(self, message: str) -> None:
+        self.err.write(f"li: warning: {message}\n")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command accepts.
+
+    On sub-commands they default to ``SUPPRESS``, so that a value given before the
+    command name is not overwritten.
+    """
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    group = parser.add_argument_group("common options")
+    group.add_argument(
+        "--output", choices=OUTPUTS, default=default("text"),
+        help="json: print one JSON document on stdout, for scripts "
+        "(default: text, for people)",
+    )
+    group.add_argument(
+        "--socket", metavar="PATH", default=default(None),
+        help="bridge socket of the backend (default: $LIBERVIA_BRIDGE_SOCKET, else "
+        "[bridge] socket of the configuration, else "
+        "$XDG_RUNTIME_DIR/libervia/bridge.sock or {local_dir}/bridge.sock)",
+    )
+    group.add_argument(
+        "--config", metavar="FILE", default=default(None),
+        help="backend configuration file read last, as the backend's --config "
+        "(default: $LIBERVIA_CONFIG)",
+    )
+    group.add_argument(
+        "--timeout", metavar="SECONDS", type=_positive_float, default=default(60.0),
+        help="how long to wait for the backend's answer (default: 60)",
+    )
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, got {value!r}"
+        ) from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return number
+
+
+def add_group(
+    subparsers: Any, name: str, help: str, description: str | None = None
+) -> Any:
+    """Add a command group (``li NAME ...``) and return its sub-parsers."""
+    parser = subparsers.add_parser(
+        name, help=help, description=description or help[:1].upper() + help[1:] + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_options(parser, defaults=False)
+    group = parser.add_subparsers(
+        title="commands", dest=f"{name}_command", metavar="COMMAND", required=True
+    )
+    return group
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    run: Callable[[Context], Any],
+    help: str,
+    render: Callable[[Context, Any], None] | None = None,
+    description: str | None = None,
+    epilog: str | None = None,
+    aliases: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:
+    """Add a command; return its parser, for the command's own arguments.
+
+    :param run: does the work, returns the result (JSON-serialisable)
+    :param render: prints the result for a person (default: :func:`render_default`)
+    :param help: one line shown in the group's command list
+    :param description: shown by ``--help`` (default: ``help``)
+    :param epilog: shown at the end of ``--help`` (examples...)
+    """
+    parser = subparsers.add_parser(
+        name, help=help, aliases=list(aliases),
+        description=description or help[:1].upper() + help[1:] + ".",
+        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_options(parser, defaults=False)
+    parser.set_defaults(run=run, render=render or render_default)
+    return parser
+
+
+def render_default(ctx: Context, result: Any) -> None:
+    """Print a result without a renderer of its own."""
+    if isinstance(result, dict):
+        output.print_fields(list(result.items()), ctx.out)
+    elif isinstance(result, list) and all(isinstance(r, dict) for r in result):
+        keys = list(dict.fromkeys(k for row in result for k in row))
+        output.print_table(result, [(k, k.upper()) for k in keys], ctx.out)
+    elif result is not None:
+        ctx.out.write(f"{output.text(result)}\n")

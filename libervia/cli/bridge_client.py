@@ -1,0 +1,329 @@
+"""A small synchronous client of the backend's bridge, standard library only.
+
+It is what ``li`` uses, and scripts may use it as well::
+
+    from libervia.cli.bridge_client import BridgeClient, find_socket
+
+    with BridgeClient(find_socket()) as bridge:
+        print(bridge.call("backend_status")["status"])
+
+The wire protocol (JSON-RPC 2.0, one compact JSON document per line, on a UNIX socket)
+is described in ``doc/bridge-protocol.rst``.  This module must stay importable without
+Twisted nor the backend: ``li`` starts in a few milliseconds because of it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import sys
+from collections import deque
+
+# typing, pathlib and configparser cost li several milliseconds at each start: the
+# first two are only needed by type checkers, the last one is imported when used
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import configparser
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any
+
+#: major version of the protocol this client speaks (see ``bridge_info``)
+PROTOCOL_MAJOR = 1
+SOCKET_ENV_VAR = "LIBERVIA_BRIDGE_SOCKET"
+CONFIG_ENV_VAR = "LIBERVIA_CONFIG"
+SYSTEM_CONFIG_PATH = "/etc/libervia.conf"
+APP_DIR_NAME = "libervia"
+CONFIG_FILE_NAME = "libervia.conf"
+SOCKET_NAME = "bridge.sock"
+
+START_HINT = (
+    "start it with `libervia-backend` (foreground), "
+    "`twistd -n --pidfile= libervia-backend`, "
+    "or `systemctl --user start libervia-backend` if it is installed as a service"
+)
+
+
+class ClientError(Exception):
+    """Base of the errors of the client; the message is meant for a person."""
+
+
+class BackendNotRunning(ClientError):
+    """Nothing listens on the socket: the backend is not running (or not yet ready)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the backend is not running ({reason}: {path}); {START_HINT}"
+        )
+
+
+class ProtocolError(ClientError):
+    """The backend sent something this client does not understand, or hung up."""
+
+
+class BridgeError(ClientError):
+    """An error answered by the backend.
+
+    :ivar code: JSON-RPC error code
+    :ivar type: name of the backend's exception class (``NotFound``...)
+    :ivar message: what went wrong, for a person
+    :ivar data: the error's ``data`` member
+    """
+
+    def __init__(self, code: int, type: str, message: str, data: dict[str, Any]) -> None:
+        self.code = code
+        self.type = type
+        self.message = message
+        self.data = data
+        super().__init__(message)
+
+    @classmethod
+    def from_error(cls, error: Any) -> BridgeError:
+        if not isinstance(error, dict):
+            return cls(-32603, "InternalError", f"malformed error: {error!r}", {})
+        data = error.get("data")
+        data = data if isinstance(data, dict) else {}
+        return cls(
+            code=error.get("code", -32603),
+            type=str(data.get("type") or "Error"),
+            message=str(error.get("message") or "unknown error"),
+            data=data,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "type": self.type, "message": self.message}
+
+
+# finding the socket: the same rule as the backend (libervia.backend.bridge.server)
+
+
+def _parse_path(value: str) -> str:
+    return os.path.abspath(os.path.expanduser(os.path.expandvars(value.strip())))
+
+
+def _config_files(env: Mapping[str, str], config_path: str | None) -> list[str]:
+    xdg_config = env.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    files = [
+        SYSTEM_CONFIG_PATH,
+        os.path.join(xdg_config, APP_DIR_NAME, CONFIG_FILE_NAME),
+    ]
+    files = [f for f in files if os.path.isfile(f)]
+    explicit = config_path or env.get(CONFIG_ENV_VAR)
+    if explicit:
+        explicit_path = os.path.expanduser(explicit)
+        if not os.path.isfile(explicit_path):
+            raise ClientError(f"configuration file {explicit_path} does not exist")
+        files.append(explicit_path)
+    return files
+
+
+def _read_config(files: list[str]) -> configparser.ConfigParser:
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(files, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as e:
+        raise ClientError(f"can't read the configuration: {e}") from None
+    return parser
+
+
+def _config_value(parser: configparser.ConfigParser, section: str, key: str) -> str | None:
+    if parser.has_section(section) and parser.has_option(section, key):
+        return parser.get(section, key)
+    return parser.defaults().get(key)
+
+
+def default_local_dir(env: Mapping[str, str]) -> str:
+    """The backend's data folder when ``local_dir`` is not configured."""
+    xdg_data = env.get("XDG_DATA_HOME")
+    if xdg_data:
+        return os.path.join(xdg_data, APP_DIR_NAME)
+    if sys.platform.startswith("linux"):
+        return os.path.expanduser(os.path.join("~", ".local", "share", APP_DIR_NAME))
+    import platformdirs  # only where the XDG layout does not apply
+
+    return platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False)
+
+
+def find_socket(
+    explicit: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> str:
+    """Path of the bridge socket.
+
+    In order: ``explicit`` (``li --socket``), the ``LIBERVIA_BRIDGE_SOCKET`` environment
+    variable, ``[bridge] socket`` in the backend's configuration files (the same files,
+    ``config_path`` or ``LIBERVIA_CONFIG`` being read last), else
+    ``$XDG_RUNTIME_DIR/libervia/bridge.sock`` when the runtime folder exists, else
+    ``{local_dir}/bridge.sock``.
+    """
+    env = os.environ if env is None else env
+    if explicit:
+        return _parse_path(os.fspath(explicit))
+    if env.get(SOCKET_ENV_VAR):
+        return _parse_path(env[SOCKET_ENV_VAR])
+    parser = _read_config(_config_files(env, config_path))
+    configured = _config_value(parser, "bridge", "socket")
+    if configured and configured.strip():
+        return _parse_path(configured)
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, APP_DIR_NAME, SOCKET_NAME)
+    local_dir = _config_value(parser, "DEFAULT", "local_dir")
+    if local_dir and local_dir.strip():
+        base = _parse_path(local_dir)
+    else:
+        base = os.path.abspath(default_local_dir(env))
+    return os.path.join(base, SOCKET_NAME)
+
+
+class BridgeClient:
+    """A connection to the backend; calls are synchronous.
+
+    :param path: the socket (see :func:`find_socket`)
+    :param timeout: seconds to wait for an answer (``None``: no limit)
+    :param on_signal: called with (name, params) for each signal met while waiting for
+        an answer; without it, signals are kept for :meth:`signals`
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        timeout: float | None = 60.0,
+        on_signal: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self.on_signal = on_signal
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+        self._ids = itertools.count(1)
+        self._pending_signals: deque[tuple[str, dict[str, Any]]] = deque()
+
+    def __enter__(self) -> BridgeClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        """Connect now (calls connect on first use otherwise).
+
+        :raise BackendNotRunning: no backend listens on the socket
+        :raise ClientError: the socket can't be used (permissions...)
+        """
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            sock.close()
+            reason = "no socket" if isinstance(e, FileNotFoundError) else "nobody answers"
+            raise BackendNotRunning(self.path, reason) from None
+        except PermissionError:
+            sock.close()
+            raise ClientError(
+                f"permission denied on the bridge socket {self.path}: the backend runs "
+                "as another user; run li as that user"
+            ) from None
+        except OSError as e:
+            sock.close()
+            raise ClientError(f"can't connect to the bridge socket {self.path}: {e}") from None
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.connect()
+        assert self._sock is not None
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        try:
+            self._sock.sendall(data.encode("utf-8") + b"\n")
+        except OSError as e:
+            self.close()
+            raise ProtocolError(f"the backend closed the connection: {e}") from None
+
+    def _receive(self) -> dict[str, Any]:
+        try:
+            line = self._reader.readline()
+        except TimeoutError:
+            self.close()
+            raise ClientError(
+                f"the backend did not answer within {self.timeout} s "
+                "(--timeout sets the limit)"
+            ) from None
+        except OSError as e:
+            self.close()
+            raise ProtocolError(f"connection to the backend lost: {e}") from None
+        if not line:
+            self.close()
+            raise ProtocolError("the backend closed the connection (is it stopping?)")
+        try:
+            message = json.loads(line)
+        except ValueError:
+            self.close()
+            raise ProtocolError("the backend sent a message that is not JSON") from None
+        if not isinstance(message, dict):
+            self.close()
+            raise ProtocolError("the backend sent a message that is not a JSON object")
+        return message
+
+    def _dispatch_signal(self, message: dict[str, Any]) -> None:
+        params = message.get("params")
+        signal = (str(message["method"]), params if isinstance(params, dict) else {})
+        if self.on_signal is not None:
+            self.on_signal(*signal)
+        else:
+            self._pending_signals.append(signal)
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Call ``method`` with ``params`` (by name) and return its result.
+
+        :raise BridgeError: the backend answered an error
+        :raise ClientError: not connected, time-out, protocol error
+        """
+        request_id = next(self._ids)
+        self._send({"jsonrpc": "2.0", "method": method, "params": params, "id": request_id})
+        while True:
+            message = self._receive()
+            if "method" in message and "id" not in message:
+                self._dispatch_signal(message)
+                continue
+            if message.get("id") == request_id:
+                if "error" in message:
+                    raise BridgeError.from_error(message["error"])
+                return message.get("result")
+            if message.get("id") is None and "error" in message:
+                # an error the backend could not tie to a request (frame too large...)
+                raise BridgeError.from_error(message["error"])
+            # an answer to another request: this client sends one at a time, ignore it
+
+    def subscribe(self, signals: list[str] | None = None) -> Any:
+        """Receive ``signals`` (all of them when ``None``)."""
+        if signals is None:
+            return self.call("subscribe")
+        return self.call("subscribe", signals=signals)
+
+    def signals(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield (name, params) for each signal, as they come, until disconnected."""
+        while True:
+            while self._pending_signals:
+                yield self._pending_signals.popleft()
+            message = self._receive()
+            if "method" in message and "id" not in message:
+                params = message.get("params")
+                yield str(message["method"]), params if isinstance(params, dict) else {}

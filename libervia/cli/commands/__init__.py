@@ -1,0 +1,1 @@
+"""The command groups of ``li``, one module each (see :mod:`libervia.cli.base`)."""

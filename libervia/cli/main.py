@@ -1,0 +1,138 @@
+"""``li`` (also ``libervia-cli``): the command-line frontend of the Libervia backend.
+
+Only the standard library is imported here, and only the command modules listed in
+:data:`COMMAND_MODULES`: ``li`` answers in a few milliseconds plus the backend's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from libervia.cli import output
+from libervia.cli.base import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    Context,
+    add_common_options,
+)
+from libervia.cli.bridge_client import BridgeError, ClientError
+
+TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
+if TYPE_CHECKING:
+    from typing import IO
+
+
+#: modules of libervia.cli.commands, each with a register(subparsers) function; the
+#: order is the order of ``li --help``
+COMMAND_MODULES = ("backend", "plugin", "completion")
+
+DESCRIPTION = """\
+Command-line frontend of the Libervia backend.
+
+li talks to a running backend through its bridge socket. Every command accepts
+--output json to print one JSON document for scripts. Exit status: 0 success,
+1 error, 2 usage error.
+"""
+
+EPILOG = """\
+examples:
+  li backend status
+  li plugin list --output json
+  li completion bash > ~/.local/share/bash-completion/completions/li
+
+"li COMMAND --help" explains each command.
+"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors say how to get help, and exit with status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "required: COMMAND" in message:
+            commands = [
+                name for action in self._actions
+                if isinstance(action, argparse._SubParsersAction)
+                for name in action.choices
+            ]
+            message = f"a command is needed: {', '.join(commands)}"
+        self.print_usage(sys.stderr)
+        self.exit(
+            EXIT_USAGE,
+            f"{self.prog}: error: {message}\n(see \"{self.prog} --help\")\n",
+        )
+
+
+def build_parser(prog: str = "li") -> argparse.ArgumentParser:
+    """The whole command tree."""
+    parser = ArgumentParser(
+        prog=prog, description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_options(parser, defaults=True)
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True,
+        parser_class=ArgumentParser,
+    )
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"libervia.cli.commands.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def _print_error(ctx: Context, error: ClientError) -> None:
+    if isinstance(error, BridgeError):
+        ctx.err.write(f"li: error: {error.message} [{error.type}]\n")
+        document = error.as_dict()
+    else:
+        ctx.err.write(f"li: error: {error}\n")
+        document = {"type": type(error).__name__, "message": str(error)}
+    if ctx.json:
+        output.print_json({"error": document}, ctx.out)
+
+
+def main(
+    argv: list[str] | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> int:
+    """Run ``li`` with ``argv``; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    ctx = Context(args, parser, out=out, err=err)
+    try:
+        result = args.run(ctx)
+        if ctx.json:
+            output.print_json(result, ctx.out)
+        else:
+            args.render(ctx, result)
+        ctx.out.flush()
+    except (ClientError, CommandError) as e:
+        _print_error(ctx, e)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        ctx.err.write("li: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # output piped to a command that stopped reading (li ... | head): not an error
+        # of ours; keep Python from complaining when it flushes stdout at exit
+        sys.stdout = None  # type: ignore[assignment]
+        return EXIT_OK
+    finally:
+        ctx.close()
+    return EXIT_OK
+
+
+def run() -> None:
+    """Entry point of the ``li`` and ``libervia-cli`` scripts."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
