@@ -1,0 +1,280 @@
+"""Profiles: the XMPP accounts the backend holds.
+
+A profile has a name (used by frontends: ``li -p NAME``), a JID, a password and
+connection options.  Options are stored as the profile's parameters (category
+``connection``); the password is encrypted at rest with the secrets key (see
+:mod:`libervia.backend.memory.secrets`) and never logged.
+
+Where things are stored:
+
+=====================  =====================================================
+profile name            ``profiles`` table
+JID and options         parameters ``connection/*`` of the profile
+password                private binary value ``secrets/password``, encrypted
+SCRAM state             private values of namespace ``sasl`` (see the connection)
+=====================  =====================================================
+"""
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from twisted.words.protocols.jabber import jid as jabber_jid
+
+from libervia.backend.core import log as log_module
+from libervia.backend.core.exceptions import BackendError, NotFound
+from libervia.backend.core.log import getLogger
+from libervia.backend.core.sasl.mechanisms import MECHANISMS
+from libervia.backend.memory.secrets import KEY_FILE_NAME, SecretBox
+
+log = getLogger(__name__)
+
+PARAM_CATEGORY = "connection"
+SECRETS_NAMESPACE = "secrets"
+PASSWORD_KEY = "password"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
+
+
+class ProfileError(BackendError, ValueError):
+    """A profile's data is invalid; the message says which part and why."""
+
+
+def _jid(value: str) -> str:
+    try:
+        parsed = jabber_jid.JID(value.strip())
+    except (jabber_jid.InvalidFormat, TypeError) as e:
+        raise ProfileError(f"invalid JID {value!r}: {e or 'bad format'}") from None
+    if not parsed.user:
+        raise ProfileError(f"JID {value!r} has no user part: use user@server")
+    return parsed.full()
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How a profile connects.
+
+    :ivar host: server host name or address to connect to, instead of the JID's domain
+        (DNS SRV records are used when not set)
+    :ivar port: port to connect to (5222 with STARTTLS, 5223 with direct TLS)
+    :ivar direct_tls: TLS from the first byte (XEP-0368) instead of STARTTLS
+    :ivar ca_file: PEM file of the certificate authorities to trust, for private servers
+        (the system's are used when not set)
+    :ivar mechanisms: SASL mechanisms allowed, ``()`` for all (strongest offered wins)
+    :ivar autoconnect: connect when the backend starts
+    """
+
+    host: str | None = None
+    port: int | None = None
+    direct_tls: bool = False
+    ca_file: str | None = None
+    mechanisms: tuple[str, ...] = ()
+    autoconnect: bool = False
+
+    def __post_init__(self) -> None:
+        if self.host is not None and not self.host.strip():
+            object.__setattr__(self, "host", None)
+        if self.port is not None:
+            if isinstance(self.port, bool) or not isinstance(self.port, int):
+                raise ProfileError(f"port must be an integer, not {self.port!r}")
+            if not 0 < self.port < 65536:
+                raise ProfileError(f"port {self.port} is out of range (1-65535)")
+        mechanisms = tuple(m.strip().upper() for m in self.mechanisms if m.strip())
+        unknown = [m for m in mechanisms if m not in MECHANISMS]
+        if unknown:
+            raise ProfileError(
+                f"unknown SASL mechanism(s) {', '.join(unknown)}: use some of "
+                f"{', '.join(MECHANISMS)}"
+            )
+        object.__setattr__(self, "mechanisms", mechanisms)
+        if self.ca_file is not None:
+            path = Path(self.ca_file).expanduser()
+            if not path.is_file():
+                raise ProfileError(f"CA file {self.ca_file} does not exist or is not a file")
+            object.__setattr__(self, "ca_file", str(path.absolute()))
+
+    def to_params(self) -> dict[str, str | None]:
+        return {
+            "host": self.host,
+            "port": None if self.port is None else str(self.port),
+            "direct_tls": "true" if self.direct_tls else "false",
+            "ca_file": self.ca_file,
+            "mechanisms": ",".join(self.mechanisms) or None,
+            "autoconnect": "true" if self.autoconnect else "false",
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, str | None]) -> "ConnectionOptions":
+        port = params.get("port")
+        mechanisms = params.get("mechanisms") or ""
+        return cls(
+            host=params.get("host") or None,
+            port=int(port) if port else None,
+            direct_tls=params.get("direct_tls") == "true",
+            ca_file=params.get("ca_file") or None,
+            mechanisms=tuple(m for m in mechanisms.split(",") if m),
+            autoconnect=params.get("autoconnect") == "true",
+        )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A profile as the rest of the backend sees it (no password here)."""
+
+    name: str
+    jid: str
+    options: ConnectionOptions = field(default_factory=ConnectionOptions)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["options"]["mechanisms"] = list(self.options.mechanisms)
+        return data
+
+
+class ProfileManager:
+    """Create, read, change and delete profiles; reached as ``host.profiles``."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self._box: SecretBox | None = None
+
+    @property
+    def storage(self) -> Any:
+        return self.host.storage
+
+    def key_file(self) -> Path:
+        path = self.host.config.get("storage", "secrets_key")
+        return path if path is not None else self.host.config.local_dir / KEY_FILE_NAME
+
+    def load_key(self) -> None:
+        """Load (or create) the secrets key; done when the backend starts."""
+        self._box = SecretBox.from_key_file(self.key_file())
+
+    @property
+    def box(self) -> SecretBox:
+        if self._box is None:
+            self.load_key()
+        assert self._box is not None
+        return self._box
+
+    @staticmethod
+    def check_name(name: str) -> str:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ProfileError(
+                f"invalid profile name {name!r}: use 1 to 64 letters, digits or . _ @ + -, "
+                "starting with a letter or digit"
+            )
+        return name
+
+    async def names(self) -> list[str]:
+        """Names of every profile, sorted."""
+        return sorted(await self.storage.get_profiles())
+
+    async def exists(self, name: str) -> bool:
+        return name in await self.storage.get_profiles()
+
+    async def create(
+        self,
+        name: str,
+        jid: str,
+        password: str,
+        options: ConnectionOptions | None = None,
+    ) -> Profile:
+        """Create a profile.
+
+        :raise ProfileError: invalid name, JID, password or option
+        :raise ConflictError: a profile with this name exists
+        """
+        self.check_name(name)
+        full_jid = _jid(jid)
+        if not isinstance(password, str) or not password:
+            raise ProfileError("the password must not be empty")
+        log_module.register_secret(password)
+        options = options or ConnectionOptions()
+        await self.storage.create_profile(name)
+        try:
+            await self._write_params(name, {"jid": full_jid, **options.to_params()})
+            await self._store_password(name, password)
+        except BaseException:
+            # leave nothing half-made behind
+            await self.storage.delete_profile(name)
+            raise
+        log.info("profile {name} created for {jid}", name=name, jid=full_jid)
+        return Profile(name, full_jid, options)
+
+    async def get(self, name: str) -> Profile:
+        """Return a profile (without its password).
+
+        :raise NotFound: no such profile
+        """
+        if not await self.exists(name):
+            raise NotFound(f"there is no profile named {name!r}")
+        params = await self.storage.get_params(profile=name, category=PARAM_CATEGORY)
+        values = {key: value for (__, key), value in params.items()}
+        jid = values.pop("jid", None)
+        if jid is None:
+            raise NotFound(f"profile {name!r} has no JID: delete and create it again")
+        return Profile(name, jid, ConnectionOptions.from_params(values))
+
+    async def update(
+        self, name: str, jid: str | None = None, **changes: Any
+    ) -> Profile:
+        """Change a profile's JID and/or connection options (``host=...``, ``port=...``)."""
+        profile = await self.get(name)
+        try:
+            options = replace(profile.options, **changes)
+        except TypeError as e:
+            raise ProfileError(f"unknown profile option: {e}") from None
+        new_jid = _jid(jid) if jid is not None else profile.jid
+        await self._write_params(name, {"jid": new_jid, **options.to_params()})
+        return Profile(name, new_jid, options)
+
+    async def delete(self, name: str) -> None:
+        """Delete a profile and everything stored for it.
+
+        :raise NotFound: no such profile
+        """
+        await self.storage.delete_profile(name)
+        log.info("profile {name} deleted", name=name)
+
+    async def set_password(self, name: str, password: str) -> None:
+        if not await self.exists(name):
+            raise NotFound(f"there is no profile named {name!r}")
+        if not isinstance(password, str) or not password:
+            raise ProfileError("the password must not be empty")
+        log_module.register_secret(password)
+        await self._store_password(name, password)
+
+    async def get_password(self, name: str) -> str:
+        """Decrypt a profile's password (registered as a secret: never logged)."""
+        values = await self.storage.get_privates(
+            SECRETS_NAMESPACE, [PASSWORD_KEY], binary=True, profile=name
+        )
+        token = values.get(PASSWORD_KEY)
+        if token is None:
+            raise NotFound(f"profile {name!r} has no password: set one")
+        password = self.box.decrypt(token, f"{PASSWORD_KEY}:{name}").decode()
+        log_module.register_secret(password)
+        return password
+
+    async def autoconnect_profiles(self) -> list[str]:
+        """Names of the profiles to connect when the backend starts."""
+        names = []
+        for name in await self.names():
+            value = await self.storage.get_param(PARAM_CATEGORY, "autoconnect", name)
+            if value == "true":
+                names.append(name)
+        return names
+
+    async def _write_params(self, name: str, values: dict[str, str | None]) -> None:
+        for key, value in values.items():
+            if value is None:
+                await self.storage.delete_param(PARAM_CATEGORY, key, name)
+            else:
+                await self.storage.set_param(PARAM_CATEGORY, key, value, name)
+
+    async def _store_password(self, name: str, password: str) -> None:
+        token = self.box.encrypt(password.encode(), f"{PASSWORD_KEY}:{name}")
+        await self.storage.set_private_value(
+            SECRETS_NAMESPACE, PASSWORD_KEY, token, binary=True, profile=name
+        )
