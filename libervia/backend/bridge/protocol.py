@@ -14,6 +14,7 @@ frontend costs a bounded amount of memory and never blocks the backend.
 """
 
 import json
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -79,9 +80,9 @@ def error_response(request_id: Any, error: BaseException) -> dict[str, Any]:
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or (
-        isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    )
+    if isinstance(value, float):
+        return math.isfinite(value)  # 1e999 parses as infinity, which JSON can't carry
+    return value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
 
 
 def parse_request(message: Any) -> tuple[str, dict[str, Any], Any, bool]:
