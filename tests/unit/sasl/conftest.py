@@ -109,10 +109,15 @@ def _pump(client: SSL.Connection, server: SSL.Connection) -> None:
 class TLSPair:
     """A client and a server :class:`SSL.Connection` joined by memory BIOs."""
 
-    def __init__(self, version: int, certificate, key, session=None, server_context=None):
-        self.server_context = server_context or _context(version, certificate, key)
-        self.server_context.set_session_id(b"libervia-tests")
-        self.client_context = _context(version)
+    def __init__(
+        self, version: int, certificate, key, session=None, server_context=None,
+        client_context=None,
+    ):
+        if server_context is None:
+            server_context = _context(version, certificate, key)
+            server_context.set_session_id(b"libervia-tests")
+        self.server_context = server_context
+        self.client_context = client_context or _context(version)
         self.server = SSL.Connection(self.server_context, None)
         self.server.set_accept_state()
         self.client = SSL.Connection(self.client_context, None)

@@ -132,16 +132,20 @@ def escape_saslname(name: str) -> str:
 
 
 def b64decode_strict(text: str | bytes, what: str) -> bytes:
-    """Decode base64, refusing anything but the base64 alphabet and final padding.
+    """Decode base64, refusing anything but the canonical encoding.
 
     :raises errors.MalformedServerMessage: ``text`` is not valid base64
     """
     try:
         if isinstance(text, str):
             text = text.encode("ascii")
-        return base64.b64decode(text, validate=True)
+        decoded = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise errors.MalformedServerMessage(f"{what} is not valid base64") from None
+    # only one encoding per value: unused bits set would be a covert channel
+    if base64.b64encode(decoded) != text:
+        raise errors.MalformedServerMessage(f"{what} is not canonical base64")
+    return decoded
 
 
 def _b64(data: bytes) -> str:
