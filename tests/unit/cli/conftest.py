@@ -1,0 +1,69 @@
+"""Fixtures of the li tests: a real backend listening on a socket in a temporary folder.
+
+``li`` is synchronous: the tests run it in a thread while the reactor serves the
+bridge in the main thread.
+"""
+
+import importlib.metadata
+import io
+import tempfile
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+
+from libervia.backend.core.config import Config
+from libervia.backend.core.constants import C
+from libervia.backend.core.main import Backend
+from libervia.cli.main import main
+
+
+@pytest.fixture
+def li_env(monkeypatch, tmp_path):
+    """Keep the user's configuration and sockets out of the tests."""
+    for name in ("LIBERVIA_BRIDGE_SOCKET", "LIBERVIA_CONFIG", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+@pytest.fixture
+def socket_dir():
+    # UNIX socket paths are limited to ~100 bytes; pytest's tmp paths can be longer
+    with tempfile.TemporaryDirectory(prefix="li-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+def backend(li_env, socket_dir, tmp_path):
+    """A started Backend (storage, XEP-0059 plugin, bridge) on the real reactor."""
+    config = Config.from_dict(
+        {"DEFAULT": {"local_dir": tmp_path / "local"},
+         "bridge": {"socket": socket_dir / "bridge.sock"}},
+    )
+    entry_points = [
+        ep for ep in importlib.metadata.entry_points(group=C.PLUGINS_ENTRY_POINT_GROUP)
+        if ep.name == "XEP-0059"
+    ]
+    backend = Backend(config, reactor=reactor, plugin_entry_points=entry_points)
+    pytest_twisted.blockon(backend.startService())
+    yield backend
+    pytest_twisted.blockon(backend.stopService())
+
+
+def run_li_sync(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def run_li(backend):
+    """Run li against the backend; returns a Deferred of (status, stdout, stderr)."""
+    socket_path = str(backend.getServiceNamed("bridge").path)
+
+    def run(*argv: str):
+        return threads.deferToThread(run_li_sync, "--socket", socket_path, *argv)
+
+    return run
