@@ -1,0 +1,246 @@
+"""Connected profiles: the :class:`ClientManager` (``host.clients``) and its service.
+
+The manager builds each profile's :class:`~libervia.backend.core.xmpp.XMPPClient` with
+what the profile stores: password, SASL policy (mechanisms allowed, whether SCRAM was
+seen before) and SCRAM key cache (encrypted like the password).  It attaches the
+plugins' handlers, calls their profile hooks and tells frontends about connection
+state changes (bridge signal ``connection_state``).
+
+Plugin hooks, all optional, plain or asynchronous, called in plugin loading order:
+
+``get_handler(client)``
+    (plugins declaring ``handler: True``) returns a Wokkel ``XMPPHandler`` attached to
+    the profile's stream;
+``profile_connecting(client)``
+    before the connection is opened;
+``profile_connected(client)``
+    once the stream is initialized (and after each reconnection);
+``profile_disconnected(client)``
+    once the connection is closed on purpose.
+"""
+
+import json
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+
+from libervia.backend.core.async_utils import maybe_async_call
+from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.log import getLogger
+from libervia.backend.core.profiles import ConnectionOptions, ProfileManager
+from libervia.backend.core.sasl.initializer import SASLResult
+from libervia.backend.core.sasl.mechanisms import SASLPolicy
+from libervia.backend.core.sasl.scram import ScramKeyCache
+from libervia.backend.core.xmpp import ConnectionState, XMPPClient
+
+log = getLogger(__name__)
+
+SASL_NAMESPACE = "sasl"
+SCRAM_SEEN_KEY = "scram_seen"
+KEY_CACHE_KEY = "scram_keys"
+
+
+class ClientManager:
+    """Connect and disconnect profiles; reached as ``host.clients``.
+
+    :param client_options: extra keyword arguments for every
+        :class:`~libervia.backend.core.xmpp.XMPPClient` (tests use it to force a TLS
+        version)
+    """
+
+    def __init__(self, host: Any, **client_options: Any) -> None:
+        self.host = host
+        self.clients: dict[str, XMPPClient] = {}
+        self.client_options = client_options
+        self._pending: dict[str, defer.Deferred] = {}
+
+    @property
+    def profiles(self) -> ProfileManager:
+        return self.host.profiles
+
+    @property
+    def storage(self) -> Any:
+        return self.host.storage
+
+    def get(self, name: str) -> XMPPClient:
+        """The client of a connected (or connecting) profile.
+
+        :raise NotFound: the profile is not connected
+        """
+        try:
+            return self.clients[name]
+        except KeyError:
+            raise NotFound(f"profile {name!r} is not connected: connect it first") from None
+
+    def is_connected(self, name: str) -> bool:
+        client = self.clients.get(name)
+        return client is not None and client.is_connected
+
+    async def connect(self, name: str) -> XMPPClient:
+        """Connect a profile (nothing to do if it is connected).
+
+        :raise NotFound: no such profile
+        :raise ConnectionFailed: or a SASL error, if the connection failed
+        """
+        client = self.clients.get(name)
+        if client is not None and client.state in (
+            ConnectionState.CONNECTED, ConnectionState.CONNECTING,
+            ConnectionState.RECONNECTING,
+        ):
+            if client.state is ConnectionState.CONNECTED:
+                return client
+            return await client.connect()
+        profile = await self.profiles.get(name)
+        password = await self.profiles.get_password(name)
+        policy = await self._policy(name, profile.options)
+        key_cache = await self._key_cache(name)
+        client = XMPPClient(
+            self.host, profile, password,
+            policy=policy,
+            key_cache=key_cache,
+            on_authenticated=lambda result: self._on_authenticated(name, result),
+            on_state_change=self._on_state_change,
+            reactor=self.host.reactor,
+            **self.client_options,
+        )
+        self.clients[name] = client
+        await self._attach_handlers(client)
+        await self._call_hooks("profile_connecting", client)
+        try:
+            await client.connect()
+        except BaseException:
+            self.clients.pop(name, None)
+            raise
+        return client
+
+    async def disconnect(self, name: str) -> None:
+        """Disconnect a profile.
+
+        :raise NotFound: the profile is not connected
+        """
+        client = self.get(name)
+        await client.disconnect()
+        self.clients.pop(name, None)
+        await self._call_hooks("profile_disconnected", client)
+
+    async def disconnect_all(self) -> None:
+        for name in list(self.clients):
+            try:
+                await self.disconnect(name)
+            except Exception:
+                log.failure("error while disconnecting profile {name}", name=name)
+
+    def info(self, name: str) -> dict[str, Any]:
+        client = self.clients.get(name)
+        if client is None:
+            return {"profile": name, "state": ConnectionState.DISCONNECTED.value}
+        return client.info()
+
+    # SASL state of a profile
+
+    async def _policy(self, name: str, options: ConnectionOptions) -> SASLPolicy:
+        values = await self.storage.get_privates(SASL_NAMESPACE, [SCRAM_SEEN_KEY],
+                                                 profile=name)
+        return SASLPolicy(
+            allowed_mechanisms=options.mechanisms or None,
+            scram_seen=bool(values.get(SCRAM_SEEN_KEY)),
+        )
+
+    async def _key_cache(self, name: str) -> ScramKeyCache:
+        cache = ScramKeyCache()
+        values = await self.storage.get_privates(SASL_NAMESPACE, [KEY_CACHE_KEY],
+                                                 binary=True, profile=name)
+        token = values.get(KEY_CACHE_KEY)
+        if token is not None:
+            try:
+                data = self.profiles.box.decrypt(token, f"{KEY_CACHE_KEY}:{name}")
+                cache.load(json.loads(data))
+            except Exception:
+                log.warn("profile {name}: stored SCRAM keys unreadable, ignoring them",
+                         name=name)
+            cache.on_change = lambda c: self._save_key_cache(name, c)
+        return cache
+
+    def _save_key_cache(self, name: str, cache: ScramKeyCache) -> None:
+        token = self.profiles.box.encrypt(json.dumps(cache.export()).encode(),
+                                          f"{KEY_CACHE_KEY}:{name}")
+        d = self.storage.set_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, token,
+                                           binary=True, profile=name)
+        d.addErrback(lambda f: log.failure("can't save SCRAM keys of {name}", f, name=name))
+
+    def _on_authenticated(self, name: str, result: SASLResult) -> None:
+        if result.scram:
+            d = self.storage.set_private_value(SASL_NAMESPACE, SCRAM_SEEN_KEY, True,
+                                               profile=name)
+            d.addErrback(lambda f: log.failure("can't save SASL state of {name}", f,
+                                               name=name))
+
+    # plugins and frontends
+
+    async def _attach_handlers(self, client: XMPPClient) -> None:
+        for import_name, plugin in self.host.plugins.items():
+            record = self.host.plugin_manager.records.get(import_name)
+            if record is None or record.info is None or not record.info.handler:
+                continue
+            get_handler = getattr(plugin, "get_handler", None)
+            if get_handler is None:
+                log.warn("plugin {name} declares a handler but has no get_handler",
+                         name=import_name)
+                continue
+            try:
+                handler = await maybe_async_call(get_handler, client)
+            except Exception:
+                log.failure("plugin {name} failed to give its handler", name=import_name)
+                continue
+            if handler is not None:
+                handler.setHandlerParent(client)
+
+    async def _call_hooks(self, hook: str, client: XMPPClient) -> None:
+        for import_name, plugin in self.host.plugins.items():
+            method = getattr(plugin, hook, None)
+            if method is None:
+                continue
+            try:
+                await maybe_async_call(method, client)
+            except Exception:
+                log.failure("plugin {name}: {hook} failed", name=import_name, hook=hook)
+
+    def _on_state_change(self, client: XMPPClient) -> None:
+        bridge = getattr(self.host, "bridge", None)
+        if bridge is not None and "connection_state" in bridge.signals:
+            bridge.emit_signal("connection_state", profile=client.profile.name,
+                               state=client.state.value, error=client.error)
+        if client.state is ConnectionState.CONNECTED:
+            d = defer.ensureDeferred(self._call_hooks("profile_connected", client))
+            d.addErrback(lambda f: log.failure("profile_connected hooks failed", f))
+
+
+class ProfilesService(service.Service):
+    """Last part of the start-up: secrets key, profiles to connect automatically.
+
+    Stopping it disconnects every profile.
+    """
+
+    name = "profiles"
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+
+    def startService(self) -> defer.Deferred:  # noqa: N802 (Twisted API)
+        super().startService()
+        return defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        self.host.profiles.load_key()
+        for name in await self.host.profiles.autoconnect_profiles():
+            # a profile failing to connect must not stop the backend
+            d = defer.ensureDeferred(self.host.clients.connect(name))
+            d.addErrback(lambda f, name=name: log.error(
+                "profile {name} could not connect automatically: {reason}",
+                name=name, reason=f.getErrorMessage(),
+            ))
+
+    def stopService(self) -> defer.Deferred:  # noqa: N802 (Twisted API)
+        super().stopService()
+        return defer.ensureDeferred(self.host.clients.disconnect_all())

@@ -1,0 +1,429 @@
+"""XMPP connection of a profile: TLS, SASL (SCRAM), reconnection.
+
+Each connected profile has an :class:`XMPPClient`, a Wokkel stream manager (so plugins'
+handlers are attached to it and send through it) over Twisted's XML stream.
+
+Security rules of the connection:
+
+* TLS always: STARTTLS is required (a server not offering it is refused before any
+  authentication), or direct TLS (XEP-0368) when the profile asks for it.  The
+  certificate is verified against the system's authorities, or the profile's CA file,
+  and must match the JID's domain (``service_identity``), even when the profile
+  connects to another host name or an address.  TLS 1.2 is the minimum.
+* SASL with :mod:`libervia.backend.core.sasl`: SCRAM (-PLUS when possible), PLAIN
+  only over TLS and never once SCRAM has been seen for the account.
+* Stream traffic is never logged: it carries authentication data.
+
+Reconnection: after an unexpected loss of an established connection, the client
+reconnects with an exponential back-off and jitter (Twisted's
+:class:`~twisted.internet.protocol.ReconnectingClientFactory`).  Failures that a new
+attempt would only repeat stop it: wrong credentials, a SCRAM protocol violation, a
+certificate that does not verify.  A first connection attempt that fails is reported
+to the caller instead of being retried in the background.
+"""
+
+import random
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet import defer, ssl
+from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import jid as jabber_jid
+from twisted.words.protocols.jabber import xmlstream
+from wokkel.client import XMPPClientConnector
+from wokkel.subprotocols import StreamManager
+
+from libervia.backend.core.exceptions import BackendError
+from libervia.backend.core.log import getLogger
+from libervia.backend.core.profiles import Profile
+from libervia.backend.core.sasl import errors as sasl_errors
+from libervia.backend.core.sasl.initializer import SASLAuthenticator, SASLResult
+from libervia.backend.core.sasl.mechanisms import SASLPolicy
+from libervia.backend.core.sasl.scram import ScramKeyCache
+
+log = getLogger(__name__)
+
+DEFAULT_PORT = 5222
+DEFAULT_DIRECT_TLS_PORT = 5223
+CONNECT_TIMEOUT = 30
+
+_PEM_CERT_RE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+class ConnectionState(StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+
+
+class ConnectionFailed(BackendError):
+    """The profile could not connect; the message says why and what to do."""
+
+
+class CertificateError(ConnectionFailed):
+    """The server's certificate was refused."""
+
+
+def tls_options(
+    domain: str,
+    ca_file: str | None = None,
+    max_version: ssl.TLSVersion | None = None,
+) -> Any:
+    """TLS client options verifying ``domain``'s certificate.
+
+    :param ca_file: PEM file with the authorities to trust instead of the system's
+    :param max_version: highest TLS version to negotiate (tests use it to force 1.2)
+    """
+    trust_root = None
+    if ca_file is not None:
+        try:
+            with open(ca_file, "rb") as f:
+                pem = f.read()
+        except OSError as e:
+            raise ConnectionFailed(f"can't read CA file {ca_file}: {e.strerror}") from None
+        certificates = [ssl.Certificate.loadPEM(m.group()) for m in _PEM_CERT_RE.finditer(pem)]
+        if not certificates:
+            raise ConnectionFailed(f"CA file {ca_file} holds no PEM certificate")
+        trust_root = ssl.trustRootFromCertificates(certificates)
+    extra: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    if max_version is not None:
+        extra["lowerMaximumSecurityTo"] = max_version
+    return ssl.optionsForClientTLS(domain, trustRoot=trust_root,
+                                   extraCertificateOptions=extra)
+
+
+class ProfileAuthenticator(SASLAuthenticator):
+    """Twisted's client authenticator with our SASL, and direct TLS support."""
+
+    def __init__(self, *args: Any, direct_tls: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.direct_tls = direct_tls
+
+    def associateWithStream(self, xs: xmlstream.XmlStream) -> None:  # noqa: N802
+        super().associateWithStream(xs)
+        if self.direct_tls:
+            # the transport is TLS from the first byte: no STARTTLS step
+            xs.initializers = [
+                i for i in xs.initializers
+                if not isinstance(i, xmlstream.TLSInitiatingInitializer)
+            ]
+
+
+class ClientFactory(xmlstream.XmlStreamFactory):
+    """XML stream factory telling its client about connection failures.
+
+    Reconnection delays double from ``initialDelay`` up to ``maxDelay``; each is then
+    drawn uniformly in ``[(1 - jitter) * delay, delay]``, so that clients cut off
+    together do not come back together, and no delay ever exceeds ``maxDelay``
+    (Twisted's own Gaussian jitter has no bound).
+    """
+
+    initialDelay = 1.0
+    factor = 2.0
+    jitter = 0.3
+    maxDelay = 300.0
+
+    def __init__(self, authenticator: ProfileAuthenticator, client: "XMPPClient") -> None:
+        super().__init__(authenticator)
+        self.client = client
+        self.random = random.Random()
+        self._base_delay = self.initialDelay
+
+    def resetDelay(self) -> None:  # noqa: N802 (Twisted API)
+        super().resetDelay()
+        self._base_delay = self.initialDelay
+
+    def retry(self, connector: Any = None) -> None:
+        if not self.continueTrying:
+            return
+        if connector is None:
+            connector = self.connector
+        if connector is None:
+            return
+        self.retries += 1
+        if self.maxRetries is not None and self.retries > self.maxRetries:
+            return
+        if self.retries > 1:
+            self._base_delay = min(self._base_delay * self.factor, self.maxDelay)
+        self.delay = self.random.uniform(self._base_delay * (1 - self.jitter),
+                                         self._base_delay)
+
+        def reconnect() -> None:
+            self._callID = None
+            connector.connect()
+
+        self._callID = self.clock.callLater(self.delay, reconnect)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
+        if self.client.on_connection_failed(reason):
+            super().clientConnectionFailed(connector, reason)
+
+    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:  # noqa: N802
+        if self.client.on_connection_lost(reason):
+            super().clientConnectionLost(connector, reason)
+
+
+def _describe(reason: Failure) -> str:
+    value = reason.value
+    if isinstance(value, SSL.Error):
+        return f"TLS error: {_ssl_error_text(value)}"
+    return reason.getErrorMessage() or type(value).__name__
+
+
+def _ssl_error_text(exc: SSL.Error) -> str:
+    parts = []
+    for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
+        if isinstance(item, tuple) and len(item) == 3:
+            parts.append(str(item[2]))
+    return ", ".join(parts) or str(exc)
+
+
+def _is_certificate_failure(reason: Failure) -> bool:
+    value = reason.value
+    if isinstance(value, SSL.Error):
+        text = _ssl_error_text(value).lower()
+        return "certificate" in text or "verify" in text
+    return type(value).__name__ == "VerificationError"  # service_identity
+
+
+class XMPPClient(StreamManager):
+    """The connection of one profile.
+
+    :param host: the backend (plugins' handlers and hooks are taken from it)
+    :param profile: the profile to connect
+    :param password: its password
+    :param policy: SASL settings
+    :param key_cache: SCRAM derived keys of the account
+    :param on_authenticated: called with the :class:`SASLResult` of each login
+    :param tls_max_version: highest TLS version to use (tests)
+    """
+
+    def __init__(
+        self,
+        host: Any,
+        profile: Profile,
+        password: str,
+        *,
+        policy: SASLPolicy | None = None,
+        key_cache: ScramKeyCache | None = None,
+        on_authenticated: Callable[[SASLResult], None] | None = None,
+        on_state_change: Callable[["XMPPClient"], None] | None = None,
+        tls_max_version: ssl.TLSVersion | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.host = host
+        self.profile = profile
+        self.reactor = reactor
+        self.jid = jabber_jid.JID(profile.jid)
+        options = profile.options
+        self.tls = tls_options(self.jid.host, options.ca_file, tls_max_version)
+        self._on_authenticated = on_authenticated
+        self._on_state_change = on_state_change
+        authenticator = ProfileAuthenticator(
+            self.jid, password,
+            policy=policy,
+            key_cache=key_cache,
+            on_authenticated=self._authenticated,
+            configurationForTLS=self.tls,
+            direct_tls=options.direct_tls,
+        )
+        factory = ClientFactory(authenticator, self)
+        factory.clock = reactor
+        super().__init__(factory, reactor=reactor)
+        self.logTraffic = False  # never: the stream carries authentication data
+        self.state = ConnectionState.DISCONNECTED
+        self.error: str | None = None
+        self.sasl: SASLResult | None = None
+        self.bound_jid: jabber_jid.JID | None = None
+        self._connector: Any = None
+        self._first: defer.Deferred | None = None
+        self._stopping = False
+        self._lost_waiters: list[defer.Deferred] = []
+        self._ever_connected = False
+
+    def __repr__(self) -> str:
+        return f"<XMPPClient {self.profile.name} {self.state}>"
+
+    # state
+
+    def _set_state(self, state: ConnectionState, error: str | None = None) -> None:
+        self.state = state
+        self.error = error
+        log.info(
+            "profile {profile}: {state}{error}", profile=self.profile.name, state=state.value,
+            error=f" ({error})" if error else "",
+        )
+        if self._on_state_change is not None:
+            self._on_state_change(self)
+
+    @property
+    def is_connected(self) -> bool:
+        return self.state is ConnectionState.CONNECTED
+
+    def info(self) -> dict[str, Any]:
+        """What the connection negotiated, for ``li profile info``."""
+        sasl = self.sasl
+        return {
+            "profile": self.profile.name,
+            "jid": self.profile.jid,
+            "bound_jid": self.bound_jid.full() if self.bound_jid else None,
+            "state": self.state.value,
+            "error": self.error,
+            "sasl_mechanism": sasl.mechanism if sasl else None,
+            "channel_binding": sasl.channel_binding if sasl else None,
+            "tls_version": sasl.tls_version if sasl else None,
+            "downgrade_protection": sasl.downgrade_protection if sasl else None,
+        }
+
+    # life cycle
+
+    def connect(self) -> defer.Deferred:
+        """Connect; fire once the stream is initialized (authenticated, bound).
+
+        Fails with :class:`ConnectionFailed` (or a SASL error) if this first attempt
+        fails; once connected, a lost connection is re-established in the background.
+        """
+        if self._first is not None and not self._first.called:
+            return self._chain(self._first)
+        if self.state is ConnectionState.CONNECTED:
+            return defer.succeed(self)
+        self._stopping = False
+        self._first = defer.Deferred()
+        self.factory.resetDelay()
+        self.factory.continueTrying = True
+        self._set_state(ConnectionState.CONNECTING)
+        self._connector = self._open_connection()
+        return self._chain(self._first)
+
+    @staticmethod
+    def _chain(d: defer.Deferred) -> defer.Deferred:
+        new: defer.Deferred = defer.Deferred()
+        d.addBoth(lambda result: (new.callback(result) if not isinstance(result, Failure)
+                                  else new.errback(result), result)[1])
+        return new
+
+    def _open_connection(self) -> Any:
+        options = self.profile.options
+        if options.direct_tls:
+            host = options.host or self.jid.host
+            port = options.port or DEFAULT_DIRECT_TLS_PORT
+            return self.reactor.connectSSL(host, port, self.factory, self.tls,
+                                           timeout=CONNECT_TIMEOUT)
+        if options.host:
+            return self.reactor.connectTCP(options.host, options.port or DEFAULT_PORT,
+                                           self.factory, timeout=CONNECT_TIMEOUT)
+        connector = XMPPClientConnector(self.reactor, self.jid.host.encode("idna"),
+                                        self.factory)
+        connector.connect()
+        return connector
+
+    def disconnect(self) -> defer.Deferred:
+        """Close the connection and stop reconnecting; fire once it is closed."""
+        self._stopping = True
+        self.factory.stopTrying()
+        if self._first is not None and not self._first.called:
+            self._first.errback(ConnectionFailed("connection cancelled"))
+            self._first.addErrback(lambda f: None)
+        connector, self._connector = self._connector, None
+        if self.xmlstream is None:
+            if connector is not None:
+                connector.disconnect()
+            if self.state is not ConnectionState.FAILED:
+                self._set_state(ConnectionState.DISCONNECTED)
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._lost_waiters.append(d)
+        self.xmlstream.sendFooter()
+        # a server that does not close its side in time is cut off
+        call = self.reactor.callLater(5, self._force_close)
+        d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
+        return d
+
+    def _force_close(self) -> None:
+        if self.xmlstream is not None and self.xmlstream.transport is not None:
+            self.xmlstream.transport.abortConnection()
+
+    # events from the factory and the stream manager
+
+    def _authenticated(self, result: SASLResult) -> None:
+        self.sasl = result
+        if self._on_authenticated is not None:
+            self._on_authenticated(result)
+
+    def _authd(self, xs: xmlstream.XmlStream) -> None:
+        self.bound_jid = self.factory.authenticator.jid
+        self._ever_connected = True
+        self.factory.resetDelay()
+        super()._authd(xs)
+        self._set_state(ConnectionState.CONNECTED)
+        first, self._first = self._first, None
+        if first is not None and not first.called:
+            first.callback(self)
+
+    def initializationFailed(self, reason: Failure) -> None:  # noqa: N802
+        """Stream initialization failed: SASL, TLS negotiation, binding..."""
+        fatal = not reason.check(sasl_errors.TemporaryAuthFailure)
+        self._fail(reason, fatal=fatal)
+        if self.xmlstream is not None and self.xmlstream.transport is not None:
+            self.xmlstream.transport.loseConnection()
+
+    def _fail(self, reason: Failure, fatal: bool) -> None:
+        message = _describe(reason)
+        if reason.check(sasl_errors.SASLError, ConnectionFailed):
+            error: BaseException = reason.value
+        elif _is_certificate_failure(reason):
+            error = CertificateError(
+                f"the certificate of {self.jid.host} was refused ({message}): if the "
+                "server uses a private authority, set the profile's CA file"
+            )
+        else:
+            error = ConnectionFailed(f"can't connect profile {self.profile.name}: {message}")
+        first = self._first
+        if fatal or (first is not None and not first.called):
+            self.factory.stopTrying()
+            self._stopping = True
+            self._set_state(ConnectionState.FAILED, str(error))
+            if first is not None and not first.called:
+                self._first = None
+                first.errback(Failure(error))
+        else:
+            self._set_state(ConnectionState.RECONNECTING, str(error))
+
+    def on_connection_failed(self, reason: Failure) -> bool:
+        """The TCP connection could not be made; return True to retry."""
+        if self._stopping:
+            return False
+        self._fail(reason, fatal=_is_certificate_failure(reason))
+        return not self._stopping
+
+    def on_connection_lost(self, reason: Failure) -> bool:
+        """An established TCP connection was lost; return True to reconnect."""
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for d in waiters:
+            d.callback(None)
+        if self._stopping:
+            if self.state not in (ConnectionState.FAILED, ConnectionState.DISCONNECTED):
+                self._set_state(ConnectionState.DISCONNECTED)
+            return False
+        if not self._ever_connected or _is_certificate_failure(reason):
+            # lost before the stream was ever up (TLS handshake refused...)
+            self._fail(reason, fatal=True)
+            return False
+        self._fail(reason, fatal=False)
+        return True
+
+    def _disconnected(self, reason: Failure) -> None:
+        super()._disconnected(reason)
+        if self.state is ConnectionState.CONNECTED:
+            self._set_state(ConnectionState.RECONNECTING, _describe(reason))
+            # the factory decides through on_connection_lost
+
