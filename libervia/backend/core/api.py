@@ -1,0 +1,91 @@
+"""Bridge methods of the core: profiles and their connections.
+
+Plugins register their own methods (pubsub, cache...) the same way, on
+``host.bridge``.  Every method takes named parameters and returns plain JSON data.
+"""
+
+from typing import Any
+
+from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.profiles import ConnectionOptions
+
+
+class CoreAPI:
+    """The profile methods of the bridge, registered when the backend is built."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        bridge = host.bridge
+        bridge.register_signal(
+            "connection_state",
+            "a profile's connection changed: params {profile, state, error}",
+        )
+        for name in ("profile_list", "profile_create", "profile_delete", "profile_info",
+                     "profile_connect", "profile_disconnect", "profile_set_password"):
+            bridge.register_method(name, getattr(self, name))
+
+    @property
+    def profiles(self) -> Any:
+        return self.host.profiles
+
+    @property
+    def clients(self) -> Any:
+        return self.host.clients
+
+    async def profile_list(self) -> list[dict[str, Any]]:
+        """Every profile with its JID and connection state."""
+        result = []
+        for name in await self.profiles.names():
+            profile = await self.profiles.get(name)
+            result.append({"name": name, "jid": profile.jid,
+                           "state": self.clients.info(name)["state"],
+                           "autoconnect": profile.options.autoconnect})
+        return result
+
+    async def profile_create(
+        self,
+        name: str,
+        jid: str,
+        password: str,
+        host: str | None = None,
+        port: int | None = None,
+        direct_tls: bool = False,
+        ca_file: str | None = None,
+        mechanisms: list[str] | None = None,
+        autoconnect: bool = False,
+    ) -> dict[str, Any]:
+        """Create a profile; the password is stored encrypted."""
+        options = ConnectionOptions(
+            host=host, port=port, direct_tls=bool(direct_tls), ca_file=ca_file,
+            mechanisms=tuple(mechanisms or ()), autoconnect=bool(autoconnect),
+        )
+        profile = await self.profiles.create(name, jid, password, options)
+        return profile.as_dict()
+
+    async def profile_delete(self, name: str) -> None:
+        """Delete a profile and everything stored for it (disconnecting it first)."""
+        if name in self.clients.clients:
+            await self.clients.disconnect(name)
+        await self.profiles.delete(name)
+
+    async def profile_set_password(self, name: str, password: str) -> None:
+        """Change the password the backend uses for a profile."""
+        await self.profiles.set_password(name, password)
+
+    async def profile_info(self, name: str) -> dict[str, Any]:
+        """A profile's settings and, if connected, what its connection negotiated."""
+        profile = await self.profiles.get(name)
+        return profile.as_dict() | {"connection": self.clients.info(name)}
+
+    async def profile_connect(self, name: str) -> dict[str, Any]:
+        """Connect a profile; answer once connected, with the connection's details."""
+        client = await self.clients.connect(name)
+        return client.info()
+
+    async def profile_disconnect(self, name: str) -> None:
+        """Disconnect a profile."""
+        if name not in self.clients.clients:
+            if not await self.profiles.exists(name):
+                raise NotFound(f"there is no profile named {name!r}")
+            return
+        await self.clients.disconnect(name)

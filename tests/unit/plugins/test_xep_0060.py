@@ -1,0 +1,309 @@
+"""XEP-0060 client: requests as sent, answers as parsed, events as dispatched."""
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.words.protocols.jabber import error as jabber_error
+from twisted.words.protocols.jabber.jid import JID
+
+from libervia.backend.core.triggers import TriggerManager
+from libervia.backend.core.xml_tools import parse_xml
+from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
+from libervia.backend.plugins.plugin_xep_0060 import (
+    NS_PUBSUB,
+    XEP_0060,
+    InvalidRequest,
+    ItemNotFound,
+    PubsubError,
+    PubsubHandler,
+)
+
+SERVICE = JID("pubsub.example.org")
+
+
+class StubClient:
+    """Answers IQ requests with canned XML, recording what was sent."""
+
+    def __init__(self):
+        self.jid = JID("alice@example.org/res")
+        self.sent = []
+        self.answers = []
+
+    def request(self, request):
+        self.sent.append(request.toElement())
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            return defer.fail(answer)
+        return defer.succeed(parse_xml(answer))
+
+
+class Host:
+    def __init__(self):
+        self.trigger = TriggerManager()
+        self.plugins = {"XEP-0059": XEP_0059(self)}
+
+
+@pytest.fixture
+def host():
+    return Host()
+
+
+@pytest.fixture
+def plugin(host):
+    return XEP_0060(host)
+
+
+@pytest.fixture
+def client():
+    return StubClient()
+
+
+ITEMS_ANSWER = (
+    "<iq xmlns='jabber:client' type='result' from='pubsub.example.org'>"
+    "<pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='blog'>"
+    "<item id='i2' publisher='bob@example.org'><entry xmlns='http://www.w3.org/2005/Atom'>"
+    "<title>Two</title></entry></item>"
+    "<item id='i1'><entry xmlns='http://www.w3.org/2005/Atom'><title>One</title></entry>"
+    "</item></items>"
+    "<set xmlns='http://jabber.org/protocol/rsm'><first index='0'>i2</first>"
+    "<last>i1</last><count>40</count></set></pubsub></iq>"
+)
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_items_request_and_answer(plugin, client):
+    client.answers.append(ITEMS_ANSWER)
+    result = await plugin.get_items(
+        client, "pubsub.example.org", "blog", max_items=2, item_ids=None,
+        rsm_request=RSMRequest(max=2, before=""), order_by="creation",
+    )
+    sent = client.sent[0]
+    assert sent["type"] == "get" and sent["to"] == "pubsub.example.org"
+    pubsub = sent.pubsub
+    assert pubsub.uri == NS_PUBSUB
+    assert pubsub.items["node"] == "blog" and pubsub.items["max_items"] == "2"
+    rsm_set = next(pubsub.elements("http://jabber.org/protocol/rsm", "set"))
+    assert str(next(rsm_set.elements("http://jabber.org/protocol/rsm", "max"))) == "2"
+    assert next(pubsub.elements("urn:xmpp:order-by:1", "order"))["field"] == "creation"
+    assert [i["id"] for i in result.items] == ["i2", "i1"]
+    # items are kept exactly as received
+    assert result.items[0].getAttribute("publisher") == "bob@example.org"
+    assert "<title>Two</title>" in result.items[0].toXml()
+    assert result.rsm == {"first": "i2", "last": "i1", "index": 0, "count": 40}
+    assert result.cached is False
+    serialised = result.serialise()
+    assert serialised["metadata"]["rsm"]["count"] == 40
+    assert parse_xml(serialised["items"][1])["id"] == "i1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_items_by_ids_and_pep_default(plugin, client):
+    client.answers.append("<iq type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                          "<items node='n'/></pubsub></iq>")
+    result = await plugin.get_items(client, None, "n", item_ids=["a", "b"])
+    sent = client.sent[0]
+    assert sent["to"] == "alice@example.org"  # PEP: the profile's own account
+    assert [i["id"] for i in sent.pubsub.items.elements(NS_PUBSUB, "item")] == ["a", "b"]
+    assert result.items == [] and result.rsm == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_get_items_return_point_answers_in_place_of_the_service(plugin, client, host):
+    seen = []
+
+    async def cache(client_, service, node, max_items, item_ids, rsm, order, extra):
+        seen.append((service.full(), node, max_items, extra["use_cache"]))
+        if extra["use_cache"]:
+            return False, "from cache"
+        return True, None
+
+    host.trigger.add("XEP-0060_get_items", cache)
+    assert await plugin.get_items(client, SERVICE, "blog", max_items=5) == "from cache"
+    assert client.sent == []
+    client.answers.append(ITEMS_ANSWER)
+    result = await plugin.get_items(client, SERVICE, "blog", use_cache=False)
+    assert len(result.items) == 2
+    assert seen == [("pubsub.example.org", "blog", 5, True),
+                    ("pubsub.example.org", "blog", None, False)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"node": ""}, "node name"), ({"max_items": -1}, "max_items"),
+     ({"order_by": "random"}, "order_by"), ({"service": "a@b@c"}, "service JID")],
+)
+@pytest_twisted.ensureDeferred
+async def test_invalid_requests_fail_before_sending(plugin, client, kwargs, message):
+    args = {"service": SERVICE, "node": "blog"} | kwargs
+    with pytest.raises(InvalidRequest, match=message):
+        await plugin.get_items(client, **args)
+    assert client.sent == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_stanza_errors_become_pubsub_errors(plugin, client):
+    client.answers.append(jabber_error.StanzaError("item-not-found", text="no such node"))
+    with pytest.raises(ItemNotFound, match="node 'blog' on pubsub.example.org not found"):
+        await plugin.get_items(client, SERVICE, "blog")
+    client.answers.append(jabber_error.StanzaError("forbidden"))
+    with pytest.raises(PubsubError, match="forbidden") as info:
+        await plugin.purge_node(client, SERVICE, "blog")
+    assert info.value.condition == "forbidden"
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_with_options_returns_ids(plugin, client, host):
+    client.answers.append(
+        "<iq type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+        "<publish node='blog'><item id='generated'/></publish></pubsub></iq>")
+    item = parse_xml("<item xmlns='http://jabber.org/protocol/pubsub'><entry "
+                     "xmlns='http://www.w3.org/2005/Atom'><title>T</title></entry></item>")
+    ids = await plugin.publish(client, SERVICE, "blog", [item],
+                               options={"pubsub#max_items": "max"})
+    assert ids == ["generated"]
+    sent = client.sent[0]
+    assert sent["type"] == "set"
+    assert sent.pubsub.publish["node"] == "blog"
+    options = next(sent.pubsub.elements(NS_PUBSUB, "publish-options"))
+    fields = {f["var"]: str(f.value) for f in options.x.elements() if f.name == "field"}
+    assert fields["FORM_TYPE"] == "http://jabber.org/protocol/pubsub#publish-options"
+    assert fields["pubsub#max_items"] == "max"
+
+
+@pytest_twisted.ensureDeferred
+async def test_publish_trigger_can_cancel(plugin, client, host):
+    host.trigger.add("XEP-0060_publish", lambda *args: False)
+    assert await plugin.publish(client, SERVICE, "blog", []) == []
+    assert client.sent == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_owner_requests(plugin, client):
+    client.answers += ["<iq type='result'/>"] * 3 + [
+        "<iq type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>"
+        "<configure node='blog'><x xmlns='jabber:x:data' type='form'>"
+        "<field var='FORM_TYPE' type='hidden'><value>"
+        "http://jabber.org/protocol/pubsub#node_config</value></field>"
+        "<field var='pubsub#max_items' type='text-single'><value>10</value></field>"
+        "</x></configure></pubsub></iq>"
+    ]
+    await plugin.retract_items(client, SERVICE, "blog", ["a", "b"])
+    await plugin.purge_node(client, SERVICE, "blog")
+    await plugin.delete_node(client, SERVICE, "blog")
+    config = await plugin.get_node_configuration(client, SERVICE, "blog")
+    retract, purge, delete, configure = client.sent
+    assert [i["id"] for i in retract.pubsub.retract.elements(NS_PUBSUB, "item")] == ["a", "b"]
+    assert retract.pubsub.retract["notify"] == "true"
+    assert purge.pubsub.uri.endswith("#owner") and purge.pubsub.purge["node"] == "blog"
+    assert delete.pubsub.delete["node"] == "blog"
+    assert configure["type"] == "get"
+    assert config == {"pubsub#max_items": "10"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_metadata(plugin, client):
+    client.answers.append(
+        "<iq type='result'><query xmlns='http://jabber.org/protocol/disco#info' node='blog'>"
+        "<identity category='pubsub' type='leaf'/>"
+        "<feature var='http://jabber.org/protocol/pubsub'/>"
+        "<x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'>"
+        "<value>http://jabber.org/protocol/pubsub#meta-data</value></field>"
+        "<field var='pubsub#type'><value>urn:xmpp:microblog:0</value></field></x>"
+        "</query></iq>")
+    metadata = await plugin.get_node_metadata(client, SERVICE, "blog")
+    assert metadata["identities"] == [{"category": "pubsub", "type": "leaf"}]
+    assert metadata["meta_data"]["pubsub#type"] == "urn:xmpp:microblog:0"
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribe_and_subscriptions(plugin, client):
+    client.answers += [
+        "<iq type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+        "<subscription node='blog' jid='alice@example.org' subscription='subscribed' "
+        "subid='s1'/></pubsub></iq>",
+        "<iq type='result'><pubsub xmlns='http://jabber.org/protocol/pubsub'><subscriptions>"
+        "<subscription node='blog' jid='alice@example.org' subscription='subscribed'/>"
+        "</subscriptions></pubsub></iq>",
+    ]
+    assert await plugin.subscribe(client, SERVICE, "blog") == {
+        "node": "blog", "state": "subscribed", "subid": "s1"}
+    assert client.sent[0].pubsub.subscribe["jid"] == "alice@example.org"
+    subs = await plugin.subscriptions(client, SERVICE)
+    assert subs == [{"node": "blog", "jid": "alice@example.org", "state": "subscribed",
+                     "subid": None}]
+
+
+EVENT = (
+    "<message xmlns='jabber:client' from='pubsub.example.org' to='alice@example.org'>"
+    "<event xmlns='http://jabber.org/protocol/pubsub#event'>{}</event></message>"
+)
+
+
+@pytest.mark.parametrize(
+    ("payload", "point", "expected"),
+    [
+        ("<items node='blog'><item id='x'><p xmlns='urn:test'/></item></items>",
+         "XEP-0060_items", ["x"]),
+        ("<items node='blog'><retract id='x'/><retract id='y'/></items>",
+         "XEP-0060_retract", ["x", "y"]),
+        ("<purge node='blog'/>", "XEP-0060_purge", None),
+        ("<delete node='blog'/>", "XEP-0060_delete", None),
+        ("<configuration node='blog'><x xmlns='jabber:x:data' type='result'>"
+         "<field var='FORM_TYPE' type='hidden'><value>"
+         "http://jabber.org/protocol/pubsub#node_config</value></field>"
+         "<field var='pubsub#title'><value>My blog</value></field></x></configuration>",
+         "XEP-0060_configuration", {"pubsub#title": "My blog"}),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_every_event_kind_reaches_its_trigger(plugin, client, host, payload, point,
+                                                     expected):
+    calls = []
+
+    def record(client_, service, node, *rest):
+        calls.append((service.full(), node, rest[:-1]))
+        return True
+
+    for name in ("XEP-0060_items", "XEP-0060_retract", "XEP-0060_purge",
+                 "XEP-0060_delete", "XEP-0060_configuration"):
+        host.trigger.add(name, lambda *a, name=name: calls.append(name) or record(*a))
+    await plugin.on_event(client, parse_xml(EVENT.format(payload)))
+    assert calls[0] == point
+    service, node, rest = calls[1]
+    assert (service, node) == ("pubsub.example.org", "blog")
+    if point == "XEP-0060_items":
+        assert [i["id"] for i in rest[0]] == expected
+    elif expected is not None:
+        assert rest[0] == expected
+    assert len(calls) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_event_without_node_is_ignored(plugin, client, host):
+    calls = []
+    host.trigger.add("XEP-0060_purge", lambda *a: calls.append(a) or True)
+    await plugin.on_event(client, parse_xml(EVENT.format("<purge/>")))
+    assert calls == []
+
+
+def test_handler_processes_events_in_order(plugin, client, host):
+    """A slow first event is finished before the second one starts."""
+    order = []
+    gate = defer.Deferred()
+
+    async def slow_items(client_, service, node, items, message):
+        order.append(("start", items[0]["id"]))
+        if items[0]["id"] == "first":
+            await gate
+        order.append(("end", items[0]["id"]))
+        return True
+
+    host.trigger.add("XEP-0060_items", slow_items)
+    handler = PubsubHandler(plugin, client)
+    for item_id in ("first", "second"):
+        handler._on_event(parse_xml(EVENT.format(
+            f"<items node='blog'><item id='{item_id}'/></items>")))
+    assert order == [("start", "first")]
+    gate.callback(None)
+    assert order == [("start", "first"), ("end", "first"), ("start", "second"),
+                     ("end", "second")]
