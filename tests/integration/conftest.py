@@ -6,6 +6,15 @@ from pathlib import Path
 
 import pytest
 
+# private Prosody and ejabberd instances (pytest_plugins is only allowed at the root)
+from tests.servers.fixtures import (  # noqa: F401
+    ejabberd_server,
+    prosody_server,
+    xmpp_server,
+    xmpp_server_factory,
+    xmpp_server_pool,
+)
+
 DATA = Path(__file__).parent.parent / "data"
 
 
