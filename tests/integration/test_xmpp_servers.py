@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from tests.servers import (
+    ServerError,
     ServerInfo,
     XmppUser,
     pid_alive,
@@ -27,6 +31,7 @@ from tests.servers import (
     tls_context,
 )
 from tests.servers.fixtures import ServerPool
+from tests.servers.prosody import ProsodyServer
 
 slixmpp = pytest.importorskip("slixmpp")
 
@@ -404,3 +409,34 @@ def test_fresh_server_starts_and_stops_in_seconds_leaving_no_process(
     print(f"{kind}: start with accounts {ready:.2f}s, stop {stopped:.2f}s")
     assert not pid_alive(pid)
     assert ready < 20 and stopped < 20
+
+
+def test_ejabberd_start_failure_reports_its_log(xmpp_server_factory):
+    xmpp_server_factory("ejabberd")  # installed and working here
+    pool = ServerPool()
+    try:
+        with pytest.raises(ServerError) as caught:
+            pool.get("ejabberd", max_items=-1)
+    finally:
+        pool.close()
+    message = str(caught.value)
+    assert "exited during start-up" in message
+    assert "max_items_node" in message  # ejabberd's own words, from its log
+
+
+def test_prosody_on_a_taken_port_times_out_with_its_log(prosody_server):
+    pool = ServerPool()
+    server = ProsodyServer(Path(tempfile.mkdtemp(prefix="libervia-test-taken-")),
+                           pool.pki(), start_timeout=3)
+    try:
+        with socket.create_server((server.address, server.c2s_port)):
+            started = time.monotonic()
+            with pytest.raises(ServerError, match="not ready") as caught:
+                server.start()
+            assert time.monotonic() - started < 10
+        assert not server.running
+        assert "server.log" in str(caught.value)
+    finally:
+        server.stop()
+        pool.close()
+        shutil.rmtree(server.directory, ignore_errors=True)

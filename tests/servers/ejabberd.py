@@ -12,6 +12,7 @@ node's own, so the system node, its cookie and its spool are never touched:
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -239,18 +240,17 @@ class EjabberdServer(XmppServer):
         if not Path(EJABBERDCTL).exists():
             raise ServerError("ejabberdctl is not installed (Debian package ejabberd)")
         self.pid_file.unlink(missing_ok=True)
-        with open(self.directory / "output.log", "ab") as output:
-            result = subprocess.run(
-                self._ctl_args("start"), stdin=subprocess.DEVNULL, stdout=output,
-                stderr=subprocess.STDOUT, env=self._env(), cwd=self.directory,
-                user=self.run_as, group=self._group(), extra_groups=self._extra_groups(),
-                timeout=60,
-            )
-        if result.returncode != 0:
-            raise ServerError(
-                f"ejabberdctl start failed with status {result.returncode}\n{self.log_tail()}"
-            )
         try:
+            with open(self.directory / "output.log", "ab") as output:
+                result = subprocess.run(
+                    self._ctl_args("start"), stdin=subprocess.DEVNULL, stdout=output,
+                    stderr=subprocess.STDOUT, env=self._env(), cwd=self.directory,
+                    user=self.run_as, group=self._group(),
+                    extra_groups=self._extra_groups(), timeout=60,
+                )
+            if result.returncode != 0:
+                raise ServerError(f"ejabberdctl start failed with status "
+                                  f"{result.returncode}\n{self.log_tail()}")
             # the beam writes its pid early in its start; a crash before it is caught
             # by the readiness time-out, with the log in the message
             self.wait_ready(alive=self._alive_during_start)
@@ -262,7 +262,7 @@ class EjabberdServer(XmppServer):
                 raise ServerError(f"ejabberd node {self.node} never reported started\n"
                                   f"{self.log_tail()}")
         except BaseException:
-            self.pid = self._read_pid()
+            # also on KeyboardInterrupt: a half-started beam must not survive the tests
             self.stop()
             raise
 
@@ -280,16 +280,34 @@ class EjabberdServer(XmppServer):
     def stop(self, timeout: float = 20) -> None:
         """Stop the node, make sure its beam process is gone; its data is kept."""
         pid, self.pid = self.pid, None
-        if pid is None or not pid_alive(pid):
-            return
-        try:
-            self.ctl("stop", timeout=timeout)
-        except ServerError:
-            pass  # the signal below takes over
-        if not wait_until(lambda: not pid_alive(pid), timeout):
-            terminate_pid(pid, timeout=5)
-        if pid_alive(pid):
+        if pid is not None and pid_alive(pid):
+            try:
+                self.ctl("stop", timeout=timeout)
+            except ServerError:
+                pass  # the signal below takes over
+            if not wait_until(lambda: not pid_alive(pid), timeout):
+                terminate_pid(pid, timeout=5)
+        # whatever still runs under this node's unique name (a beam interrupted in its
+        # start, before its pid was known; a stuck ejabberdctl) goes too
+        for leftover in self._node_pids():
+            terminate_pid(leftover, timeout=5)
+        if pid is not None and pid_alive(pid):
             raise ServerError(f"ejabberd beam (pid {pid}) is still running")
+
+    def _node_pids(self) -> list[int]:
+        """Processes with this node's name as an argument (the beam, ejabberdctl)."""
+        node = self.node.encode()
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if node in args and pid_alive(int(entry.name)):
+                pids.append(int(entry.name))
+        return pids
 
     def register(self, localpart: str, password: str) -> XmppUser:
         """Create an account with ``ejabberdctl register``."""

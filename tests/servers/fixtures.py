@@ -21,7 +21,9 @@ import atexit
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,8 @@ class ServerPool:
         self._pkis: dict[str, Pki] = {}
         self._servers: dict[tuple, ServerInfo | ServerError] = {}
         self._directories: list[Path] = []
+        # every controller made, started or not: close() stops them all
+        self._controls: list[XmppServer] = []
 
     def pki(self, hash_name: str = "sha256") -> Pki:
         """The session's CA and certificates, for a signature hash."""
@@ -111,6 +115,7 @@ class ServerPool:
         directory = self._mkdtemp(kind)
         server: XmppServer = cls(directory, pki, admin=ACCOUNTS[0], **options)
         LIVE_SERVERS.add(server)
+        self._controls.append(server)
         server.start()
         accounts = [(name, secrets.token_urlsafe(12)) for name in ACCOUNTS]
         if isinstance(server, EjabberdServer):
@@ -128,12 +133,11 @@ class ServerPool:
     def close(self) -> None:
         """Stop every server, then remove the folders (unless asked to keep them)."""
         errors = []
-        for info in self._servers.values():
-            if isinstance(info, ServerInfo):
-                try:
-                    info.stop()
-                except ServerError as e:
-                    errors.append(str(e))
+        for server in self._controls:
+            try:
+                server.stop()
+            except ServerError as e:
+                errors.append(str(e))
         if not os.environ.get(KEEP_ENV):
             for directory in self._directories:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -141,12 +145,31 @@ class ServerPool:
             raise ServerError("\n".join(errors))
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def xmpp_server_pool():
-    """The session's :class:`ServerPool`; everything it started is stopped at the end."""
+    """The session's :class:`ServerPool`; everything it started is stopped at the end.
+
+    While it lives, SIGTERM (``timeout pytest ...``, a CI time-out) is turned into a
+    KeyboardInterrupt, so that pytest still runs the finalizers that stop the servers
+    (they run in their own sessions, out of reach of signals sent to the test's group).
+    """
+    previous = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     pool = ServerPool()
-    yield pool
-    pool.close()
+    try:
+        yield pool
+    finally:
+        try:
+            pool.close()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _get(pool: ServerPool, kind: str, **options) -> ServerInfo:
