@@ -310,7 +310,7 @@ def test_admin_creates_a_node_on_the_component_and_others_read_it(xmpp_server):
 
 def test_fast_publishing_is_not_throttled(xmpp_server):
     node = f"burst-{secrets.token_hex(4)}"
-    count = 300
+    count = 200
 
     async def body(xmpp):
         await _create_node(xmpp, xmpp_server, node, max_items=count)

@@ -281,12 +281,10 @@ class EjabberdServer(XmppServer):
         """Stop the node, make sure its beam process is gone; its data is kept."""
         pid, self.pid = self.pid, None
         if pid is not None and pid_alive(pid):
-            try:
-                self.ctl("stop", timeout=timeout)
-            except ServerError:
-                pass  # the signal below takes over
-            if not wait_until(lambda: not pid_alive(pid), timeout):
-                terminate_pid(pid, timeout=5)
+            # the Erlang VM answers SIGTERM with init:stop(), the clean shutdown that
+            # ``ejabberdctl stop`` asks for too, without starting a VM of its own for
+            # it (about 1 s instead of 2.4 s); SIGKILL after ``timeout``
+            terminate_pid(pid, timeout)
         # whatever still runs under this node's unique name (a beam interrupted in its
         # start, before its pid was known; a stuck ejabberdctl) goes too
         for leftover in self._node_pids():
