@@ -30,6 +30,7 @@ from libervia.backend.core.log import getLogger
 from libervia.backend.core.plugins import PluginManager
 from libervia.backend.core.service import AsyncMultiService
 from libervia.backend.core.triggers import TriggerManager
+from libervia.backend.memory.service import StorageService
 
 log = getLogger(__name__)
 
@@ -101,6 +102,11 @@ class Backend(AsyncMultiService):
 
     def _build_services(self) -> None:
         """Add the parts of the backend in start-up order."""
+        storage_service = StorageService(self.config, reactor=self.reactor)
+        storage_service.setServiceParent(self)
+        #: the database API (:class:`~libervia.backend.memory.sqla.Storage`), usable by
+        #: plugins: it is opened and migrated before they load
+        self.storage = storage_service.storage
         PluginService(self).setServiceParent(self)
         BridgeService(self).setServiceParent(self)
 

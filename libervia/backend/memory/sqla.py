@@ -18,6 +18,7 @@ their (closed) session with all their columns loaded.
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -172,6 +173,9 @@ class Storage:
         if self._pool is not None:
             return defer.fail(StorageError("the storage is already started"))
         self._pool = ThreadPool(minthreads=0, maxthreads=self.threads, name="storage")
+        # daemon threads: a storage that was never stopped (a crash, a failed test)
+        # must not keep the process alive; an interrupted transaction is rolled back
+        self._pool.threadFactory = _daemon_thread
         self._pool.start()
         self._accepting = True
         return self._call("open", self._thd_open, None)
@@ -645,6 +649,10 @@ class Storage:
             "get_items", thd_get_items, node_id, max_items, _opt_list(item_ids), before,
             after, index, order, desc, write=False,
         )
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    return threading.Thread(*args, daemon=True, **kwargs)
 
 
 def _opt_list(values: Iterable[str] | None) -> list[str] | None:

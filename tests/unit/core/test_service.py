@@ -114,7 +114,11 @@ def running_reactor():
 
 def make_backend(tmp_path, reactor=None):
     config = Config.from_dict({"DEFAULT": {"local_dir": str(tmp_path)}})
-    return Backend(config, reactor=reactor or running_reactor(), plugin_entry_points=[])
+    backend = Backend(config, reactor=reactor or running_reactor(), plugin_entry_points=[])
+    # the storage runs on threads, which a memory reactor can't serve; it has its own
+    # tests (tests/unit/storage)
+    backend.removeService(backend.getServiceNamed("storage"))
+    return backend
 
 
 def test_backend_start_waits_for_the_reactor(tmp_path):
