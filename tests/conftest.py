@@ -7,6 +7,9 @@ import pytest
 
 from libervia.backend.core import log
 
+#: database fixtures (db_url over SQLite and PostgreSQL, --db-url), for every suite
+pytest_plugins = ["tests.storage_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _reset_log_level():

@@ -1,0 +1,481 @@
+"""The Storage API, on SQLite and on PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import pytest_twisted
+from sqlalchemy import select
+from sqlalchemy.exc import InvalidRequestError
+
+from libervia.backend.core.exceptions import ConflictError, NotFound
+from libervia.backend.memory.sqla import ItemsPage, OrderBy, StorageError
+from libervia.backend.memory.sqla_mapping import Profile, PubsubItem, SyncState
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+SERVICE = "pubsub.example.org"
+
+
+def item(i, **extra):
+    return {"name": f"i{i}", "data": f"<item id='i{i}'><p>{i}</p></item>", **extra}
+
+
+async def node_with_items(storage, profile, count=10, name="blog"):
+    """A node whose items i0..i{count-1} were created one second apart."""
+    node = await storage.set_pubsub_node(profile, SERVICE, name)
+    await storage.cache_pubsub_items(
+        node.id,
+        [item(i, created=T0 + timedelta(seconds=i), parsed={"n": i}) for i in range(count)],
+    )
+    return node
+
+
+def names(items):
+    return [i.name for i in items]
+
+
+# profiles
+
+
+@pytest_twisted.ensureDeferred
+async def test_profiles_are_created_listed_and_deleted(storage):
+    alice = await storage.create_profile("alice")
+    bob = await storage.create_profile("bob")
+    assert await storage.get_profiles() == {"alice": alice, "bob": bob}
+    await storage.delete_profile("alice")
+    assert await storage.get_profiles() == {"bob": bob}
+
+
+@pytest_twisted.ensureDeferred
+async def test_creating_an_existing_profile_is_a_conflict(storage, profile):
+    with pytest.raises(ConflictError, match="alice"):
+        await storage.create_profile(profile)
+    assert list(await storage.get_profiles()) == ["alice"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_an_unknown_profile_is_not_found(storage):
+    with pytest.raises(NotFound, match="nobody"):
+        await storage.delete_profile("nobody")
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_profile_deletes_its_data(storage, profile):
+    await storage.set_param("General", "nick", "Al", profile=profile)
+    await storage.set_private_value("ns", "key", [1], profile=profile)
+    node = await node_with_items(storage, profile, count=3)
+    await storage.delete_profile(profile)
+    await storage.create_profile(profile)
+    assert await storage.get_params(profile=profile) == {}
+    assert await storage.get_privates("ns", profile=profile) == {}
+    assert await storage.get_pubsub_nodes() == []
+    items, page = await storage.get_items(node.id)
+    assert (items, page.count) == ([], 0)
+
+
+# parameters
+
+
+@pytest_twisted.ensureDeferred
+async def test_general_and_profile_params_are_separate(storage, profile):
+    await storage.set_param("Connection", "port", "5222")
+    await storage.set_param("Connection", "port", "5223", profile=profile)
+    await storage.set_param("Misc", "theme", "dark", profile=profile)
+    assert await storage.get_param("Connection", "port") == "5222"
+    assert await storage.get_param("Connection", "port", profile) == "5223"
+    assert await storage.get_params() == {("Connection", "port"): "5222"}
+    assert await storage.get_params(profile=profile) == {
+        ("Connection", "port"): "5223", ("Misc", "theme"): "dark",
+    }
+    assert await storage.get_params(profile=profile, category="Misc") == {
+        ("Misc", "theme"): "dark",
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_setting_a_param_replaces_its_value_and_delete_removes_it(storage):
+    await storage.set_param("C", "n", "1")
+    await storage.set_param("C", "n", "2")
+    assert await storage.get_param("C", "n") == "2"
+    assert await storage.delete_param("C", "n") is True
+    assert await storage.delete_param("C", "n") is False
+    assert await storage.get_param("C", "n") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_params_of_an_unknown_profile_are_not_found(storage):
+    with pytest.raises(NotFound, match="ghost"):
+        await storage.set_param("C", "n", "1", profile="ghost")
+
+
+# private values
+
+
+@pytest_twisted.ensureDeferred
+async def test_private_values_round_trip_as_json(storage, profile):
+    value = {"list": [1, 2.5, None, True], "text": "é€", "nested": {"a": {}}}
+    await storage.set_private_value("plugin", "doc", value)
+    await storage.set_private_value("plugin", "text", "just a string", profile=profile)
+    assert await storage.get_privates("plugin") == {"doc": value}
+    assert await storage.get_privates("plugin", profile=profile) == {"text": "just a string"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_binary_private_values_are_bytes_in_their_own_space(storage, profile):
+    blob = bytes(range(256))
+    await storage.set_private_value("keys", "k", blob, binary=True, profile=profile)
+    await storage.set_private_value("keys", "k", "text", profile=profile)
+    assert await storage.get_privates("keys", binary=True, profile=profile) == {"k": blob}
+    assert await storage.get_privates("keys", profile=profile) == {"k": "text"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_private_values_are_refused_when_not_serialisable(storage):
+    with pytest.raises(TypeError, match="JSON"):
+        await storage.set_private_value("ns", "k", object())
+    with pytest.raises(TypeError, match="bytes"):
+        await storage.set_private_value("ns", "k", "text", binary=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_private_values_can_be_selected_and_deleted(storage):
+    for key in "abc":
+        await storage.set_private_value("ns", key, key.upper())
+    await storage.set_private_value("other", "a", 1)
+    assert await storage.get_privates("ns", ["a", "c", "z"]) == {"a": "A", "c": "C"}
+    assert await storage.del_private_value("ns", "a") is True
+    assert await storage.del_private_value("ns", "a") is False
+    assert await storage.del_private_namespace("ns") == 2
+    assert await storage.get_privates("ns") == {}
+    assert await storage.get_privates("other") == {"a": 1}
+
+
+# pubsub nodes
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_pubsub_node_creates_then_updates_the_same_node(storage, profile):
+    created = await storage.set_pubsub_node(
+        profile, SERVICE, "blog", analyser="mb", type_="blog", extra={"k": [1]}
+    )
+    assert (created.analyser, created.type_, created.subscribed) == ("mb", "blog", False)
+    assert created.sync_state is None and created.sync_items_done == 0
+    updated = await storage.set_pubsub_node(profile, SERVICE, "blog", subscribed=True)
+    assert updated.id == created.id
+    assert (updated.analyser, updated.subscribed, updated.extra) == ("mb", True, {"k": [1]})
+    fetched = await storage.get_pubsub_node(profile, SERVICE, "blog")
+    assert (fetched.id, fetched.subscribed) == (created.id, True)
+    assert await storage.get_pubsub_node(profile, SERVICE, "other") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_pubsub_node_refuses_unknown_fields(storage, profile):
+    with pytest.raises(TypeError, match="colour"):
+        await storage.set_pubsub_node(profile, SERVICE, "blog", colour="red")
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_set_pubsub_node_calls_make_one_node(storage, profile):
+    from twisted.internet import defer
+
+    nodes = await defer.gatherResults([
+        storage.set_pubsub_node(profile, SERVICE, "race", subtype=str(i)) for i in range(20)
+    ])
+    assert len({n.id for n in nodes}) == 1
+    assert len(await storage.get_pubsub_nodes(profile)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_sync_state_and_progress_are_recorded_with_a_time(storage, profile):
+    node = await storage.set_pubsub_node(profile, SERVICE, "blog")
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    await storage.update_pubsub_node_sync_state(
+        node.id, SyncState.IN_PROGRESS, items_done=0, items_expected=42
+    )
+    await storage.cache_pubsub_items(node.id, [item(1), item(2)], count_progress=True)
+    node = await storage.get_pubsub_node(profile, SERVICE, "blog")
+    assert node.sync_state is SyncState.IN_PROGRESS
+    assert (node.sync_items_done, node.sync_items_expected) == (2, 42)
+    assert node.sync_state_updated >= before and node.sync_state_updated.tzinfo is not None
+    await storage.update_pubsub_node_sync_state(node.id, SyncState.COMPLETED)
+    in_progress = await storage.get_pubsub_nodes(sync_states=[SyncState.IN_PROGRESS])
+    completed = await storage.get_pubsub_nodes(sync_states=[SyncState.COMPLETED])
+    assert in_progress == [] and [n.id for n in completed] == [node.id]
+    with pytest.raises(NotFound):
+        await storage.update_pubsub_node_sync_state(node.id + 1000, SyncState.ERROR)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nodes_are_filtered_by_profile_service_and_state(storage, profile):
+    await storage.create_profile("bob")
+    a = await storage.set_pubsub_node(profile, SERVICE, "a")
+    b = await storage.set_pubsub_node(profile, "other.example", "b",
+                                      sync_state=SyncState.ERROR)
+    c = await storage.set_pubsub_node("bob", SERVICE, "a")
+    ids = lambda nodes: [n.id for n in nodes]  # noqa: E731
+    assert ids(await storage.get_pubsub_nodes()) == [a.id, b.id, c.id]
+    assert ids(await storage.get_pubsub_nodes(profile)) == [a.id, b.id]
+    assert ids(await storage.get_pubsub_nodes(service=SERVICE)) == [a.id, c.id]
+    assert ids(await storage.get_pubsub_nodes(sync_states=[None])) == [a.id, c.id]
+    assert ids(await storage.get_pubsub_nodes(
+        sync_states=[None, SyncState.ERROR], profile="bob")) == [c.id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_nodes_deletes_their_items(storage, profile):
+    blog = await node_with_items(storage, profile, count=3)
+    other = await node_with_items(storage, profile, count=2, name="other")
+    assert await storage.delete_pubsub_nodes(profiles=[profile], names=["blog"]) == 1
+    assert (await storage.get_items(blog.id))[1].count == 0
+    assert (await storage.get_items(other.id))[1].count == 2
+    assert await storage.delete_pubsub_nodes(services=["elsewhere"]) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_returned_objects_are_readable_after_their_session_closed(storage, profile):
+    node = await node_with_items(storage, profile, count=1)
+    items, __ = await storage.get_items(node.id)
+    # every column was loaded in the thread; nothing is left to load lazily
+    assert (items[0].name, items[0].parsed, items[0].node_id) == ("i0", {"n": 0}, node.id)
+    assert items[0].created == T0
+    # relationships are never loaded behind the caller's back
+    with pytest.raises(InvalidRequestError):
+        items[0].node  # noqa: B018
+
+
+# pubsub items
+
+
+@pytest_twisted.ensureDeferred
+async def test_caching_an_existing_item_updates_it_but_keeps_its_creation(storage, profile):
+    node = await storage.set_pubsub_node(profile, SERVICE, "blog")
+    await storage.cache_pubsub_items(node.id, [item(1, created=T0, parsed={"v": 1})])
+    later = T0 + timedelta(hours=1)
+    written = await storage.cache_pubsub_items(node.id, [
+        {"name": "i1", "data": "<item id='i1'>v2</item>", "parsed": {"v": 2},
+         "created": later, "updated": later},
+    ])
+    assert written == 1
+    (cached,), page = await storage.get_items(node.id)
+    assert page.count == 1
+    assert (cached.data, cached.parsed) == ("<item id='i1'>v2</item>", {"v": 2})
+    assert (cached.created, cached.updated) == (T0, later)
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_are_cached_in_batches_and_the_last_duplicate_wins(storage, profile):
+    node = await storage.set_pubsub_node(profile, SERVICE, "blog")
+    items = [item(i) for i in range(25)] + [{"name": "i3", "data": "<item id='i3'/>"}]
+    assert await storage.cache_pubsub_items(node.id, items, batch_size=7) == 25
+    assert storage.timings["cache_pubsub_items"].calls == 4
+    cached, page = await storage.get_items(node.id, item_ids=["i3"])
+    assert page.count == 1 and cached[0].data == "<item id='i3'/>"
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_items_are_refused_before_anything_is_written(storage, profile):
+    node = await storage.set_pubsub_node(profile, SERVICE, "blog")
+    with pytest.raises(ValueError, match="invalid item"):
+        await storage.cache_pubsub_items(node.id, [item(1), {"name": "i2"}])
+    with pytest.raises(ValueError, match="string of XML"):
+        await storage.cache_pubsub_items(node.id, [{"name": "i3", "data": b"<x/>"}])
+    assert (await storage.get_items(node.id))[1].count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_are_deleted_by_id_or_all(storage, profile):
+    node = await node_with_items(storage, profile, count=5)
+    assert await storage.delete_pubsub_items(node.id, ["i1", "i3", "nope"]) == 2
+    assert names((await storage.get_items(node.id))[0]) == ["i0", "i2", "i4"]
+    assert await storage.delete_pubsub_items(node.id) == 3
+    assert (await storage.get_items(node.id))[1].count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_purge_deletes_only_matching_items(storage, profile):
+    await storage.create_profile("bob")
+    blog = await storage.set_pubsub_node(profile, SERVICE, "blog", type_="blog")
+    events = await storage.set_pubsub_node(profile, SERVICE, "events", type_="event")
+    bobs = await storage.set_pubsub_node("bob", SERVICE, "blog", type_="blog")
+    for node in (blog, events, bobs):
+        await storage.cache_pubsub_items(node.id, [
+            item(i, created=T0 + timedelta(days=i), updated=T0 + timedelta(days=i))
+            for i in range(4)
+        ])
+    assert await storage.purge_pubsub_items(types=["event"]) == 4
+    assert await storage.purge_pubsub_items(
+        profiles=["bob"], created_before=T0 + timedelta(days=2)) == 2
+    assert await storage.purge_pubsub_items(
+        names=["blog"], updated_before=T0 + timedelta(days=1)) == 1
+    counts = [(await storage.get_items(n.id))[1].count for n in (blog, events, bobs)]
+    assert counts == [3, 0, 2]
+    assert await storage.purge_pubsub_items() == 5
+
+
+# paging (RSM semantics)
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_come_oldest_first_and_max_items_limits_them(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id)
+    assert names(items) == [f"i{i}" for i in range(10)]
+    assert page == ItemsPage("i0", "i9", 0, 10)
+    items, page = await storage.get_items(node.id, max_items=3)
+    assert names(items) == ["i0", "i1", "i2"] and page == ItemsPage("i0", "i2", 0, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_desc_returns_newest_first(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id, max_items=2, desc=True)
+    assert names(items) == ["i9", "i8"] and page == ItemsPage("i9", "i8", 0, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_returns_the_following_page_with_its_index(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id, max_items=3, after="i2")
+    assert names(items) == ["i3", "i4", "i5"] and page == ItemsPage("i3", "i5", 3, 10)
+    items, page = await storage.get_items(node.id, max_items=3, after="i8")
+    assert names(items) == ["i9"] and page == ItemsPage("i9", "i9", 9, 10)
+    items, page = await storage.get_items(node.id, max_items=3, after="i9")
+    assert items == [] and page == ItemsPage(None, None, None, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_before_returns_the_preceding_page_in_order(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id, max_items=3, before="i5")
+    assert names(items) == ["i2", "i3", "i4"] and page == ItemsPage("i2", "i4", 2, 10)
+    items, page = await storage.get_items(node.id, max_items=3, before="i1")
+    assert names(items) == ["i0"] and page == ItemsPage("i0", "i0", 0, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_before_returns_the_last_page(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id, max_items=4, before="")
+    assert names(items) == ["i6", "i7", "i8", "i9"] and page == ItemsPage("i6", "i9", 6, 10)
+    items, page = await storage.get_items(node.id, max_items=2, before="", desc=True)
+    assert names(items) == ["i1", "i0"] and page == ItemsPage("i1", "i0", 8, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_paging_with_desc_follows_the_descending_order(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id, max_items=3, after="i7", desc=True)
+    assert names(items) == ["i6", "i5", "i4"] and page.index == 3
+    items, page = await storage.get_items(node.id, max_items=3, before="i2", desc=True)
+    assert names(items) == ["i5", "i4", "i3"] and page.index == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_index_starts_the_page_at_a_position(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id, max_items=2, index=4)
+    assert names(items) == ["i4", "i5"] and page == ItemsPage("i4", "i5", 4, 10)
+    items, page = await storage.get_items(node.id, max_items=2, index=10)
+    assert items == [] and page == ItemsPage(None, None, None, 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_walking_every_page_returns_every_item_once(storage, profile):
+    node = await node_with_items(storage, profile, count=23)
+    seen, after = [], None
+    while True:
+        items, page = await storage.get_items(node.id, max_items=5, after=after)
+        if not items:
+            break
+        assert page.index == len(seen)
+        seen += names(items)
+        after = page.last
+    assert seen == [f"i{i}" for i in range(23)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_item_ids_restrict_the_set_and_the_count(storage, profile):
+    node = await node_with_items(storage, profile)
+    items, page = await storage.get_items(node.id, item_ids=["i7", "i2", "i5", "nope"])
+    assert names(items) == ["i2", "i5", "i7"] and page == ItemsPage("i2", "i7", 0, 3)
+    items, page = await storage.get_items(
+        node.id, item_ids=["i7", "i2", "i5"], max_items=1, after="i2")
+    assert names(items) == ["i5"] and page == ItemsPage("i5", "i5", 1, 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_order_by_modification_uses_the_update_time(storage, profile):
+    node = await node_with_items(storage, profile, count=4)
+    # i1 is modified last: it moves to the end in modification order only
+    await storage.cache_pubsub_items(node.id, [
+        item(1, updated=T0 + timedelta(hours=1)),
+    ])
+    by_creation, __ = await storage.get_items(node.id)
+    by_update, __ = await storage.get_items(node.id, order_by=OrderBy.MODIFICATION)
+    assert names(by_creation) == ["i0", "i1", "i2", "i3"]
+    assert names(by_update) == ["i0", "i2", "i3", "i1"]
+    after, page = await storage.get_items(node.id, order_by="modification", after="i2")
+    assert names(after) == ["i3", "i1"] and page.index == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_created_at_the_same_time_keep_a_stable_order(storage, profile):
+    node = await storage.set_pubsub_node(profile, SERVICE, "blog")
+    await storage.cache_pubsub_items(node.id, [item(i, created=T0) for i in range(6)])
+    first, page = await storage.get_items(node.id, max_items=3)
+    rest, __ = await storage.get_items(node.id, max_items=3, after=page.last)
+    assert sorted(names(first) + names(rest)) == [f"i{i}" for i in range(6)]
+    assert not set(names(first)) & set(names(rest))
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_anchor_is_not_found(storage, profile):
+    node = await node_with_items(storage, profile, count=3)
+    with pytest.raises(NotFound, match="nope"):
+        await storage.get_items(node.id, after="nope")
+    with pytest.raises(NotFound):
+        await storage.get_items(node.id, before="i1", item_ids=["i0", "i2"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"after": "a", "before": "b"}, "only one"),
+    ({"index": 1, "after": "a"}, "only one"),
+    ({"max_items": -1}, "negative"),
+    ({"index": -2}, "negative"),
+    ({"order_by": "size"}, "unknown order"),
+])
+@pytest_twisted.ensureDeferred
+async def test_invalid_paging_requests_are_refused(storage, profile, kwargs, message):
+    node = await storage.set_pubsub_node(profile, SERVICE, "blog")
+    with pytest.raises(ValueError, match=message):
+        await storage.get_items(node.id, **kwargs)
+
+
+# calls
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlalchemy_results_never_cross_to_the_reactor_thread(storage):
+    def thd_leaky(session):
+        return session.execute(select(Profile))
+
+    with pytest.raises(TypeError, match="plain values"):
+        await storage.run_in_session("leaky", thd_leaky)
+
+
+@pytest_twisted.ensureDeferred
+async def test_custom_queries_run_in_a_session_or_a_connection(storage, profile):
+    def thd_count(session):
+        return session.scalar(select(Profile.name))
+
+    def thd_items(conn):
+        return conn.execute(select(PubsubItem.name)).scalars().all()
+
+    assert await storage.run_in_session("count", thd_count, write=False) == profile
+    assert await storage.run_in_connection("items", thd_items, write=False) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_are_refused_once_the_storage_stopped(storage):
+    await storage.stop()
+    with pytest.raises(StorageError, match="not running"):
+        await storage.get_profiles()
