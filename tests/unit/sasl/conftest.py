@@ -189,6 +189,8 @@ class ScriptedServer:
         self.sent: list = []
         self.scram = None
         self.mechanism = None
+        self._pending: list[bytes] = []
+        self._delivering = False
         xs.send = self.receive
 
     def receive(self, obj) -> None:
@@ -252,14 +254,27 @@ class ScriptedServer:
         element = domish.Element((NS_SASL, name))
         if data is not None:
             element.addContent(base64.b64encode(data).decode() or "=")
-        self.xs.dataReceived(element.toXml().encode())
+        self._deliver(element.toXml().encode())
 
     def push_failure(self, condition: str, text: str | None = None) -> None:
         element = domish.Element((NS_SASL, "failure"))
         element.addElement(condition)
         if text is not None:
             element.addElement("text", content=text)
-        self.xs.dataReceived(element.toXml().encode())
+        self._deliver(element.toXml().encode())
+
+    def _deliver(self, data: bytes) -> None:
+        # the XML parser is not re-entrant: a reply to what the client sends while
+        # handling our previous element waits until that element is processed
+        self._pending.append(data)
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._pending:
+                self.xs.dataReceived(self._pending.pop(0))
+        finally:
+            self._delivering = False
 
 
 def make_stream(password: str = PASSWORD) -> xmlstream.XmlStream:

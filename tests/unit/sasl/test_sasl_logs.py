@@ -1,0 +1,61 @@
+"""No secret of the exchange ever reaches a log line, even at debug level."""
+
+import base64
+
+from conftest import ScriptedServer, make_initializer, make_stream, result_of, set_features
+from twisted.internet import defer
+from twisted.words.protocols.jabber import xmlstream
+from twisted.words.xish import domish
+
+from libervia.backend.core.sasl.channel_binding import StaticChannelBinding
+from libervia.backend.core.sasl.scram import ScramKeyCache
+
+PASSWORD = "Tr0ub4dor&3-horse"
+
+
+def _secrets_of(server: ScriptedServer, cache: ScramKeyCache) -> list[str]:
+    """Password, client-final (with the proof), proof alone and the derived keys."""
+    secrets = [PASSWORD]
+    for element in server.sent:
+        if isinstance(element, domish.Element) and element.name == "response":
+            client_final = base64.b64decode(str(element)).decode()
+            secrets.append(client_final)
+            secrets.append(client_final.rsplit("p=", 1)[1])
+    for entry in cache.export():
+        secrets += [str(entry["client_key"]), str(entry["server_key"])]
+    return secrets
+
+
+def _run(cache, password=PASSWORD, server_password=PASSWORD, **server_kwargs):
+    xs = make_stream(password)
+    set_features(xs, ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN"], ["tls-unique"])
+    server = ScriptedServer(
+        xs, password=server_password, channel_binding=("tls-unique", b"cb"), **server_kwargs
+    )
+    binding = StaticChannelBinding({"tls-unique": b"cb"}, "TLSv1.2")
+    initializer = make_initializer(xs, binding=binding, key_cache=cache)
+    return result_of(defer.maybeDeferred(initializer.initialize)), server
+
+
+def test_debug_logs_of_a_successful_exchange_hold_no_secret(debug_logs):
+    cache = ScramKeyCache()
+    outcome, server = _run(cache)
+    assert outcome is xmlstream.Reset
+    lines = debug_logs()
+    assert any("SCRAM-SHA-256-PLUS" in line for line in lines)
+    secrets = _secrets_of(server, cache)
+    assert len(secrets) == 5
+    for secret in secrets:
+        assert not [line for line in lines if secret in line], "secret leaked in the logs"
+
+
+def test_debug_logs_of_failed_exchanges_hold_no_secret(debug_logs):
+    cache = ScramKeyCache()
+    wrong, server = _run(cache, server_password="another one")
+    forged, forged_server = _run(cache, server_key=b"\0" * 32)
+    assert wrong.condition == "not-authorized"
+    assert forged.__class__.__name__ == "ServerSignatureMismatch"
+    lines = debug_logs()
+    assert any("authentication failed" in line for line in lines)
+    for secret in _secrets_of(server, cache) + _secrets_of(forged_server, cache):
+        assert not [line for line in lines if secret in line], "secret leaked in the logs"
