@@ -1,0 +1,293 @@
+"""Schema creation and migrations at start-up, on SQLite and on PostgreSQL."""
+
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
+
+from libervia.backend.core.config import Config
+from libervia.backend.core.exceptions import StartupError
+from libervia.backend.memory import schema
+from libervia.backend.memory.service import StorageService
+from libervia.backend.memory.sqla_mapping import Base, SyncState
+from tests.support import venv_script
+from tests.unit.storage.migration_helpers import (
+    NODES,
+    column_names,
+    connect,
+    count_items,
+    current_revision,
+    insert_first_revision_data,
+    migrate,
+    revisions,
+    table_names,
+)
+
+FIRST = revisions()[0]
+HEAD = schema.head_revision()
+
+
+def make_service(url, **kwargs):
+    return StorageService(Config.from_dict({}), url=url, **kwargs)
+
+
+def db_path(url) -> Path:
+    return Path(make_url(url).database)
+
+
+def is_sqlite(url) -> bool:
+    return url.startswith("sqlite")
+
+
+def drift(url) -> list:
+    sa_engine = connect(url)
+    try:
+        with sa_engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(context, Base.metadata)
+    finally:
+        sa_engine.dispose()
+
+
+def test_there_are_several_revisions_in_one_line():
+    # an old database can only be tested if there is an old revision
+    assert len(revisions()) >= 2
+    assert revisions()[-1] == HEAD
+
+
+@pytest_twisted.ensureDeferred
+async def test_fresh_database_is_created_at_head(db_url):
+    service = make_service(db_url)
+    await service.startService()
+    try:
+        assert service.migration == schema.MigrationReport("created", None, HEAD)
+        await service.storage.create_profile("alice")
+    finally:
+        await service.stopService()
+    assert current_revision(db_url) == HEAD
+    assert set(Base.metadata.tables) <= table_names(db_url)
+    assert drift(db_url) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_database_at_head_is_left_alone(db_url):
+    for expected in ("created", "none"):
+        service = make_service(db_url)
+        await service.startService()
+        await service.stopService()
+        assert service.migration.action == expected
+    if is_sqlite(db_url):
+        assert schema.list_backups(db_path(db_url)) == []
+
+
+def test_migrations_and_mapping_do_not_drift(db_url):
+    migrate(db_url, "head")
+    assert current_revision(db_url) == HEAD
+    assert drift(db_url) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_old_database_is_backed_up_and_upgraded_with_its_data(db_url):
+    migrate(db_url, FIRST)
+    insert_first_revision_data(db_url)
+    service = make_service(db_url)
+    await service.startService()
+    storage = service.storage
+    try:
+        report = service.migration
+        assert (report.action, report.from_revision, report.to_revision) == (
+            "upgraded", FIRST, HEAD)
+        assert await storage.get_profiles() == {"alice": 1}
+        assert await storage.get_param("General", "nick", "alice") == "Al"
+        assert await storage.get_privates("keys", binary=True) == {"k": b"\x00\xffsecret"}
+        nodes = await storage.get_pubsub_nodes("alice")
+        assert [(n.name, n.extra) for n in nodes] == [
+            ("blog", {"from": "rev1"}), ("events", {"from": "rev1"})]
+        # the second revision credits synchronised nodes with the items they hold
+        assert nodes[0].sync_state is SyncState.COMPLETED
+        assert (nodes[0].sync_items_done, nodes[0].sync_items_expected) == (3, 3)
+        assert (nodes[1].sync_items_done, nodes[1].sync_items_expected) == (0, None)
+        for node, (__, name, __, count) in zip(nodes, NODES):
+            items, page = await storage.get_items(node.id)
+            assert page.count == count
+            assert [i.parsed for i in items] == [{"i": i} for i in range(count)]
+            assert items[0].data == f"<item id='{name}-0'/>"
+    finally:
+        await service.stopService()
+    assert drift(db_url) == []
+    if is_sqlite(db_url):
+        backup = report.backup
+        assert backup == schema.list_backups(db_path(db_url))[0]
+        assert backup.name.startswith(f"libervia.db.bak-{FIRST}-")
+        assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+        with sqlite3.connect(backup) as old:
+            assert old.execute("SELECT version_num FROM alembic_version").fetchone() == (
+                FIRST,)
+            assert old.execute("SELECT count(*) FROM pubsub_items").fetchone() == (5,)
+        old.close()
+    else:
+        assert report.backup is None
+
+
+def test_upgrade_downgrade_upgrade_round_trip_keeps_data(db_url):
+    migrate(db_url, FIRST)
+    insert_first_revision_data(db_url)
+    migrate(db_url, "head")
+    assert "sync_items_done" in column_names(db_url, "pubsub_nodes")
+    migrate(db_url, FIRST, downgrade=True)
+    assert current_revision(db_url) == FIRST
+    assert "sync_items_done" not in column_names(db_url, "pubsub_nodes")
+    # on SQLite the downgrade re-creates pubsub_nodes: its items must survive that
+    assert count_items(db_url) == 5
+    migrate(db_url, "head")
+    assert current_revision(db_url) == HEAD
+    assert count_items(db_url) == 5
+    assert drift(db_url) == []
+    migrate(db_url, "base", downgrade=True)
+    assert table_names(db_url) <= {"alembic_version"}
+    migrate(db_url, "head")
+    assert drift(db_url) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_database_from_a_newer_backend_is_refused(db_url):
+    service = make_service(db_url)
+    await service.startService()
+    await service.storage.create_profile("alice")
+    await service.stopService()
+    sa_engine = connect(db_url)
+    with sa_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+    sa_engine.dispose()
+
+    service = make_service(db_url)
+    with pytest.raises(StartupError) as raised:
+        await service.startService()
+    message = str(raised.value)
+    assert "f00dfeedbeef" in message and HEAD in message
+    assert "newer version" in message and "downgrade" in message
+    assert not service.storage.running
+    assert current_revision(db_url) == "f00dfeedbeef"
+
+
+@pytest_twisted.ensureDeferred
+async def test_tables_without_revision_are_refused(db_url):
+    sa_engine = connect(db_url)
+    Base.metadata.create_all(sa_engine)
+    sa_engine.dispose()
+    service = make_service(db_url)
+    with pytest.raises(StartupError, match="no schema revision"):
+        await service.startService()
+
+
+FAILING_REVISION = '''"""a revision failing half-way"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "badbadbad000"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("profiles") as batch_op:
+        batch_op.add_column(sa.Column("colour", sa.String(20), nullable=True))
+    op.execute("UPDATE profiles SET colour = 'red'")
+    op.execute("DELETE FROM pubsub_items")
+    raise RuntimeError("this migration is broken")
+
+
+def downgrade():
+    with op.batch_alter_table("profiles") as batch_op:
+        batch_op.drop_column("colour")
+'''
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_migration_leaves_the_database_as_it_was(db_url, tmp_path):
+    scripts = tmp_path / "migration"
+    shutil.copytree(schema.SCRIPT_LOCATION, scripts,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "badbadbad000_failing.py").write_text(
+        FAILING_REVISION.format(head=HEAD))
+    migrate(db_url, FIRST)
+    insert_first_revision_data(db_url)
+    migrate(db_url, "head")
+
+    service = make_service(db_url, script_location=scripts)
+    with pytest.raises(StartupError) as raised:
+        await service.startService()
+    message = str(raised.value)
+    assert "this migration is broken" in message
+    assert f"left at revision {HEAD}" in message
+    assert current_revision(db_url) == HEAD
+    assert "colour" not in column_names(db_url, "profiles")
+    assert count_items(db_url) == 5
+    assert not service.storage.running
+    if is_sqlite(db_url):
+        assert len(schema.list_backups(db_path(db_url))) == 1
+
+
+def test_only_the_most_recent_backups_are_kept(tmp_path):
+    db = tmp_path / "libervia.db"
+    stamps = ["20240101T000000.000000Z", "20250101T000000.000000Z",
+              "20230101T000000.000000Z", "20260101T000000.000000Z",
+              "20240601T000000.000000Z"]
+    for i, stamp in enumerate(stamps):
+        (tmp_path / f"libervia.db.bak-rev{i}-{stamp}").touch()
+    (tmp_path / "other.db.bak-rev9-20200101T000000.000000Z").touch()
+    removed = schema.prune_backups(db, keep=3)
+    assert sorted(p.name for p in removed) == [
+        "libervia.db.bak-rev0-20240101T000000.000000Z",
+        "libervia.db.bak-rev2-20230101T000000.000000Z",
+    ]
+    assert [p.name.split("-")[1] for p in schema.list_backups(db)] == [
+        "rev4", "rev1", "rev3"]
+    assert (tmp_path / "other.db.bak-rev9-20200101T000000.000000Z").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_backups_beyond_the_limit_are_deleted_at_migration(sqlite_url):
+    db = db_path(sqlite_url)
+    migrate(sqlite_url, FIRST)
+    old = [db.with_name(f"libervia.db.bak-{FIRST}-2020010{i}T000000.000000Z")
+           for i in range(1, 4)]
+    for path in old:
+        path.touch()
+    service = make_service(sqlite_url, keep_backups=2)
+    await service.startService()
+    await service.stopService()
+    assert schema.list_backups(db) == [old[-1], service.migration.backup]
+
+
+def test_alembic_command_line_works_from_the_migration_folder(tmp_path):
+    local_dir = tmp_path / "local"
+    config = tmp_path / "libervia.conf"
+    config.write_text(f"[DEFAULT]\nlocal_dir = {local_dir}\n")
+    env = dict(os.environ, LIBERVIA_CONFIG=str(config),
+               XDG_CONFIG_HOME=str(tmp_path / "xdg-config"))
+    url = f"sqlite:///{local_dir / 'libervia.db'}"
+
+    def alembic(*args):
+        return subprocess.run(
+            [venv_script("alembic"), *args], cwd=schema.SCRIPT_LOCATION, env=env,
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+
+    alembic("upgrade", "head")
+    assert current_revision(url) == HEAD
+    alembic("downgrade", FIRST)
+    assert current_revision(url) == FIRST
+    assert FIRST in alembic("current")
+    history = alembic("history")
+    assert FIRST in history and HEAD in history
