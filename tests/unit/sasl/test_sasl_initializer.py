@@ -26,6 +26,7 @@ from libervia.backend.core.sasl.initializer import (
     SASLInitializer,
     SASLResult,
     advertised_channel_bindings,
+    client_factory,
     install,
 )
 from libervia.backend.core.sasl.mechanisms import SASLPolicy
@@ -298,6 +299,20 @@ def test_sasl_authenticator_uses_the_new_initializer():
     initializers = [i for i in xs.initializers if isinstance(i, SASLInitializer)]
     assert len(initializers) == 1
     assert initializers[0].key_cache is cache
+
+
+def test_client_factory_plugs_into_wokkel_stream_manager():
+    from wokkel.subprotocols import StreamManager
+
+    results = []
+    factory = client_factory(
+        jid.JID("user@example.org"), PASSWORD, on_authenticated=results.append
+    )
+    manager = StreamManager(factory)
+    xs = manager.factory.buildProtocol(None)
+    initializers = [i for i in xs.initializers if isinstance(i, SASLInitializer)]
+    assert len(initializers) == 1
+    assert xs.authenticator.sasl_on_authenticated == results.append
 
 
 def test_channel_binding_feature_is_read_from_both_places():

@@ -15,7 +15,7 @@ Using it from the connection code::
         jid, password, policy=SASLPolicy(scram_seen=profile.scram_seen),
         key_cache=profile_key_cache, on_authenticated=profile.remember_sasl,
     )
-    factory = xmlstream.XmlStreamFactory(authenticator)
+    factory = xmlstream.XmlStreamFactory(authenticator)   # or client_factory(...)
 
 or, with an authenticator built elsewhere, :func:`install` on the stream in
 ``associateWithStream``.  After authentication, ``authenticator.sasl_result`` (and
@@ -528,3 +528,14 @@ class SASLAuthenticator(client.XMPPAuthenticator):
     def associateWithStream(self, xs: xmlstream.XmlStream) -> None:  # noqa: N802
         super().associateWithStream(xs)
         install(xs)
+
+
+def client_factory(jid, password: str, **kwargs: Any) -> xmlstream.XmlStreamFactory:
+    """XML stream factory authenticating with :class:`SASLAuthenticator`.
+
+    It can be given to Wokkel's ``StreamManager`` (the base of
+    ``wokkel.client.XMPPClient``) in place of the factory Wokkel builds, whose
+    authenticator would use Twisted's SASL initializer.  The keyword arguments go to
+    :class:`SASLAuthenticator`.
+    """
+    return xmlstream.XmlStreamFactory(SASLAuthenticator(jid, password, **kwargs))
