@@ -125,6 +125,14 @@ def test_nothing_acceptable():
     assert "\x07" not in str(info.value)
 
 
+def test_policy_names_are_case_insensitive():
+    policy = SASLPolicy(
+        allowed_mechanisms=["scram-sha-256-plus"], allowed_channel_bindings=["TLS-Unique"]
+    )
+    assert policy.allowed_mechanisms == ("SCRAM-SHA-256-PLUS",)
+    assert choose(["SCRAM-SHA-256-PLUS"], binding=TLS12, policy=policy).cb_type == "tls-unique"
+
+
 def test_policy_rejects_unknown_names():
     with pytest.raises(ValueError):
         SASLPolicy(allowed_mechanisms=("SCRAM-MD5",))

@@ -257,7 +257,8 @@ def test_cache_export_and_load_round_trip_and_notify_changes():
              scramp_server("SCRAM-SHA-1"))
     assert changes == [cache]
     restored = ScramKeyCache()
-    restored.load(cache.export() + [{"hash": "MD5", "salt": "??"}])
+    truncated = dict(cache.export()[0], server_key="AAAA", salt="c2FsdA==")
+    restored.load(cache.export() + [{"hash": "MD5", "salt": "??"}, truncated])
     assert len(restored) == 1
     kdf = CountingKDF()
     client = ScramClient("SCRAM-SHA-1", "user", "pencil", key_cache=restored, kdf=kdf)

@@ -59,23 +59,28 @@ class SASLPolicy:
 
     def __post_init__(self) -> None:
         if self.allowed_mechanisms is not None:
+            # names come from configuration files: be lenient on case
+            object.__setattr__(
+                self, "allowed_mechanisms", tuple(m.upper() for m in self.allowed_mechanisms)
+            )
             unknown = set(self.allowed_mechanisms) - set(MECHANISMS)
             if unknown:
                 raise ValueError(
                     f"unknown SASL mechanisms {sorted(unknown)}: use some of "
                     f"{', '.join(MECHANISMS)}"
                 )
-            object.__setattr__(self, "allowed_mechanisms", tuple(self.allowed_mechanisms))
         if self.allowed_channel_bindings is not None:
+            object.__setattr__(
+                self,
+                "allowed_channel_bindings",
+                tuple(t.lower() for t in self.allowed_channel_bindings),
+            )
             unknown = set(self.allowed_channel_bindings) - set(CHANNEL_BINDING_TYPES)
             if unknown:
                 raise ValueError(
                     f"unknown channel-binding types {sorted(unknown)}: use some of "
                     f"{', '.join(CHANNEL_BINDING_TYPES)}"
                 )
-            object.__setattr__(
-                self, "allowed_channel_bindings", tuple(self.allowed_channel_bindings)
-            )
         if self.min_iterations < 1 or self.max_iterations < self.min_iterations:
             raise ValueError("invalid iteration count limits")
 

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -266,9 +266,14 @@ class ScramKeyCache:
                     base64.b64decode(str(item["server_key"]), validate=True),
                 )
             except (KeyError, TypeError, ValueError, binascii.Error):
-                log.warn("ignoring an invalid entry of a SCRAM key cache")
-                continue
-            if len(keys.client_key) != scram_hash.digest_size:
+                keys = None
+            size = scram_hash.digest_size if keys else 0
+            if (
+                keys is None
+                or len(keys.client_key) != size
+                or len(keys.server_key) != size
+                or entry.iterations < 1
+            ):
                 log.warn("ignoring an invalid entry of a SCRAM key cache")
                 continue
             self._entries[entry] = keys
@@ -417,8 +422,9 @@ class ScramClient:
         self._password = saslprep(password, "password")
         register_secret(password)
         register_secret(self._password)
-        self._authzid = escape_saslname(saslprep(authzid, "authorization identity")) \
-            if authzid else ""
+        self._authzid = ""
+        if authzid:
+            self._authzid = escape_saslname(saslprep(authzid, "authorization identity"))
         if nonce is None:
             nonce = secrets.token_urlsafe(_NONCE_BYTES)
         elif not nonce or not all(_is_nonce_char(c) for c in nonce):
@@ -746,9 +752,3 @@ def _raise_server_error(value: str) -> None:
             "intercepted, or the server misconfigured"
         )
     raise errors.ScramServerError(f"the server reported a SCRAM error: {code}", code)
-
-
-def mechanisms_by_strength(names: Sequence[str]) -> list[str]:
-    """The SCRAM mechanisms among ``names``, strongest first."""
-    present = set(names)
-    return [name for name in SCRAM_MECHANISMS if name in present]
