@@ -151,3 +151,52 @@ def test_configured_socket_and_local_dir_are_read_alike_by_backend_and_li(tmp_pa
     expected = os.path.expanduser("~/sockets/b.sock")
     assert str(socket_path(Config.load(conf, env=env, default_paths=[]))) == expected
     assert find_socket(env=env, config_path=str(conf)) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_frontend_not_reading_a_real_socket_is_dropped_and_others_keep_working(
+    short_tmp,
+):
+    from twisted.internet import task, threads
+
+    from libervia.cli.bridge_client import BridgeClient
+
+    path = short_tmp / "bridge.sock"
+    config = Config.from_dict(
+        {"DEFAULT": {"local_dir": short_tmp / "local"},
+         "bridge": {"socket": path, "max_buffer": 65536}},
+        env={},
+    )
+    backend = Backend(config, reactor=reactor, plugin_entry_points=[])
+    backend.bridge.register_signal("flood", "")
+    bridge_service = BridgeService(backend)
+    bridge_service.startService()
+    factory = backend.bridge.factory
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(str(path))
+        stuck.sendall(b'{"jsonrpc":"2.0","method":"subscribe","id":1}\n')
+        # reactor turns, not sleeps: until the backend has read the subscription
+        for __ in range(10_000):
+            if any(c.subscriptions == "*" for c in factory.connections):
+                break
+            await task.deferLater(reactor, 0, lambda: None)
+        (connection,) = factory.connections
+        sent = 0
+        # far more than every buffer on the way (kernel, transport, queue) can hold
+        while connection in factory.connections and sent < 2000:
+            backend.bridge.emit_signal("flood", payload="x" * 10_000)
+            sent += 1
+            await task.deferLater(reactor, 0, lambda: None)
+        assert connection not in factory.connections, "the stuck frontend was kept"
+        assert sent < 2000
+
+        def status():
+            with BridgeClient(path, timeout=30) as client:
+                return client.call("backend_status")
+
+        assert (await threads.deferToThread(status))["version"] == backend.version
+    finally:
+        stuck.close()
+        await bridge_service.stopService()
