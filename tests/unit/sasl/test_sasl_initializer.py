@@ -346,3 +346,9 @@ def test_garbled_challenges_end_in_a_clean_failure(challenge):
     outcome = result_of(d)
     assert isinstance(outcome, errors.SASLError)
     assert sent[-1].name == "abort"
+
+
+def test_whitespace_around_advertised_names_is_ignored():
+    outcome, _, server, _ = authenticate(["\n  SCRAM-SHA-1  \n"])
+    assert outcome is xmlstream.Reset
+    assert server.mechanism == "SCRAM-SHA-1"

@@ -155,9 +155,9 @@ def advertised_channel_bindings(features: dict) -> tuple[str, ...] | None:
         return None
     types = []
     for child in element.elements(NS_SASL_CB, "channel-binding"):
-        cb_type = child.getAttribute("type")
+        cb_type = (child.getAttribute("type") or "").strip()
         if cb_type:
-            types.append(str(cb_type))
+            types.append(cb_type)
     return tuple(types)
 
 
@@ -231,7 +231,7 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
     def setMechanism(self) -> None:  # noqa: N802 (Twisted API)
         """Choose the mechanism from the stream features and prepare it."""
         features = self.xmlstream.features
-        mechanisms = sasl.get_mechanisms(self.xmlstream)
+        mechanisms = [name.strip() for name in sasl.get_mechanisms(self.xmlstream)]
         cb_types = advertised_channel_bindings(features)
         channel_binding = self._channel_binding()
         encrypted = channel_binding is not None and channel_binding.tls_version is not None
