@@ -68,13 +68,16 @@ class Context:
 
     @property
     def output(self) -> str:
+        """The output format asked for: ``text`` or ``json``."""
         return getattr(self.args, "output", None) or "text"
 
     @property
     def json(self) -> bool:
+        """True when the result must be printed as one JSON document."""
         return self.output == "json"
 
     def socket_path(self) -> str:
+        """The bridge socket, from the options, environment or configuration."""
         return find_socket(
             getattr(self.args, "socket", None), config_path=getattr(self.args, "config", None)
         )
@@ -93,9 +96,11 @@ class Context:
         return self.bridge.call(method, **params)
 
     def warn(self, message: str) -> None:
+        """Print a warning on standard error (never on standard output)."""
         self.err.write(f"li: warning: {message}\n")
 
     def close(self) -> None:
+        """Close the connection to the backend, if one was opened."""
         if self._client is not None:
             self._client.close()
 

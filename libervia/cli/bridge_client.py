@@ -55,7 +55,8 @@ class BackendNotRunning(ClientError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(
-            f"the backend is not running ({reason}: {path}); {START_HINT}"
+            f"the backend is not running, or not ready yet ({reason}: {path}); "
+            f"{START_HINT}"
         )
 
 
@@ -226,6 +227,7 @@ class BridgeClient:
         except (FileNotFoundError, ConnectionRefusedError) as e:
             sock.close()
             reason = "no socket" if isinstance(e, FileNotFoundError) else "nobody answers"
+            # the socket appears once the backend is ready: it may be starting up
             raise BackendNotRunning(self.path, reason) from None
         except PermissionError:
             sock.close()
@@ -240,6 +242,7 @@ class BridgeClient:
         self._reader = sock.makefile("rb")
 
     def close(self) -> None:
+        """Close the connection (a later call reconnects)."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -160,6 +160,7 @@ class BridgeProtocol(protocol.Protocol):
         self.transport.loseConnection()
 
     def abort(self) -> None:
+        """Close at once, dropping whatever is not sent yet."""
         self._closing = True
         self._queue.clear()
         self._queued_bytes = 0
@@ -281,6 +282,7 @@ class BridgeProtocol(protocol.Protocol):
     # signals
 
     def wants(self, signal: str) -> bool:
+        """Tell whether this client subscribed to ``signal``."""
         return self.subscriptions == ALL_SIGNALS or signal in self.subscriptions
 
 
