@@ -142,6 +142,37 @@ def tls_pair_factory(rsa_certificate):
     return factory
 
 
+def twisted_tls_pair(certificate_and_key, max_version=None):
+    """Client and server ``TLSMemoryBIOProtocol`` after their handshake (in memory).
+
+    :param max_version: a :class:`twisted.internet.ssl.TLSVersion` capping the client
+    """
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+    from twisted.internet import ssl
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from twisted.test.iosim import connectedServerAndClient
+
+    certificate, key = certificate_and_key
+    pem = certificate.public_bytes(Encoding.PEM) + key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    server_options = ssl.PrivateCertificate.loadPEM(pem).options()
+    client_options = ssl.CertificateOptions(lowerMaximumSecurityTo=max_version)
+    server_factory = TLSMemoryBIOFactory(server_options, False, Factory.forProtocol(Protocol))
+    client_factory = TLSMemoryBIOFactory(client_options, True, Factory.forProtocol(Protocol))
+    client, server, pump = connectedServerAndClient(
+        lambda: server_factory.buildProtocol(None), lambda: client_factory.buildProtocol(None)
+    )
+    client.write(b"hello")
+    pump.flush()
+    return client, server
+
+
 # SCRAM server side
 
 

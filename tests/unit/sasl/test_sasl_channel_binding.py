@@ -4,15 +4,11 @@ import hashlib
 import warnings
 
 import pytest
-from conftest import make_certificate
+from conftest import make_certificate, twisted_tls_pair
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from scramp import ScramMechanism
-from twisted.internet import ssl
-from twisted.internet.protocol import Factory, Protocol
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.test.iosim import connectedServerAndClient
 
 from libervia.backend.core.sasl import errors
 from libervia.backend.core.sasl.channel_binding import (
@@ -193,23 +189,11 @@ def test_unknown_type_is_refused(tls_pair_factory):
 @pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
 def test_from_transport_on_twisted_tls_protocols(rsa_certificate):
     """The pyOpenSSL connection under Twisted's TLS transport is what gets read."""
-    certificate, key = rsa_certificate
-    pem = certificate.public_bytes(Encoding.PEM) + key.private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
-    )
-    server_options = ssl.PrivateCertificate.loadPEM(pem).options()
-    client_options = ssl.CertificateOptions()
-    server_factory = TLSMemoryBIOFactory(server_options, False, Factory.forProtocol(Protocol))
-    client_factory = TLSMemoryBIOFactory(client_options, True, Factory.forProtocol(Protocol))
-    client, server, pump = connectedServerAndClient(
-        lambda: server_factory.buildProtocol(None), lambda: client_factory.buildProtocol(None)
-    )
-    client.write(b"hello")
-    pump.flush()
+    client, server = twisted_tls_pair(rsa_certificate)
     client_binding = from_transport(client)
     server_binding = TLSChannelBinding(server.getHandle(), is_client=False)
     assert client_binding.tls_version == "TLSv1.3"
     assert client_binding.get(TLS_EXPORTER) == server_binding.get(TLS_EXPORTER)
     assert client_binding.get(TLS_SERVER_END_POINT) == (
-        hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
+        hashlib.sha256(rsa_certificate[0].public_bytes(Encoding.DER)).digest()
     )

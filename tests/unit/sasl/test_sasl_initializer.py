@@ -9,17 +9,20 @@ from conftest import (
     make_initializer,
     make_stream,
     result_of,
+    run_now,
     set_features,
+    twisted_tls_pair,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.internet.ssl import TLSVersion
 from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import client, jid, sasl, xmlstream
 from twisted.words.xish import domish
 
 from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.channel_binding import StaticChannelBinding
+from libervia.backend.core.sasl.channel_binding import StaticChannelBinding, TLSChannelBinding
 from libervia.backend.core.sasl.initializer import (
     NS_SASL,
     SASLAuthenticator,
@@ -352,3 +355,32 @@ def test_whitespace_around_advertised_names_is_ignored():
     outcome, _, server, _ = authenticate(["\n  SCRAM-SHA-1  \n"])
     assert outcome is xmlstream.Reset
     assert server.mechanism == "SCRAM-SHA-1"
+
+
+@pytest.mark.filterwarnings("ignore:Passing pyOpenSSL:DeprecationWarning")
+@pytest.mark.parametrize(
+    "max_version,tls_version,cb_type",
+    [
+        (None, "TLSv1.3", "tls-server-end-point"),
+        (TLSVersion.TLSv1_2, "TLSv1.2", "tls-unique"),
+    ],
+)
+def test_binding_to_a_real_twisted_tls_connection(
+    rsa_certificate, max_version, tls_version, cb_type
+):
+    """Default channel-binding source: the TLS transport under the XML stream.
+
+    The server side reads the same type from its own end of the connection, so the
+    exchange only succeeds if both ends computed the same data.
+    """
+    client_tls, server_tls = twisted_tls_pair(rsa_certificate, max_version)
+    xs = make_stream()
+    xs.transport = client_tls
+    set_features(xs, ["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], [cb_type])
+    server_data = TLSChannelBinding(server_tls.getHandle(), is_client=False).get(cb_type)
+    ScriptedServer(xs, channel_binding=(cb_type, server_data))
+    initializer = SASLInitializer(xs, run_blocking=run_now)
+    outcome = result_of(defer.maybeDeferred(initializer.initialize))
+    assert outcome is xmlstream.Reset
+    assert initializer.result.channel_binding == cb_type
+    assert initializer.result.tls_version == tls_version
