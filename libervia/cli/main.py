@@ -26,9 +26,11 @@ if TYPE_CHECKING:
     from typing import IO
 
 
-#: modules of libervia.cli.commands, each with a register(subparsers) function; the
-#: order is the order of ``li --help``
+#: modules of libervia.cli.commands, each with a register(subparsers) function adding
+#: the top-level command of the same name; the order is the order of ``li --help``
 COMMAND_MODULES = ("backend", "plugin", "completion")
+#: options of the root parser taking a value (to find the command name in argv)
+_VALUED_OPTIONS = frozenset(("--output", "--socket", "--config", "--timeout"))
 
 DESCRIPTION = """\
 Command-line frontend of the Libervia backend.
@@ -66,8 +68,28 @@ class ArgumentParser(argparse.ArgumentParser):
         )
 
 
-def build_parser(prog: str = "li") -> argparse.ArgumentParser:
-    """The whole command tree."""
+def command_name(argv: list[str]) -> str | None:
+    """The top-level command named in ``argv``, if any (options skipped)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--":
+            return None
+        elif arg.startswith("-"):
+            skip = arg in _VALUED_OPTIONS
+        else:
+            return arg
+    return None
+
+
+def build_parser(prog: str = "li", only: str | None = None) -> argparse.ArgumentParser:
+    """The command tree.
+
+    :param only: build this top-level command fully and the others as bare names:
+        enough to run it, and much cheaper once there are many commands (``li`` builds
+        the whole tree only for ``li --help``, errors and completion)
+    """
     parser = ArgumentParser(
         prog=prog, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -78,6 +100,9 @@ def build_parser(prog: str = "li") -> argparse.ArgumentParser:
         parser_class=ArgumentParser,
     )
     for name in COMMAND_MODULES:
+        if only is not None and name != only:
+            subparsers.add_parser(name)  # known, so that it is not an "invalid choice"
+            continue
         module = importlib.import_module(f"libervia.cli.commands.{name}")
         module.register(subparsers)
     return parser
@@ -100,7 +125,9 @@ def main(
     err: IO[str] | None = None,
 ) -> int:
     """Run ``li`` with ``argv``; return the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    name = command_name(argv)
+    parser = build_parser(only=name if name in COMMAND_MODULES else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:

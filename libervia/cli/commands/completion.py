@@ -138,7 +138,9 @@ def bash_script(parser: argparse.ArgumentParser) -> str:
 
 
 def completion(ctx: Context) -> dict[str, str]:
-    return {"shell": ctx.args.shell, "script": bash_script(ctx.parser)}
+    from libervia.cli.main import build_parser  # the whole tree, not just this command
+
+    return {"shell": ctx.args.shell, "script": bash_script(build_parser())}
 
 
 def render_completion(ctx: Context, result: dict[str, str]) -> None:

@@ -142,3 +142,35 @@ def test_completion_knows_option_values_and_skips_them(script):
     assert complete(script, "completion", "") == sorted(
         ["bash", "--config", "--help", "--output", "--socket", "--timeout", "-h"]
     )
+
+
+# building only what is needed
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["backend", "status"], "backend"),
+    (["--output", "json", "--socket", "/s", "plugin", "list"], "plugin"),
+    (["--timeout", "3", "--", "backend"], None),
+    (["--help"], None),
+    ([], None),
+])
+def test_command_name_skips_options_and_their_values(argv, name):
+    from libervia.cli.main import command_name
+
+    assert command_name(argv) == name
+
+
+def test_only_the_command_run_is_built_but_others_stay_known():
+    parser = build_parser(only="backend")
+    args = parser.parse_args(["backend", "status"])
+    assert args.run.__module__ == "libervia.cli.commands.backend"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["nope"])  # still an error, with every name listed
+
+
+def test_completion_command_covers_the_whole_tree(capsys):
+    from tests.unit.cli.conftest import run_li_sync
+
+    status, out, __ = run_li_sync("completion", "bash")
+    assert status == 0
+    assert "'li plugin list'" in out and "'li backend status'" in out
