@@ -850,7 +850,11 @@ def thd_get_pubsub_node(
 def thd_set_pubsub_node(
     session: Session, profile: str, service: str, name: str, fields: dict[str, Any]
 ) -> PubsubNode:
-    node = session.scalar(_node_query(session, profile, service, name).with_for_update())
+    # NO KEY UPDATE: items being inserted meanwhile hold KEY SHARE on the node (their
+    # foreign key), which a plain FOR UPDATE would wait for, inviting deadlocks
+    node = session.scalar(
+        _node_query(session, profile, service, name).with_for_update(key_share=True)
+    )
     if node is None:
         node = PubsubNode(
             profile_id=thd_profile_id(session, profile), service=service, name=name,
