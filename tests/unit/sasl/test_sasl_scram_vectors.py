@@ -121,6 +121,52 @@ def test_xep_0474_example_hash():
     assert base64.b64encode(digest) == b"G6k/rBLDqgOhRRaCuuatSDFkJ08="
 
 
+def test_xep_0474_legacy_hash_of_the_d_attribute():
+    """Before XEP-0474 0.4 the attribute was "d" and the separators "," and "|".
+
+    Deployed servers still send it (Prosody's community module did until 0.4); the
+    expected value is SHA-1 of "SCRAM-SHA-1,SCRAM-SHA-1-PLUS|tls-exporter,tls-server-end-point".
+    """
+    advertisement = ServerAdvertisement(
+        ("SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"), ("tls-server-end-point", "tls-exporter")
+    )
+    assert advertisement.ssdp_string(legacy=True) == (
+        b"SCRAM-SHA-1,SCRAM-SHA-1-PLUS|tls-exporter,tls-server-end-point"
+    )
+    digest = advertisement.ssdp_hash(HASHES["SHA-1"], legacy=True)
+    assert base64.b64encode(digest) == b"dRc3RenuSY9ypgPpERowoaySQZY="
+
+
+@pytest.mark.parametrize(
+    "attributes,verified",
+    [
+        (",d=dRc3RenuSY9ypgPpERowoaySQZY=", True),
+        (",h=G6k/rBLDqgOhRRaCuuatSDFkJ08=,d=dRc3RenuSY9ypgPpERowoaySQZY=", True),
+        (",d=G6k/rBLDqgOhRRaCuuatSDFkJ08=", False),
+        (",h=G6k/rBLDqgOhRRaCuuatSDFkJ08=,d=AAAAAAAAAAAAAAAAAAAAAAAAAAA=", False),
+    ],
+    ids=["legacy", "both", "legacy-with-new-format", "one-wrong"],
+)
+def test_xep_0474_d_attribute_is_verified_too(attributes, verified):
+    client = ScramClient(
+        "SCRAM-SHA-1",
+        "user",
+        "pencil",
+        nonce="abc",
+        advertisement=ServerAdvertisement(
+            ("SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"), ("tls-server-end-point", "tls-exporter")
+        ),
+    )
+    client.client_first()
+    server_first = f"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096{attributes}".encode()
+    if verified:
+        client.respond(server_first)
+        assert client.downgrade_protection_verified
+    else:
+        with pytest.raises(errors.DowngradeDetected):
+            client.respond(server_first)
+
+
 def test_xep_0474_hash_without_xep_0440_has_no_channel_binding_part():
     advertisement = ServerAdvertisement(("SCRAM-SHA-256", "PLAIN", "SCRAM-SHA-1"))
     assert advertisement.ssdp_string() == b"PLAIN\x1eSCRAM-SHA-1\x1eSCRAM-SHA-256"

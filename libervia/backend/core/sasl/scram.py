@@ -8,6 +8,7 @@ The exchange, and what is checked at each step::
 
     client-first  = gs2-header "n=" user ",r=" client-nonce
     server-first  = "r=" nonce ",s=" salt ",i=" iterations [",h=" ssdp-hash] ...
+        ("d=" instead of "h=" for servers following XEP-0474 before 0.4)
         nonce extends the client nonce; no "m="; iterations within the floor and ceiling;
         XEP-0474 hash equal to the one computed from what the server advertised
     client-final  = "c=" base64(gs2-header + cb-data) ",r=" nonce ",p=" proof
@@ -44,9 +45,12 @@ DEFAULT_MIN_ITERATIONS = 4096
 DEFAULT_MAX_ITERATIONS = 10_000_000
 #: attribute of server-first carrying the XEP-0474 (SSDP) hash, since version 0.4
 SSDP_ATTRIBUTE = "h"
-#: XEP-0474 separators, invalid in XML so that no advertised name can contain them
-_SSDP_ITEM_SEPARATOR = "\x1e"
-_SSDP_LIST_SEPARATOR = "\x1f"
+#: attribute of the versions before 0.4, still sent by deployed servers
+SSDP_LEGACY_ATTRIBUTE = "d"
+#: XEP-0474 separators (item, list), invalid in XML so that no name can contain them
+_SSDP_SEPARATORS = ("\x1e", "\x1f")
+#: separators of the versions before 0.4
+_SSDP_LEGACY_SEPARATORS = (",", "|")
 
 _NONCE_BYTES = 24
 #: RFC 8265 OpaqueString, the PRECIS successor of SASLprep (RFC 4013)
@@ -297,18 +301,21 @@ class ServerAdvertisement:
     mechanisms: tuple[str, ...]
     channel_bindings: tuple[str, ...] | None = None
 
-    def ssdp_string(self) -> bytes:
-        """The string XEP-0474 hashes (sorted with the i;octet collation)."""
-        text = _SSDP_ITEM_SEPARATOR.join(sorted(self.mechanisms, key=_octets))
+    def ssdp_string(self, legacy: bool = False) -> bytes:
+        """The string XEP-0474 hashes (sorted with the i;octet collation).
+
+        :param legacy: use the separators of the versions before 0.4 (``,`` and ``|``)
+            that go with the ``d`` attribute
+        """
+        item, between = _SSDP_LEGACY_SEPARATORS if legacy else _SSDP_SEPARATORS
+        text = item.join(sorted(self.mechanisms, key=_octets))
         if self.channel_bindings is not None:
-            text += _SSDP_LIST_SEPARATOR + _SSDP_ITEM_SEPARATOR.join(
-                sorted(self.channel_bindings, key=_octets)
-            )
+            text += between + item.join(sorted(self.channel_bindings, key=_octets))
         return text.encode()
 
-    def ssdp_hash(self, scram_hash: ScramHash) -> bytes:
+    def ssdp_hash(self, scram_hash: ScramHash, legacy: bool = False) -> bytes:
         """The XEP-0474 digest expected from a server using ``scram_hash``."""
-        return scram_hash.hash(self.ssdp_string())
+        return scram_hash.hash(self.ssdp_string(legacy))
 
 
 def _octets(text: str) -> bytes:
@@ -632,8 +639,12 @@ class ScramClient:
         return _ServerFirst(nonce, salt, iterations, extensions)
 
     def _check_downgrade(self, extensions: dict[str, str]) -> None:
-        value = extensions.get(SSDP_ATTRIBUTE)
-        if value is None:
+        hashes_received = [
+            (b64decode_strict(extensions[name], "the downgrade protection hash"), legacy)
+            for name, legacy in ((SSDP_ATTRIBUTE, False), (SSDP_LEGACY_ATTRIBUTE, True))
+            if name in extensions
+        ]
+        if not hashes_received:
             if self._require_ssdp:
                 raise errors.DowngradeDetected(
                     "the server offers channel binding but none of the types we "
@@ -641,17 +652,17 @@ class ScramClient:
                     "lists may have been tampered with, authentication aborted"
                 )
             return
-        received = b64decode_strict(value, "the downgrade protection hash")
         if self._advertisement is None:
             log.debug("downgrade protection hash received but not checked")
             return
-        expected = self._advertisement.ssdp_hash(self._hash)
-        if not hmac.compare_digest(received, expected):
-            raise errors.DowngradeDetected(
-                "the mechanisms or channel-binding types we received differ from the "
-                "ones the server advertised (XEP-0474): the connection is being "
-                "tampered with, authentication aborted"
-            )
+        for received, legacy in hashes_received:
+            expected = self._advertisement.ssdp_hash(self._hash, legacy)
+            if not hmac.compare_digest(received, expected):
+                raise errors.DowngradeDetected(
+                    "the mechanisms or channel-binding types we received differ from "
+                    "the ones the server advertised (XEP-0474): the connection is being "
+                    "tampered with, authentication aborted"
+                )
         self.downgrade_protection_verified = True
 
 
