@@ -464,3 +464,12 @@ def test_lost_connection_is_forgotten_and_late_results_are_dropped(client, bridg
     assert client.protocol not in factory.connections
     pending.callback("late")
     assert client.received() == []
+
+
+def test_invalid_params_errors_never_echo_parameter_values(client, bridge):
+    bridge.register_method("login", lambda profile: None)
+    client.call("login", profile="alice", password="hunter2-secret")
+    error = client.answer()["error"]
+    assert error["code"] == errors.INVALID_PARAMS
+    assert "password" in error["message"]
+    assert "hunter2" not in json.dumps(error)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import pytest_twisted
-from twisted.internet import threads
+from twisted.internet import defer, threads
 
 import libervia.backend
 from libervia.cli.bridge_client import BridgeClient, BridgeError, ProtocolError
@@ -191,3 +191,17 @@ def test_li_imports_neither_twisted_nor_the_backend():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_frontends_at_once_are_all_answered(backend):
+    path = backend.getServiceNamed("bridge").path
+
+    def status():
+        with BridgeClient(path, timeout=30) as client:
+            return client.call("backend_status")["status"]
+
+    results = await defer.gatherResults(
+        [threads.deferToThread(status) for __ in range(30)]
+    )
+    assert results == ["ready"] * 30
