@@ -369,6 +369,19 @@ def result_of(d: defer.Deferred):
     return value
 
 
+@pytest.fixture(autouse=True)
+def _forget_test_secrets():
+    """Unregister the passwords a test registered, so they don't redact other tests' logs.
+
+    Test passwords are ordinary words ("pencil", "new one"...): left registered, they
+    would turn into ``***`` in the log lines of unrelated tests.
+    """
+    before = set(log._secrets)
+    yield
+    for secret in set(log._secrets) - before:
+        log.unregister_secret(secret)
+
+
 @pytest.fixture
 def debug_logs():
     """Set the debug level and collect every formatted log line."""
