@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from libervia.cli import output
-from libervia.cli.base import Context, add_command, add_group
+from libervia.cli.base import CommandError, Context, add_command, add_group
 from libervia.cli.bridge_client import PROTOCOL_MAJOR
 
 TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
@@ -28,6 +30,20 @@ def register(subparsers: Any) -> None:
     add_command(
         group, "info", run=info, render=render_info,
         help="list the bridge methods and signals the backend offers",
+    )
+    parser = add_command(
+        group, "call", run=call, render=render_call,
+        help="call any bridge method (for scripts and debugging)",
+        description="Call a bridge method by name and print its result as JSON. "
+        "\"li backend info\" lists the methods.",
+        epilog='example:\n  li backend call plugin_list\n'
+        '  echo \'{"signals": ["backend_status"]}\' | li backend call subscribe -',
+    )
+    parser.add_argument("method", help="name of the bridge method")
+    parser.add_argument(
+        "params", nargs="?", default="{}",
+        help='parameters as a JSON object, e.g. \'{"name": "alice"}\', or - to read '
+        "it from standard input (default: {})",
     )
 
 
@@ -85,6 +101,23 @@ def render_version(ctx: Context, result: dict[str, Any]) -> None:
         ],
         ctx.out,
     )
+
+
+def call(ctx: Context) -> Any:
+    import json
+
+    text = sys.stdin.read() if ctx.args.params == "-" else ctx.args.params
+    try:
+        params = json.loads(text)
+    except ValueError as e:
+        raise CommandError(f"PARAMS is not valid JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise CommandError('PARAMS must be a JSON object, e.g. {"name": "alice"}')
+    return ctx.call(ctx.args.method, **params)
+
+
+def render_call(ctx: Context, result: Any) -> None:
+    output.print_json(result, ctx.out)
 
 
 def info(ctx: Context) -> dict[str, Any]:

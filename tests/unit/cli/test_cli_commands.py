@@ -205,3 +205,17 @@ async def test_many_frontends_at_once_are_all_answered(backend):
         [threads.deferToThread(status) for __ in range(30)]
     )
     assert results == ["ready"] * 30
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_call_calls_any_method_with_json_params(run_li, backend):
+    backend.bridge.register_method("test.greet", lambda name: f"hello {name}")
+    status, out, __ = await run_li("backend", "call", "test.greet", '{"name": "alice"}')
+    assert (status, json.loads(out)) == (0, "hello alice")
+
+    status, out, err = await run_li("backend", "call", "test.greet", '{"nom": "x"}')
+    assert status == 1
+    assert "[InvalidParams]" in err
+
+    status, __, err = await run_li("backend", "call", "test.greet", "[1]")
+    assert status == 1 and "JSON object" in err
