@@ -1,16 +1,38 @@
-"""No secret of the exchange ever reaches a log line, even at debug level."""
+"""No secret of the exchange ever reaches a log line, even at debug level.
+
+Redaction of registered secrets is switched off here: the scan must prove the code
+never logs them, not that the logger hides them.
+"""
 
 import base64
 
+import pytest
 from conftest import ScriptedServer, make_initializer, make_stream, result_of, set_features
 from twisted.internet import defer
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
+from libervia.backend.core.sasl import initializer as initializer_module
+from libervia.backend.core.sasl import scram as scram_module
 from libervia.backend.core.sasl.channel_binding import StaticChannelBinding
 from libervia.backend.core.sasl.scram import ScramKeyCache
 
 PASSWORD = "Tr0ub4dor&3-horse"
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    """Record what the SASL code registers as secret instead of registering it."""
+    recorded = []
+    monkeypatch.setattr(scram_module, "register_secret", recorded.append)
+    monkeypatch.setattr(initializer_module, "register_secret", recorded.append)
+    return recorded
+
+
+def test_password_is_registered_for_redaction(registered):
+    outcome, _ = _run(ScramKeyCache())
+    assert outcome is xmlstream.Reset
+    assert PASSWORD in registered
 
 
 def _secrets_of(server: ScriptedServer, cache: ScramKeyCache) -> list[str]:
