@@ -84,6 +84,14 @@ class DatabaseEngine:
         self, table: Table, index_elements: Iterable[str], update_columns: Iterable[str]
     ) -> Insert:
         """Return an INSERT updating ``update_columns`` of the existing row on conflict."""
+        # both dialects spell it INSERT ... ON CONFLICT (...) DO UPDATE, with the same API
+        stmt = self._dialect_insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(index_elements),
+            set_={col: stmt.excluded[col] for col in update_columns},
+        )
+
+    def _dialect_insert(self, table: Table) -> Any:
         raise NotImplementedError
 
     @contextmanager
@@ -203,16 +211,10 @@ class SqliteEngine(DatabaseEngine):
         message = str(orig).lower()
         return "database is locked" in message or "database table is locked" in message
 
-    def upsert(
-        self, table: Table, index_elements: Iterable[str], update_columns: Iterable[str]
-    ) -> Insert:
+    def _dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(index_elements),
-            set_={col: stmt.excluded[col] for col in update_columns},
-        )
+        return insert(table)
 
     @contextmanager
     def migration_connection(self, sa_engine: Engine) -> Iterator[Connection]:
@@ -279,16 +281,10 @@ class PostgresEngine(DatabaseEngine):
         code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
         return code in self.TRANSIENT_SQLSTATES
 
-    def upsert(
-        self, table: Table, index_elements: Iterable[str], update_columns: Iterable[str]
-    ) -> Insert:
+    def _dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert
 
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(index_elements),
-            set_={col: stmt.excluded[col] for col in update_columns},
-        )
+        return insert(table)
 
 
 ENGINES: dict[str, type[DatabaseEngine]] = {
