@@ -25,7 +25,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    Table,
+    cast,
+    create_engine,
+    event,
+    func,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
@@ -93,6 +102,10 @@ class DatabaseEngine:
 
     def _dialect_insert(self, table: Table) -> Any:
         raise NotImplementedError
+
+    def byte_length(self, column: Any) -> Any:
+        """SQL expression of the size in bytes of a text column's value."""
+        return func.octet_length(column)
 
     @contextmanager
     def migration_connection(self, sa_engine: Engine) -> Iterator[Connection]:
@@ -210,6 +223,10 @@ class SqliteEngine(DatabaseEngine):
             return True
         message = str(orig).lower()
         return "database is locked" in message or "database table is locked" in message
+
+    def byte_length(self, column: Any) -> Any:
+        # length() counts characters of a text, bytes of a blob
+        return func.length(cast(column, LargeBinary))
 
     def _dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert

@@ -573,6 +573,42 @@ class Storage:
             )
         return written
 
+    def replace_pubsub_items(
+        self,
+        node_id: int,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        sync_state: SyncState | None = None,
+    ) -> defer.Deferred:
+        """Replace every item of a node, in one transaction.
+
+        Readers see either the old items or the new ones, never a mix: this is how a
+        synchronisation publishes its result.  Items are given as for
+        :meth:`cache_pubsub_items`.
+
+        :param sync_state: if given, set on the node in the same transaction, with its
+            progress (items done and expected) set to the number of items
+        :return: Deferred fired with the number of items written
+        """
+        try:
+            rows = _item_rows(node_id, items)
+        except (KeyError, TypeError) as e:
+            return defer.fail(ValueError(f"invalid item to cache: {e}"))
+        return self.run_in_session(
+            "replace_pubsub_items", thd_replace_items, self.db_engine, node_id, rows,
+            sync_state,
+        )
+
+    def get_cache_stats(self, profile: str | None = None) -> defer.Deferred:
+        """Return what the pubsub cache holds (for one profile, or in all).
+
+        :return: Deferred fired with ``{"nodes": {state: count}, "items": count,
+            "bytes": size of the raw XML}``; the state of unsynchronised nodes is
+            ``"none"``, the others are :class:`SyncState` names
+        """
+        return self.run_in_session("get_cache_stats", thd_cache_stats, self.db_engine,
+                                   profile, write=False)
+
     def delete_pubsub_items(
         self, node_id: int, item_ids: Iterable[str] | None = None
     ) -> defer.Deferred:
@@ -968,6 +1004,46 @@ def thd_cache_items(
         if not result.rowcount:
             raise NotFound(f"there is no pubsub node with id {node_id}")
     return len(rows)
+
+
+def thd_replace_items(
+    session: Session,
+    db_engine: Any,
+    node_id: int,
+    rows: list[dict[str, Any]],
+    sync_state: SyncState | None,
+) -> int:
+    session.execute(delete(PubsubItem).where(PubsubItem.node_id == node_id))
+    for start in range(0, len(rows), DEFAULT_BATCH_SIZE):
+        thd_cache_items(session, db_engine, node_id, rows[start:start + DEFAULT_BATCH_SIZE],
+                        False)
+    if sync_state is not None:
+        thd_update_sync_state(session, node_id, sync_state, len(rows), len(rows))
+    return len(rows)
+
+
+def thd_cache_stats(
+    session: Session, db_engine: Any, profile: str | None
+) -> dict[str, Any]:
+    node_filter = []
+    if profile is not None:
+        node_filter.append(PubsubNode.profile_id == thd_profile_id(session, profile))
+    nodes = {
+        "none" if state is None else state.name: count
+        for state, count in session.execute(
+            select(PubsubNode.sync_state, func.count())
+            .where(*node_filter).group_by(PubsubNode.sync_state)
+        )
+    }
+    items, size = session.execute(
+        select(
+            func.count(PubsubItem.id),
+            func.coalesce(func.sum(db_engine.byte_length(PubsubItem.data)), 0),
+        )
+        .join(PubsubNode, PubsubItem.node_id == PubsubNode.id)
+        .where(*node_filter)
+    ).one()
+    return {"nodes": nodes, "items": items, "bytes": int(size)}
 
 
 def thd_delete_items(session: Session, node_id: int, item_ids: list[str] | None) -> int:

@@ -311,6 +311,58 @@ async def test_purge_deletes_only_matching_items(storage, profile):
     assert await storage.purge_pubsub_items() == 5
 
 
+@pytest_twisted.ensureDeferred
+async def test_replacing_items_swaps_them_all_and_completes_the_sync(storage, profile):
+    node = await node_with_items(storage, profile, count=5)
+    await storage.update_pubsub_node_sync_state(node.id, SyncState.IN_PROGRESS)
+    written = await storage.replace_pubsub_items(
+        node.id, [item(3), item(7)], sync_state=SyncState.COMPLETED)
+    assert written == 2
+    items, page = await storage.get_items(node.id)
+    assert sorted(names(items)) == ["i3", "i7"] and page.count == 2
+    node = await storage.get_pubsub_node(profile, SERVICE, "blog")
+    assert node.sync_state is SyncState.COMPLETED
+    assert (node.sync_items_done, node.sync_items_expected) == (2, 2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_replacement_keeps_the_old_items(storage, profile):
+    from libervia.backend.memory.sqla import _item_rows, thd_replace_items
+
+    node = await node_with_items(storage, profile, count=3)
+
+    def thd_replace_then_fail(session):
+        thd_replace_items(session, storage.db_engine, node.id, _item_rows(node.id, [item(9)]),
+                          SyncState.COMPLETED)
+        raise RuntimeError("the connection broke")
+
+    with pytest.raises(RuntimeError):
+        await storage.run_in_session("replace_then_fail", thd_replace_then_fail)
+    with pytest.raises(ValueError, match="invalid item"):
+        await storage.replace_pubsub_items(node.id, [{"name": "x"}])
+    items, __ = await storage.get_items(node.id)
+    assert names(items) == ["i0", "i1", "i2"]
+    assert (await storage.get_pubsub_node(profile, SERVICE, "blog")).sync_state is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_cache_stats_count_nodes_by_state_items_and_bytes(storage, profile):
+    await storage.create_profile("bob")
+    blog = await storage.set_pubsub_node(profile, SERVICE, "blog",
+                                         sync_state=SyncState.COMPLETED)
+    await storage.set_pubsub_node(profile, SERVICE, "other")
+    bobs = await storage.set_pubsub_node("bob", SERVICE, "blog")
+    await storage.cache_pubsub_items(blog.id, [
+        {"name": "a", "data": "<é/>"}, {"name": "b", "data": "<b/>"}])
+    await storage.cache_pubsub_items(bobs.id, [{"name": "c", "data": "<c/>"}])
+    assert await storage.get_cache_stats(profile) == {
+        "nodes": {"COMPLETED": 1, "none": 1}, "items": 2, "bytes": 5 + 4,
+    }
+    assert (await storage.get_cache_stats())["items"] == 3
+    assert await storage.get_cache_stats("bob") == {
+        "nodes": {"none": 1}, "items": 1, "bytes": 4}
+
+
 # paging (RSM semantics)
 
 
