@@ -146,6 +146,21 @@ class SqliteEngine(DatabaseEngine):
         return Path(self.url.database).absolute()
 
     def prepare(self) -> None:
+        try:
+            self._prepare()
+        except OSError as e:
+            raise StartupError(
+                f"can't open the database {self.file_path}: {e.strerror or e}; check "
+                "that [DEFAULT] local_dir (or [storage] url) names a folder the "
+                "backend's user may write to"
+            ) from e
+        except sqlite3.DatabaseError as e:
+            raise StartupError(
+                f"can't open the database {self.file_path}: {e}; if the file is damaged, "
+                "restore one of its copies (libervia.db.bak-*) beside it"
+            ) from e
+
+    def _prepare(self) -> None:
         path = self.file_path
         folder = path.parent
         if not folder.exists():

@@ -178,7 +178,13 @@ class Storage:
         self._pool.threadFactory = _daemon_thread
         self._pool.start()
         self._accepting = True
-        return self._call("open", self._thd_open, None)
+        d = self._call("open", self._thd_open, None)
+
+        def failed(failure: Failure) -> defer.Deferred:
+            # nothing may be left running: the caller won't call stop()
+            return self.stop().addCallback(lambda __: failure)
+
+        return d.addErrback(failed)
 
     def _thd_open(self, __: None) -> None:
         self.db_engine.prepare()

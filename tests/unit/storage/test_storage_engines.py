@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from twisted.internet import defer
 
 from libervia.backend.core.config import Config
-from libervia.backend.core.exceptions import ConfigError
+from libervia.backend.core.exceptions import ConfigError, StartupError
 from libervia.backend.core.main import Backend
 from libervia.backend.memory.engines import (
     PostgresEngine,
@@ -315,3 +315,25 @@ async def test_hundreds_of_concurrent_calls_complete_without_lock_errors(db_url)
             assert page.count == len(items) == len({i.name for i in items}) <= 30
     finally:
         await storage.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unusable_database_location_stops_the_start_with_a_hint(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    storage = Storage(f"sqlite:///{blocker / 'libervia.db'}")
+    with pytest.raises(StartupError, match="local_dir") as raised:
+        await storage.start()
+    assert str(blocker) in str(raised.value)
+    assert not storage.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_damaged_database_file_stops_the_start_with_a_hint(tmp_path):
+    db = tmp_path / "libervia.db"
+    db.write_bytes(b"this is not a database, but it is long enough to be read" * 100)
+    db.chmod(0o600)
+    storage = Storage(f"sqlite:///{db}")
+    with pytest.raises(StartupError, match="restore"):
+        await storage.start()
+    assert not storage.running
