@@ -251,6 +251,8 @@ class Storage:
         :return: Deferred fired with what ``thd_func`` returned
         """
         def thd(__: None) -> T:
+            if not self._sessions:
+                raise StorageError(f"storage call {name!r} made before start() finished")
             with self._sessions[write]() as session:
                 with session.begin():
                     result = thd_func(session, *args, **kwargs)
@@ -269,8 +271,9 @@ class Storage:
     ) -> defer.Deferred:
         """Like :meth:`run_in_session`, with a Core connection instead of a session."""
         def thd(__: None) -> T:
-            assert self.sa_engine is not None
             engine = self.sa_engine
+            if engine is None:
+                raise StorageError(f"storage call {name!r} made before start() finished")
             if write:
                 engine = engine.execution_options(**{WRITE_OPTION: True})
             with engine.begin() as conn:

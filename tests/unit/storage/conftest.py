@@ -1,4 +1,4 @@
-"""Fixtures of the storage tests: a started, migrated Storage on each engine."""
+"""Fixtures of the storage tests: started, migrated Storages on each engine."""
 
 import pytest_twisted
 
@@ -6,15 +6,29 @@ from libervia.backend.memory.sqla import Storage
 
 
 @pytest_twisted.async_yield_fixture
-async def storage(db_url):
-    """A started Storage at the head revision, on each engine in turn."""
-    storage = Storage(db_url)
-    await storage.start()
-    await storage.migrate()
-    try:
-        yield storage
-    finally:
+async def make_storage():
+    """Factory ``await make_storage(url, **kwargs)`` of started Storages at head.
+
+    Each is stopped after the test.
+    """
+    started = []
+
+    async def make(url, **kwargs):
+        storage = Storage(url, **kwargs)
+        await storage.start()
+        started.append(storage)
+        await storage.migrate()
+        return storage
+
+    yield make
+    for storage in started:
         await storage.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(make_storage, db_url):
+    """A started Storage at the head revision, on each engine in turn."""
+    yield await make_storage(db_url)
 
 
 @pytest_twisted.async_yield_fixture

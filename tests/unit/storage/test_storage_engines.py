@@ -89,16 +89,12 @@ def test_postgresql_serialization_and_deadlock_errors_are_transient(error, trans
 
 
 @pytest_twisted.async_yield_fixture
-async def sqlite_storage(sqlite_url):
+async def sqlite_storage(make_storage, sqlite_url):
+    """SQLite storage whose back-off delays are recorded instead of slept."""
     delays = []
-    storage = Storage(sqlite_url, sleep=delays.append, max_attempts=4)
+    storage = await make_storage(sqlite_url, sleep=delays.append, max_attempts=4)
     storage.delays = delays
-    await storage.start()
-    await storage.migrate()
-    try:
-        yield storage
-    finally:
-        await storage.stop()
+    yield storage
 
 
 @pytest_twisted.ensureDeferred
@@ -266,55 +262,52 @@ async def test_backend_opens_the_storage_before_loading_plugins(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_hundreds_of_concurrent_calls_complete_without_lock_errors(db_url):
+async def test_hundreds_of_concurrent_calls_complete_without_lock_errors(
+    make_storage, db_url
+):
     """Every call succeeds at the first attempt: no retry is allowed here.
 
     SQLite must not say "database is locked" (write transactions wait for the lock
     instead), and PostgreSQL must not deadlock (rows are locked in a stable order).
     """
-    storage = Storage(db_url, max_attempts=1)
-    await storage.start()
-    await storage.migrate()
-    try:
-        profiles = [f"user{i}" for i in range(4)]
-        for name in profiles:
-            await storage.create_profile(name)
-        nodes = [await storage.set_pubsub_node(p, SERVICE, f"n{j}")
-                 for p in profiles for j in range(2)]
-        calls = []
-        for i in range(400):
-            node = nodes[i % len(nodes)]
-            profile = profiles[i % len(profiles)]
-            kind = i % 6
-            if kind == 0:
-                # overlapping ids, in different orders, on the same nodes
-                ids = [(i * 7 + k) % 30 for k in range(12)]
-                calls.append(storage.cache_pubsub_items(
-                    node.id, [{"name": f"it{n}", "data": f"<x n='{n}' i='{i}'/>"}
-                              for n in ids],
-                    batch_size=5, count_progress=True))
-            elif kind == 1:
-                calls.append(storage.get_items(node.id, max_items=5, desc=True))
-            elif kind == 2:
-                calls.append(storage.set_param("C", f"k{i % 5}", str(i), profile=profile))
-            elif kind == 3:
-                calls.append(storage.set_private_value("ns", f"k{(i // 6) % 9}", {"i": i}))
-            elif kind == 4:
-                calls.append(storage.set_pubsub_node(
-                    profile, SERVICE, f"n{i % 2}", extra={"i": i}))
-            else:
-                calls.append(storage.delete_pubsub_items(node.id, [f"it{i % 30}"]))
-        assert storage._in_flight > 100  # really concurrent, not one after the other
-        results = await defer.DeferredList(calls, consumeErrors=True)
-        failures = [r.getErrorMessage() for ok, r in results if not ok]
-        assert failures == []
-        assert sum(s.retries for s in storage.timings.values()) == 0
-        assert len(await storage.get_privates("ns")) == 9
-        for node in nodes:
-            items, page = await storage.get_items(node.id)
-            assert page.count == len(items) == len({i.name for i in items}) <= 30
-    finally:
-        await storage.stop()
+    storage = await make_storage(db_url, max_attempts=1)
+    profiles = [f"user{i}" for i in range(4)]
+    for name in profiles:
+        await storage.create_profile(name)
+    nodes = [await storage.set_pubsub_node(p, SERVICE, f"n{j}")
+             for p in profiles for j in range(2)]
+    calls = []
+    for i in range(400):
+        node = nodes[i % len(nodes)]
+        profile = profiles[i % len(profiles)]
+        kind = i % 6
+        if kind == 0:
+            # overlapping ids, in different orders, on the same nodes
+            ids = [(i * 7 + k) % 30 for k in range(12)]
+            calls.append(storage.cache_pubsub_items(
+                node.id, [{"name": f"it{n}", "data": f"<x n='{n}' i='{i}'/>"}
+                          for n in ids],
+                batch_size=5, count_progress=True))
+        elif kind == 1:
+            calls.append(storage.get_items(node.id, max_items=5, desc=True))
+        elif kind == 2:
+            calls.append(storage.set_param("C", f"k{i % 5}", str(i), profile=profile))
+        elif kind == 3:
+            calls.append(storage.set_private_value("ns", f"k{(i // 6) % 9}", {"i": i}))
+        elif kind == 4:
+            calls.append(storage.set_pubsub_node(
+                profile, SERVICE, f"n{i % 2}", extra={"i": i}))
+        else:
+            calls.append(storage.delete_pubsub_items(node.id, [f"it{i % 30}"]))
+    assert storage._in_flight > 100  # really concurrent, not one after the other
+    results = await defer.DeferredList(calls, consumeErrors=True)
+    failures = [r.getErrorMessage() for ok, r in results if not ok]
+    assert failures == []
+    assert sum(s.retries for s in storage.timings.values()) == 0
+    assert len(await storage.get_privates("ns")) == 9
+    for node in nodes:
+        items, page = await storage.get_items(node.id)
+        assert page.count == len(items) == len({i.name for i in items}) <= 30
 
 
 @pytest_twisted.ensureDeferred
