@@ -165,7 +165,15 @@ class SqliteEngine(DatabaseEngine):
         folder = path.parent
         if not folder.exists():
             folder.mkdir(mode=0o700, parents=True)
-        self._restrict(folder, 0o700)
+        folder_stat = folder.stat()
+        if folder_stat.st_mode & stat.S_ISVTX or folder_stat.st_uid != os.geteuid():
+            # a shared folder (/tmp...) is not ours to restrict: the file itself is 0600
+            if stat.S_IMODE(folder_stat.st_mode) & 0o077:
+                log.warn("the database folder {folder} is shared with other users; the "
+                         "database file is private, but prefer a private folder",
+                         folder=folder)
+        else:
+            self._restrict(folder, 0o700)
         if not path.exists():
             # created here, empty (a valid SQLite database), so that it never exists
             # with wider permissions, even for an instant
