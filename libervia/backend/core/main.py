@@ -24,10 +24,13 @@ from twisted.python.failure import Failure
 
 import libervia.backend
 from libervia.backend.bridge.server import Bridge, BridgeService
+from libervia.backend.core.api import CoreAPI
+from libervia.backend.core.clients import ClientManager, ProfilesService
 from libervia.backend.core.config import DEFAULT_SECTION, Config
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.plugins import PluginManager
+from libervia.backend.core.profiles import ProfileManager
 from libervia.backend.core.service import AsyncMultiService
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.service import StorageService
@@ -86,6 +89,11 @@ class Backend(AsyncMultiService):
         self.trigger = TriggerManager()
         #: the local API; plugins register their methods and signals on it
         self.bridge = Bridge(self)
+        #: profiles (XMPP accounts) and their stored settings
+        self.profiles = ProfileManager(self)
+        #: connected profiles
+        self.clients = ClientManager(self)
+        self.api = CoreAPI(self)
         self.plugin_manager = PluginManager(
             self,
             disabled=config.get(DEFAULT_SECTION, "plugins_disabled"),
@@ -109,6 +117,7 @@ class Backend(AsyncMultiService):
         self.storage = storage_service.storage
         PluginService(self).setServiceParent(self)
         BridgeService(self).setServiceParent(self)
+        ProfilesService(self).setServiceParent(self)
 
     @property
     def plugins(self) -> dict[str, Any]:

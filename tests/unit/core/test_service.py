@@ -115,9 +115,10 @@ def running_reactor():
 def make_backend(tmp_path, reactor=None):
     config = Config.from_dict({"DEFAULT": {"local_dir": str(tmp_path)}})
     backend = Backend(config, reactor=reactor or running_reactor(), plugin_entry_points=[])
-    # the storage runs on threads, which a memory reactor can't serve; it has its own
-    # tests (tests/unit/storage)
-    backend.removeService(backend.getServiceNamed("storage"))
+    # the storage runs on threads, which a memory reactor can't serve, and the profiles
+    # need the storage; both have their own tests (tests/unit/storage, test_profiles)
+    for name in ("storage", "profiles"):
+        backend.removeService(backend.getServiceNamed(name))
     return backend
 
 

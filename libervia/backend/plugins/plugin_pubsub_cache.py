@@ -1,0 +1,882 @@
+"""Transparent pubsub cache.
+
+When a pubsub get-items request is made (``XEP-0060_get_items`` trigger), the cache
+decides whether the node is, or must be, cached:
+
+* a node never seen is *analysed*: its metadata and one item are fetched, and the
+  registered analysers (:meth:`PubsubCache.register_analyser`) are tried in their
+  ``order``; the first that matches gives the node its analyser name, type and subtype;
+* if that analyser says ``to_sync``, the node is *synchronised* in the background:
+  the profile subscribes to it, every item is fetched (by RSM pages where the service
+  pages), and stored as raw XML, with the data the analyser's ``parser`` extracts;
+* once synchronised (state ``COMPLETED``) and verified since the profile connected,
+  get-items requests on the node are answered from the database, with the semantics
+  of a service (max items, item ids, RSM pages, order), and a ``cached`` flag.
+
+Everything else (no analyser, ``to_sync`` false, a sync in progress or failed, a node
+not checked since the connection) goes to the service, as if there were no cache.
+
+The cache follows the service through the events it sends (new and updated items,
+retractions, purge, node deletion, configuration changes).  Events are lost while a
+profile is disconnected (or the backend stopped), so when a profile connects, every
+synchronised node of that profile is compared with the service before it is served
+again, and refreshed where they differ.
+
+Settings (section ``[plugin PUBSUB_CACHE]``): ``max_items_per_node``, ``page_size``,
+``parser_timeout``, ``sync_concurrency``.
+"""
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber import jid as jabber_jid
+from twisted.words.xish import domish
+
+from libervia.backend.core.async_utils import maybe_async_call
+from libervia.backend.core.config import declare, parse_int
+from libervia.backend.core.constants import C
+from libervia.backend.core.exceptions import BackendError, ConflictError, NotFound
+from libervia.backend.core.log import getLogger
+from libervia.backend.core.xml_tools import XMLError, parse_xml
+from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
+from libervia.backend.plugins.plugin_xep_0060 import (
+    NS_PUBSUB,
+    ItemNotFound,
+    ItemsResult,
+    PubsubError,
+)
+
+log = getLogger(__name__)
+
+IMPORT_NAME = "PUBSUB_CACHE"
+SECTION = f"plugin {IMPORT_NAME}"
+
+PLUGIN_INFO = {
+    "name": "Pubsub cache",
+    "import_name": IMPORT_NAME,
+    "type": C.PLUG_TYPE_MISC,
+    "modes": [C.PLUG_MODE_CLIENT],
+    "protocols": [],
+    "dependencies": ["XEP-0059", "XEP-0060"],
+    "recommendations": [],
+    "main": "PubsubCache",
+    "handler": False,
+    "description": "Keeps pubsub nodes in the database and answers from there.",
+}
+
+
+def _positive(value: str) -> int:
+    number = parse_int(value)
+    if number <= 0:
+        raise ValueError("expected a positive integer")
+    return number
+
+
+declare(SECTION, "max_items_per_node", _positive, 10000,
+        "Largest node synchronised: a node with more items is not cached (the service "
+        "is always asked for it).")
+declare(SECTION, "page_size", _positive, 100,
+        "Items asked per request while synchronising a node (services that page with "
+        "RSM answer this many at a time).")
+declare(SECTION, "parser_timeout", _positive, 10,
+        "Seconds an analyser's parser may take for one item; past that the item is "
+        "cached without parsed data.")
+declare(SECTION, "sync_concurrency", _positive, 2,
+        "Nodes synchronised (or verified) at the same time, per backend.")
+
+#: keys an analyser may have
+ANALYSER_KEYS = {"name", "type", "subtype", "node", "namespace", "order", "to_sync",
+                 "parser", "match_cb"}
+
+# sync states as the API shows them
+STATE_NAMES = {None: "none", SyncState.IN_PROGRESS: "in_progress",
+               SyncState.COMPLETED: "completed", SyncState.ERROR: "error",
+               SyncState.NO_SYNC: "no_sync"}
+
+
+class CacheError(BackendError):
+    """A cache operation can't be done; the message says why."""
+
+
+class InvalidAnalyser(CacheError, ValueError):
+    """An analyser given to :meth:`PubsubCache.register_analyser` is invalid."""
+
+
+def _payload_namespace(item: domish.Element | None) -> str | None:
+    if item is None:
+        return None
+    for child in item.elements():
+        return child.uri
+    return None
+
+
+def _service_key(service: jabber_jid.JID) -> str:
+    return service.userhost() if service.user else service.host
+
+
+class PubsubCache:
+    """The pubsub cache plugin; ``host.plugins["PUBSUB_CACHE"]``."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.storage = host.storage
+        self._xep_0060 = host.plugins["XEP-0060"]
+        section = host.config.plugin_section(IMPORT_NAME)
+        self.max_items_per_node = section.get_int("max_items_per_node")
+        self.page_size = section.get_int("page_size")
+        self.parser_timeout = section.get_int("parser_timeout")
+        self.analysers: dict[str, dict[str, Any]] = {}
+        self._sorted_analysers: list[dict[str, Any]] = []
+        #: node ids whose items can't be trusted until compared with the service
+        self._unverified: set[int] = set()
+        #: node ids being synchronised, with the events received meanwhile
+        self._syncing: dict[int, list[tuple[str, Any]]] = {}
+        self._node_locks: dict[int, defer.DeferredLock] = {}
+        self._sync_semaphore = defer.DeferredSemaphore(section.get_int("sync_concurrency"))
+        self._analysing: dict[tuple[str, str, str], defer.Deferred] = {}
+        #: Deferreds of background work, so that tests and shutdown can wait for them
+        self._background: set[defer.Deferred] = set()
+        trigger = host.trigger
+        # high priority: the cache answers before anything else asks the service
+        trigger.add("XEP-0060_get_items", self._on_get_items, priority=500)
+        trigger.add("XEP-0060_items", self._on_items_event)
+        trigger.add("XEP-0060_retract", self._on_retract_event)
+        trigger.add("XEP-0060_purge", self._on_purge_event)
+        trigger.add("XEP-0060_delete", self._on_delete_event)
+        trigger.add("XEP-0060_configuration", self._on_configuration_event)
+        self._register_bridge()
+
+    # analysers
+
+    def register_analyser(self, analyser: dict[str, Any]) -> None:
+        """Register an analyser, which decides how a kind of node is cached.
+
+        An analyser is a dict:
+
+        ``name`` (str, required)
+            unique name, stored with each node it matched;
+        ``type`` (str, required) and ``subtype`` (str, optional)
+            what the node holds (e.g. ``"blog"``), stored with the node and usable to
+            filter searches;
+        ``node`` (str) and/or ``namespace`` (str), at least one
+            the node name must start with ``node``; the payload of the node's items
+            (its first child element) must be in ``namespace``.  When both are given,
+            both must match;
+        ``order`` (int, default 0)
+            analysers are tried by increasing order, the first matching one wins;
+        ``to_sync`` (bool, default False)
+            synchronise matching nodes: keep all their items in the cache and answer
+            from it;
+        ``parser`` (callable, optional)
+            ``parser(client, item_elt, service, node)`` returning JSON-serialisable
+            data extracted from an item (plain function, coroutine function or
+            returning a Deferred); stored beside the item's XML, it is what searches
+            on parsed data look at.  An exception or a time-out leaves the item
+            without parsed data, with a log line;
+        ``match_cb`` (callable, optional)
+            ``match_cb(client, analyse)`` called when the node and namespace match;
+            ``analyse`` is a dict describing the node (``service``, ``node``,
+            ``namespace``, ``type``, ``subtype``, ``to_sync``, ``item`` (the sample
+            item or None), ``metadata``); the callback may change ``type``,
+            ``subtype`` and ``to_sync`` in it, and returns ``False`` to refuse the
+            match (the next analyser is then tried).
+
+        :raise InvalidAnalyser: missing or wrongly typed key, unknown key, or a name
+            already registered
+        """
+        if not isinstance(analyser, dict):
+            raise InvalidAnalyser("an analyser must be a dict")
+        unknown = set(analyser) - ANALYSER_KEYS
+        if unknown:
+            raise InvalidAnalyser(f"unknown analyser key(s): {', '.join(sorted(unknown))}")
+        name = analyser.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidAnalyser("an analyser needs a 'name' (non-empty string)")
+        if name in self.analysers:
+            raise InvalidAnalyser(f"an analyser named {name!r} is already registered")
+        if not isinstance(analyser.get("type"), str) or not analyser["type"]:
+            raise InvalidAnalyser(f"analyser {name!r} needs a 'type' (non-empty string)")
+        for key in ("subtype", "node", "namespace"):
+            if key in analyser and analyser[key] is not None and (
+                not isinstance(analyser[key], str) or not analyser[key]
+            ):
+                raise InvalidAnalyser(f"analyser {name!r}: {key!r} must be a non-empty string")
+        if not analyser.get("node") and not analyser.get("namespace"):
+            raise InvalidAnalyser(f"analyser {name!r} needs 'node' and/or 'namespace'")
+        order = analyser.get("order", 0)
+        if isinstance(order, bool) or not isinstance(order, int):
+            raise InvalidAnalyser(f"analyser {name!r}: 'order' must be an integer")
+        to_sync = analyser.get("to_sync", False)
+        if not isinstance(to_sync, bool):
+            raise InvalidAnalyser(f"analyser {name!r}: 'to_sync' must be a boolean")
+        for key in ("parser", "match_cb"):
+            if analyser.get(key) is not None and not callable(analyser[key]):
+                raise InvalidAnalyser(f"analyser {name!r}: {key!r} must be callable")
+        normalised = {"subtype": None, "node": None, "namespace": None, "parser": None,
+                      "match_cb": None} | dict(analyser) | {"order": order,
+                                                            "to_sync": to_sync}
+        self.analysers[name] = normalised
+        self._sorted_analysers = sorted(
+            self.analysers.values(), key=lambda a: (a["order"], a["name"])
+        )
+        log.debug("pubsub cache analyser {name} registered", name=name)
+
+    async def analyse_node(
+        self,
+        client: Any,
+        service: jabber_jid.JID,
+        node: str,
+        item: domish.Element | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Find the analyser of a node; ``None`` if none matches.
+
+        The node's metadata and one item are fetched when not given (and only if an
+        analyser could need them).
+        """
+        candidates = [a for a in self._sorted_analysers
+                      if a["node"] is None or node.startswith(a["node"])]
+        if not candidates:
+            return None
+        if any(a["namespace"] for a in candidates):
+            if item is None:
+                item = await self._sample_item(client, service, node)
+            if metadata is None:
+                metadata = await self._metadata(client, service, node)
+        namespace = _payload_namespace(item)
+        if namespace is None and metadata:
+            namespace = metadata.get("meta_data", {}).get("pubsub#type") or None
+        for analyser in candidates:
+            if analyser["namespace"] and analyser["namespace"] != namespace:
+                continue
+            analyse = {
+                "service": service, "node": node, "namespace": namespace,
+                "analyser": analyser["name"], "type": analyser["type"],
+                "subtype": analyser["subtype"], "to_sync": analyser["to_sync"],
+                "item": item, "metadata": metadata,
+            }
+            if analyser["match_cb"] is not None:
+                try:
+                    accepted = await maybe_async_call(analyser["match_cb"], client, analyse)
+                except Exception:
+                    log.failure("analyser {name}: match_cb failed", name=analyser["name"])
+                    continue
+                if accepted is False:
+                    continue
+            return analyse
+        return None
+
+    async def _sample_item(self, client: Any, service: jabber_jid.JID, node: str
+                           ) -> domish.Element | None:
+        try:
+            result = await self._xep_0060.get_items_from_service(client, service, node,
+                                                                 max_items=1)
+        except PubsubError as e:
+            log.debug("no sample item for {node}: {error}", node=node, error=e)
+            return None
+        return result.items[-1] if result.items else None
+
+    async def _metadata(self, client: Any, service: jabber_jid.JID, node: str
+                        ) -> dict[str, Any] | None:
+        try:
+            return await self._xep_0060.get_node_metadata(client, service, node)
+        except PubsubError:
+            return None
+
+    # serving get-items requests
+
+    def _profile(self, client: Any) -> str:
+        return client.profile.name
+
+    async def _on_get_items(
+        self, client: Any, service: jabber_jid.JID, node: str, max_items: int | None,
+        item_ids: list[str] | None, rsm_request: RSMRequest | None,
+        order_by: str | None, extra: dict[str, Any],
+    ) -> tuple[bool, Any]:
+        if not extra.get("use_cache", True):
+            return True, None
+        profile = self._profile(client)
+        service_key = _service_key(service)
+        pubsub_node = await self.storage.get_pubsub_node(profile, service_key, node)
+        if pubsub_node is None:
+            # unknown node: decide in the background, the service answers this time
+            self._spawn(self._analyse_and_sync(client, service, node))
+            return True, None
+        if not self._servable(pubsub_node):
+            return True, None
+        try:
+            result = await self.get_cached_items(
+                pubsub_node, service, max_items, item_ids, rsm_request, order_by
+            )
+        except NotFound:
+            # an RSM cursor we don't know: let the service deal with it
+            return True, None
+        return False, result
+
+    def _servable(self, pubsub_node: Any) -> bool:
+        return (pubsub_node.sync_state is SyncState.COMPLETED
+                and pubsub_node.id not in self._unverified
+                and pubsub_node.id not in self._syncing)
+
+    async def get_cached_items(
+        self, pubsub_node: Any, service: jabber_jid.JID, max_items: int | None = None,
+        item_ids: list[str] | None = None, rsm_request: RSMRequest | None = None,
+        order_by: str | None = None,
+    ) -> ItemsResult:
+        """Answer a get-items request from the database, as the service would."""
+        kwargs: dict[str, Any] = {"order_by": order_by or "creation"}
+        if item_ids:
+            kwargs["item_ids"] = item_ids
+        if rsm_request is not None:
+            kwargs["max_items"] = rsm_request.max
+            if rsm_request.after is not None:
+                kwargs["after"] = rsm_request.after
+            elif rsm_request.before is not None:
+                kwargs["before"] = rsm_request.before
+            elif rsm_request.index is not None:
+                kwargs["index"] = rsm_request.index
+        elif max_items is not None:
+            # the last N published items, oldest first, as services answer
+            kwargs["max_items"] = max_items
+            kwargs["before"] = ""
+        items, page = await self.storage.get_items(pubsub_node.id, **kwargs)
+        result = ItemsResult(service.full(), pubsub_node.name, cached=True)
+        for item in items:
+            try:
+                result.items.append(parse_xml(item.data))
+            except XMLError:
+                log.error("cached item {item} of {node} is unreadable, skipping it",
+                          item=item.name, node=pubsub_node.name)
+        if rsm_request is not None or max_items is not None:
+            result.rsm = {k: v for k, v in (("first", page.first), ("last", page.last),
+                                            ("index", page.index), ("count", page.count))
+                          if v is not None}
+        return result
+
+    # analysis and synchronisation
+
+    def _spawn(self, coroutine: Any) -> defer.Deferred:
+        d = defer.ensureDeferred(coroutine)
+        self._background.add(d)
+
+        def done(result: Any) -> Any:
+            self._background.discard(d)
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: log.failure("pubsub cache background task failed", f))
+        return d
+
+    async def wait_background(self) -> None:
+        """Wait until every background analysis and synchronisation has ended."""
+        while self._background:
+            await defer.DeferredList(list(self._background), consumeErrors=True)
+
+    def _lock(self, node_id: int) -> defer.DeferredLock:
+        lock = self._node_locks.get(node_id)
+        if lock is None:
+            lock = self._node_locks[node_id] = defer.DeferredLock()
+        return lock
+
+    async def _analyse_and_sync(self, client: Any, service: jabber_jid.JID, node: str
+                                ) -> None:
+        key = (self._profile(client), _service_key(service), node)
+        pending = self._analysing.get(key)
+        if pending is not None:
+            await pending
+            return
+        d = defer.ensureDeferred(self._analyse_and_record(client, service, node))
+        self._analysing[key] = d
+        try:
+            pubsub_node = await d
+        finally:
+            del self._analysing[key]
+        if pubsub_node is not None and pubsub_node.sync_state is None:
+            await self.synchronise(client, service, node)
+
+    async def _analyse_and_record(self, client: Any, service: jabber_jid.JID, node: str
+                                  ) -> Any:
+        profile = self._profile(client)
+        service_key = _service_key(service)
+        existing = await self.storage.get_pubsub_node(profile, service_key, node)
+        if existing is not None:
+            return existing
+        analyse = await self.analyse_node(client, service, node)
+        if analyse is None:
+            return await self.storage.set_pubsub_node(
+                profile, service_key, node, analyser=None, sync_state=SyncState.NO_SYNC)
+        return await self.storage.set_pubsub_node(
+            profile, service_key, node,
+            analyser=analyse["analyser"], type_=analyse["type"],
+            subtype=analyse["subtype"],
+            sync_state=None if analyse["to_sync"] else SyncState.NO_SYNC,
+        )
+
+    async def synchronise(self, client: Any, service: jabber_jid.JID, node: str,
+                          force: bool = False) -> dict[str, Any]:
+        """Synchronise a node now: subscribe, fetch every item, store them.
+
+        :param force: also for a node already synchronised (its items are replaced)
+        :return: the node's state afterwards (see :meth:`node_state`)
+        """
+        profile = self._profile(client)
+        service_key = _service_key(service)
+        pubsub_node = await self.storage.get_pubsub_node(profile, service_key, node)
+        if pubsub_node is None:
+            pubsub_node = await self._analyse_and_record(client, service, node)
+        if pubsub_node.analyser is None:
+            if not force:
+                return self.node_state(pubsub_node)
+        elif pubsub_node.sync_state is SyncState.NO_SYNC and not force:
+            return self.node_state(pubsub_node)
+        if pubsub_node.id in self._syncing:
+            raise ConflictError(f"node {node!r} of {service_key} is being synchronised")
+        await self._buffering_events(
+            client, service, pubsub_node,
+            lambda: self._sync_semaphore.run(
+                lambda: defer.ensureDeferred(self._sync(client, service, pubsub_node))),
+        )
+        return self.node_state(await self.storage.get_pubsub_node(profile, service_key, node))
+
+    async def _buffering_events(self, client: Any, service: jabber_jid.JID,
+                                pubsub_node: Any, work: Callable[[], Any]) -> None:
+        """Run ``work`` (which rewrites the node's items) while events wait.
+
+        Events of the node received meanwhile are kept, then applied once the items
+        are written, so that nothing the service sent during the work is lost.
+        """
+        self._syncing[pubsub_node.id] = []
+        try:
+            await work()
+        finally:
+            pending = self._syncing.pop(pubsub_node.id, [])
+            if pending:
+                await self._replay(client, service, pubsub_node, pending)
+
+    async def _sync(self, client: Any, service: jabber_jid.JID, pubsub_node: Any) -> None:
+        node = pubsub_node.name
+        node_id = pubsub_node.id
+        await self.storage.update_pubsub_node_sync_state(
+            node_id, SyncState.IN_PROGRESS, items_done=0, items_expected=None)
+        self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, 0, None)
+        started = datetime.now(UTC)
+        try:
+            if not pubsub_node.subscribed:
+                try:
+                    await self._xep_0060.subscribe(client, service, node)
+                    await self.storage.set_pubsub_node(
+                        self._profile(client), _service_key(service), node,
+                        subscribed=True)
+                except PubsubError as e:
+                    # events won't come: the node can't be kept in sync
+                    raise CacheError(f"can't subscribe to {node!r}: {e}") from None
+            items = await self._fetch_all(client, service, pubsub_node)
+            await self._store_fetched(client, service, pubsub_node, items, started)
+        except Exception as e:
+            reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
+            log.error("synchronisation of node {node} failed: {reason}", node=node,
+                      reason=reason)
+            await self.storage.update_pubsub_node_sync_state(node_id, SyncState.ERROR)
+            await self.storage.set_pubsub_node(
+                self._profile(client), _service_key(service), node,
+                extra={"error": reason})
+            self._emit_progress(client, pubsub_node, SyncState.ERROR, 0, None)
+            return
+        self._unverified.discard(node_id)
+        log.info("node {node} of {service} synchronised ({count} items)", node=node,
+                 service=service.full(), count=len(items))
+
+    async def _fetch_all(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
+                         ) -> list[domish.Element]:
+        """Every item of the node, in the service's order, by RSM pages if it pages."""
+        items: list[domish.Element] = []
+        seen: set[str] = set()
+        request = RSMRequest(max=self.page_size)
+        expected: int | None = None
+        while True:
+            result = await self._xep_0060.get_items_from_service(
+                client, service, pubsub_node.name, rsm_request=request)
+            new = [i for i in result.items if i.getAttribute("id") not in seen]
+            for item in new:
+                item_id = item.getAttribute("id")
+                if item_id:
+                    seen.add(item_id)
+                    items.append(item)
+            count = result.rsm.get("count")
+            if count is not None:
+                expected = count
+            if (expected or len(items)) > self.max_items_per_node:
+                raise CacheError(
+                    f"node {pubsub_node.name!r} has more than {self.max_items_per_node} "
+                    "items (max_items_per_node): it is not cached"
+                )
+            await self.storage.update_pubsub_node_sync_state(
+                pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(items),
+                items_expected=expected)
+            self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, len(items),
+                                expected)
+            last = result.rsm.get("last")
+            if not result.rsm or not new or last is None:
+                break  # the service does not page (it answered everything) or is done
+            if expected is not None and len(items) >= expected:
+                break
+            request = RSMRequest(max=self.page_size, after=last)
+        return items
+
+    async def _store_fetched(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                             items: list[domish.Element], started: datetime) -> None:
+        # the service's order is kept as creation times just before the sync started,
+        # so that items arriving later (events) come after them
+        count = len(items)
+        rows = []
+        for position, item in enumerate(items):
+            stamp = started - timedelta(microseconds=count - position)
+            rows.append({
+                "name": item["id"], "data": item.toXml(),
+                "parsed": await self._parse(client, pubsub_node, item, service),
+                "created": stamp, "updated": stamp,
+            })
+        async with _locked(self._lock(pubsub_node.id)):
+            await self.storage.delete_pubsub_items(pubsub_node.id)
+            await self.storage.cache_pubsub_items(pubsub_node.id, rows)
+            await self.storage.update_pubsub_node_sync_state(
+                pubsub_node.id, SyncState.COMPLETED, items_done=count,
+                items_expected=count)
+        self._emit_progress(client, pubsub_node, SyncState.COMPLETED, count, count)
+
+    async def _parse(self, client: Any, pubsub_node: Any, item: domish.Element,
+                     service: jabber_jid.JID) -> Any:
+        analyser = self.analysers.get(pubsub_node.analyser or "")
+        if analyser is None or analyser["parser"] is None:
+            return None
+        d = maybe_async_call(analyser["parser"], client, item, service, pubsub_node.name)
+        d.addTimeout(self.parser_timeout, self.host.reactor)
+        try:
+            return await d
+        except defer.TimeoutError:
+            log.warn("analyser {name}: parser timed out on item {item} of {node}",
+                     name=analyser["name"], item=item.getAttribute("id"),
+                     node=pubsub_node.name)
+        except Exception:
+            log.failure("analyser {name}: parser failed on item {item} of {node}",
+                        name=analyser["name"], item=item.getAttribute("id"),
+                        node=pubsub_node.name)
+        return None
+
+    def _emit_progress(self, client: Any, pubsub_node: Any, state: SyncState | None,
+                       done: int, expected: int | None) -> None:
+        bridge = getattr(self.host, "bridge", None)
+        if bridge is not None and "cache_sync_progress" in bridge.signals:
+            bridge.emit_signal(
+                "cache_sync_progress", profile=self._profile(client),
+                service=pubsub_node.service, node=pubsub_node.name,
+                state=STATE_NAMES[state], done=done, expected=expected)
+
+    @staticmethod
+    def node_state(pubsub_node: Any) -> dict[str, Any]:
+        return {
+            "service": pubsub_node.service, "node": pubsub_node.name,
+            "analyser": pubsub_node.analyser, "type": pubsub_node.type_,
+            "subtype": pubsub_node.subtype,
+            "state": STATE_NAMES.get(pubsub_node.sync_state, "none"),
+            "items_done": pubsub_node.sync_items_done,
+            "items_expected": pubsub_node.sync_items_expected,
+            "subscribed": pubsub_node.subscribed,
+            "error": (pubsub_node.extra or {}).get("error"),
+        }
+
+    # events
+
+    async def _cached_node(self, client: Any, service: jabber_jid.JID, node: str) -> Any:
+        pubsub_node = await self.storage.get_pubsub_node(
+            self._profile(client), _service_key(service), node)
+        if pubsub_node is None or pubsub_node.sync_state not in (
+            SyncState.COMPLETED, SyncState.IN_PROGRESS
+        ):
+            return None
+        return pubsub_node
+
+    def _defer_if_syncing(self, pubsub_node: Any, kind: str, data: Any) -> bool:
+        pending = self._syncing.get(pubsub_node.id)
+        if pending is None:
+            return False
+        pending.append((kind, data))
+        return True
+
+    async def _replay(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                      pending: list[tuple[str, Any]]) -> None:
+        """Apply the events received while the node was being synchronised."""
+        fresh = await self.storage.get_pubsub_node(
+            self._profile(client), _service_key(service), pubsub_node.name)
+        if fresh is None or fresh.sync_state is not SyncState.COMPLETED:
+            return
+        for kind, data in pending:
+            if kind == "items":
+                await self._upsert(client, service, fresh, data)
+            elif kind == "retract":
+                await self.storage.delete_pubsub_items(fresh.id, data)
+            elif kind == "purge":
+                await self.storage.delete_pubsub_items(fresh.id)
+
+    async def _on_items_event(self, client: Any, service: jabber_jid.JID, node: str,
+                              items: list[domish.Element], message: domish.Element
+                              ) -> bool:
+        pubsub_node = await self._cached_node(client, service, node)
+        if pubsub_node is None:
+            return True
+        with_payload = [i for i in items if i.getAttribute("id") and _has_payload(i)]
+        without = [i.getAttribute("id") for i in items
+                   if i.getAttribute("id") and not _has_payload(i)]
+        if len(with_payload) + len(without) < len(items):
+            log.warn("ignoring {n} item(s) without id in an event of {node}",
+                     n=len(items) - len(with_payload) - len(without), node=node)
+        if without:
+            # notification without payload: fetch the items it names
+            try:
+                fetched = await self._xep_0060.get_items_from_service(
+                    client, service, node, item_ids=without)
+                with_payload += fetched.items
+            except PubsubError as e:
+                log.warn("can't fetch notified items of {node}: {error}; the node will "
+                         "be synchronised again", node=node, error=e)
+                self._unverified.add(pubsub_node.id)
+                self._spawn(self._verify(client, service, pubsub_node))
+                return True
+        converted = [_as_pubsub_item(i) for i in with_payload]
+        if self._defer_if_syncing(pubsub_node, "items", converted):
+            return True
+        await self._upsert(client, service, pubsub_node, converted)
+        return True
+
+    async def _upsert(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                      items: list[domish.Element]) -> None:
+        rows = []
+        now = datetime.now(UTC)
+        for item in items:
+            rows.append({"name": item["id"], "data": item.toXml(),
+                         "parsed": await self._parse(client, pubsub_node, item, service),
+                         "updated": now, "created": now})
+        async with _locked(self._lock(pubsub_node.id)):
+            await self.storage.cache_pubsub_items(pubsub_node.id, rows)
+        bridge = getattr(self.host, "bridge", None)
+        if rows and bridge is not None and "cache_new_items" in bridge.signals:
+            bridge.emit_signal("cache_new_items", profile=self._profile(client),
+                               service=pubsub_node.service, node=pubsub_node.name,
+                               item_ids=[r["name"] for r in rows])
+
+    async def _on_retract_event(self, client: Any, service: jabber_jid.JID, node: str,
+                                item_ids: list[str], message: domish.Element) -> bool:
+        pubsub_node = await self._cached_node(client, service, node)
+        if pubsub_node is None:
+            return True
+        if not self._defer_if_syncing(pubsub_node, "retract", item_ids):
+            async with _locked(self._lock(pubsub_node.id)):
+                await self.storage.delete_pubsub_items(pubsub_node.id, item_ids)
+        return True
+
+    async def _on_purge_event(self, client: Any, service: jabber_jid.JID, node: str,
+                              message: domish.Element) -> bool:
+        pubsub_node = await self._cached_node(client, service, node)
+        if pubsub_node is None:
+            return True
+        if not self._defer_if_syncing(pubsub_node, "purge", None):
+            async with _locked(self._lock(pubsub_node.id)):
+                await self.storage.delete_pubsub_items(pubsub_node.id)
+        return True
+
+    async def _on_delete_event(self, client: Any, service: jabber_jid.JID, node: str,
+                               message: domish.Element) -> bool:
+        await self.storage.delete_pubsub_nodes(
+            profiles=[self._profile(client)], services=[_service_key(service)],
+            names=[node])
+        return True
+
+    async def _on_configuration_event(self, client: Any, service: jabber_jid.JID,
+                                      node: str, options: Any, message: domish.Element
+                                      ) -> bool:
+        # what the node holds may have changed: forget it and analyse it again
+        await self.storage.delete_pubsub_nodes(
+            profiles=[self._profile(client)], services=[_service_key(service)],
+            names=[node])
+        self._spawn(self._analyse_and_sync(client, service, node))
+        return True
+
+    # verification after (re)connection
+
+    async def profile_connected(self, client: Any) -> None:
+        """Check the profile's synchronised nodes against the services."""
+        profile = self._profile(client)
+        nodes = await self.storage.get_pubsub_nodes(
+            profile, sync_states=[SyncState.COMPLETED, SyncState.IN_PROGRESS])
+        for pubsub_node in nodes:
+            self._unverified.add(pubsub_node.id)
+        for pubsub_node in nodes:
+            service = jabber_jid.JID(pubsub_node.service)
+            if pubsub_node.sync_state is SyncState.IN_PROGRESS:
+                # interrupted (backend stopped): do it again from the start
+                self._spawn(self.synchronise(client, service, pubsub_node.name,
+                                             force=True))
+            else:
+                self._spawn(self._verify(client, service, pubsub_node))
+
+    async def _verify(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
+                      ) -> None:
+        """Compare a node's cache with the service; refresh it if they differ."""
+        if pubsub_node.id in self._syncing:
+            return  # a synchronisation is already rewriting it
+        verified = []
+
+        async def compare() -> None:
+            started = datetime.now(UTC)
+            remote = await self._sync_semaphore.run(
+                lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
+            cached, __ = await self.storage.get_items(pubsub_node.id)
+            remote_view = [(i["id"], i.toXml()) for i in remote]
+            cached_view = [(i.name, i.data) for i in cached]
+            if remote_view != cached_view:
+                log.info("node {node} changed while we were away: refreshing its cache",
+                         node=pubsub_node.name)
+                await self._store_fetched(client, service, pubsub_node, remote, started)
+            verified.append(True)
+
+        try:
+            await self._buffering_events(client, service, pubsub_node, compare)
+        except ItemNotFound:
+            await self._on_delete_event(client, service, pubsub_node.name, None)
+            return
+        except Exception as e:
+            log.warn("can't verify node {node}: {error}; it stays unserved until the "
+                     "next connection", node=pubsub_node.name, error=e)
+            return
+        if verified:
+            self._unverified.discard(pubsub_node.id)
+
+    # management
+
+    async def get_node(self, profile: str, service: str, node: str) -> Any:
+        pubsub_node = await self.storage.get_pubsub_node(
+            profile, _service_key(jabber_jid.JID(service)), node)
+        if pubsub_node is None:
+            raise NotFound(f"node {node!r} of {service} is not in the cache")
+        return pubsub_node
+
+    def _register_bridge(self) -> None:
+        bridge = getattr(self.host, "bridge", None)
+        if bridge is None:
+            return
+        bridge.register_signal(
+            "cache_sync_progress",
+            "a node's synchronisation progressed: params {profile, service, node, state, "
+            "done, expected}")
+        bridge.register_signal(
+            "cache_new_items",
+            "items were added to the cache: params {profile, service, node, item_ids}")
+        for name in ("get", "sync", "purge", "reset", "stats", "node_state"):
+            bridge.register_method(f"cache_{name}", getattr(self, f"_bridge_{name}"))
+
+    async def _bridge_get(self, profile: str, service: str | None, node: str,
+                          max_items: int | None = None, item_ids: list[str] | None = None,
+                          rsm: dict[str, Any] | None = None, order_by: str | None = None
+                          ) -> dict[str, Any]:
+        """Items of a cached node, from the cache only (never the service)."""
+        client = self.host.clients.get(profile)
+        service_jid = self._xep_0060.service_jid(client, service)
+        pubsub_node = await self.get_node(profile, service_jid.full(), node)
+        if pubsub_node.sync_state is not SyncState.COMPLETED:
+            raise CacheError(f"node {node!r} is not synchronised (state: "
+                             f"{STATE_NAMES.get(pubsub_node.sync_state)})")
+        rsm_request = RSMRequest.from_dict(rsm) if rsm else None
+        result = await self.get_cached_items(pubsub_node, service_jid, max_items,
+                                             item_ids, rsm_request, order_by)
+        return result.serialise()
+
+    async def _bridge_sync(self, profile: str, service: str | None, node: str
+                           ) -> dict[str, Any]:
+        """Synchronise a node now (again if it was), answering once done."""
+        client = self.host.clients.get(profile)
+        service_jid = self._xep_0060.service_jid(client, service)
+        return await self.synchronise(client, service_jid, node, force=True)
+
+    async def _bridge_node_state(self, profile: str, service: str | None, node: str
+                                 ) -> dict[str, Any]:
+        """Cache state of a node."""
+        client = self.host.clients.get(profile)
+        service_jid = self._xep_0060.service_jid(client, service)
+        return self.node_state(await self.get_node(profile, service_jid.full(), node))
+
+    async def _bridge_purge(
+        self, profile: str, services: list[str] | None = None,
+        nodes: list[str] | None = None, types: list[str] | None = None,
+        subtypes: list[str] | None = None, created_before: str | None = None,
+        updated_before: str | None = None,
+    ) -> int:
+        """Delete cached items matching every filter given; answer how many."""
+        def when(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            try:
+                stamp = datetime.fromisoformat(value)
+            except ValueError:
+                raise CacheError(f"invalid date {value!r}: use ISO 8601") from None
+            return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+        return await self.storage.purge_pubsub_items(
+            profiles=[profile], services=services, names=nodes, types=types,
+            subtypes=subtypes, created_before=when(created_before),
+            updated_before=when(updated_before))
+
+    async def _bridge_reset(self, profile: str) -> int:
+        """Forget every cached node of the profile; answer how many."""
+        return await self.storage.delete_pubsub_nodes(profiles=[profile])
+
+    async def _bridge_stats(self, profile: str) -> dict[str, Any]:
+        """Nodes by state, items and bytes cached for the profile."""
+        nodes = await self.storage.get_pubsub_nodes(profile)
+        by_state: dict[str, int] = {}
+        items = 0
+        size = 0
+        for pubsub_node in nodes:
+            state = STATE_NAMES.get(pubsub_node.sync_state, "none")
+            by_state[state] = by_state.get(state, 0) + 1
+            if pubsub_node.sync_state is SyncState.COMPLETED:
+                cached, page = await self.storage.get_items(pubsub_node.id)
+                items += page.count
+                size += sum(len(i.data.encode()) for i in cached)
+        return {"nodes": len(nodes), "nodes_by_state": by_state, "items": items,
+                "bytes": size}
+
+
+def _has_payload(item: domish.Element) -> bool:
+    return any(True for __ in item.elements())
+
+
+def _as_pubsub_item(item: domish.Element) -> domish.Element:
+    """An event's ``<item/>`` (pubsub#event namespace) as the items request gives it."""
+    if item.uri == NS_PUBSUB:
+        return item
+    converted = domish.Element((NS_PUBSUB, "item"))
+    for key, value in item.attributes.items():
+        converted[key] = value
+    for child in item.children:
+        converted.addChild(child)
+    return converted
+
+
+class _locked:  # noqa: N801 (used as a context manager)
+    """``async with _locked(lock)`` for a DeferredLock."""
+
+    def __init__(self, lock: defer.DeferredLock) -> None:
+        self.lock = lock
+
+    async def __aenter__(self) -> None:
+        await self.lock.acquire()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.lock.release()
+
+
+#: signature of an analyser's parser
+Parser = Callable[[Any, domish.Element, jabber_jid.JID, str], Any]
