@@ -75,6 +75,7 @@ class ThrowawayPostgres:
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
         self.base = Path(tempfile.mkdtemp(prefix="libervia-pg-"))
+        self.base.chmod(0o700)  # whatever the umask a test may have left
         self.data = self.base / "data"
         self.log = self.base / "server.log"
         self.port = _free_port()
@@ -84,7 +85,11 @@ class ThrowawayPostgres:
         command = list(args)
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        # an explicit umask: the server needs rwx on the folders it creates, whatever
+        # umask a test may have left in this process
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, umask=0o077
+        )
         if result.returncode:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(

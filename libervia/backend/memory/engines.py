@@ -165,6 +165,8 @@ class SqliteEngine(DatabaseEngine):
         folder = path.parent
         if not folder.exists():
             folder.mkdir(mode=0o700, parents=True)
+            # explicit: the umask may be anything (even one leaving out the x bit)
+            folder.chmod(0o700)
         folder_stat = folder.stat()
         if folder_stat.st_mode & stat.S_ISVTX or folder_stat.st_uid != os.geteuid():
             # a shared folder (/tmp...) is not ours to restrict: the file itself is 0600

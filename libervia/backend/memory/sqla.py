@@ -398,7 +398,7 @@ class Storage:
     ) -> defer.Deferred:
         """Set a general parameter, or ``profile``'s one."""
         return self.run_in_session(
-            "set_param", thd_set_param, category, name, value, profile
+            "set_param", thd_set_param, self.db_engine, category, name, value, profile
         )
 
     def delete_param(
@@ -449,8 +449,8 @@ class Storage:
             except (TypeError, ValueError) as e:
                 return defer.fail(TypeError(f"private value is not JSON-serialisable: {e}"))
         return self.run_in_session(
-            "set_private_value", thd_set_private_value, namespace, key, stored, binary,
-            profile,
+            "set_private_value", thd_set_private_value, self.db_engine, namespace, key,
+            stored, binary, profile,
         )
 
     def del_private_value(
@@ -787,16 +787,28 @@ def thd_get_param(
     return None if param is None else param.value
 
 
-def thd_set_param(
-    session: Session, category: str, name: str, value: str | None, profile: str | None
+def _thd_upsert_value(
+    session: Session, db_engine: Any, cls: type, keys: dict[str, Any], value: Any
 ) -> None:
-    if profile is None:
-        session.merge(ParamGen(category=category, name=name, value=value))
-    else:
-        profile_id = thd_profile_id(session, profile)
-        session.merge(
-            ParamInd(category=category, name=name, profile_id=profile_id, value=value)
-        )
+    # an upsert, not a read then a write: two calls setting the same key at the same
+    # time must not fail on the primary key
+    stmt = db_engine.upsert(cls.__table__, list(keys), ["value"])
+    session.execute(stmt, {**keys, "value": value})
+
+
+def thd_set_param(
+    session: Session,
+    db_engine: Any,
+    category: str,
+    name: str,
+    value: str | None,
+    profile: str | None,
+) -> None:
+    keys: dict[str, Any] = {"category": category, "name": name}
+    if profile is not None:
+        keys["profile_id"] = thd_profile_id(session, profile)
+    _thd_upsert_value(session, db_engine, ParamGen if profile is None else ParamInd, keys,
+                      value)
 
 
 def thd_delete_param(
@@ -851,17 +863,17 @@ def thd_get_privates(
 
 def thd_set_private_value(
     session: Session,
+    db_engine: Any,
     namespace: str,
     key: str,
     stored: str | bytes,
     binary: bool,
     profile: str | None,
 ) -> None:
-    cls = _private_class(binary, profile)
-    fields: dict[str, Any] = {"namespace": namespace, "key": key, "value": stored}
+    keys: dict[str, Any] = {"namespace": namespace, "key": key}
     if profile is not None:
-        fields["profile_id"] = thd_profile_id(session, profile)
-    session.merge(cls(**fields))
+        keys["profile_id"] = thd_profile_id(session, profile)
+    _thd_upsert_value(session, db_engine, _private_class(binary, profile), keys, stored)
 
 
 def thd_del_private(

@@ -102,6 +102,19 @@ async def test_setting_a_param_replaces_its_value_and_delete_removes_it(storage)
 
 
 @pytest_twisted.ensureDeferred
+async def test_concurrent_writes_of_one_key_all_succeed(storage, profile):
+    from twisted.internet import defer
+
+    values = [str(i) for i in range(40)]
+    await defer.gatherResults(
+        [storage.set_param("C", "same", v, profile=profile) for v in values]
+        + [storage.set_private_value("ns", "same", v) for v in values]
+    )
+    assert await storage.get_param("C", "same", profile) in values
+    assert (await storage.get_privates("ns"))["same"] in values
+
+
+@pytest_twisted.ensureDeferred
 async def test_params_of_an_unknown_profile_are_not_found(storage):
     with pytest.raises(NotFound, match="ghost"):
         await storage.set_param("C", "n", "1", profile="ghost")

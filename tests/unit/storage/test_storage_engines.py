@@ -164,7 +164,8 @@ async def test_a_failed_attempt_is_rolled_back_before_the_next(sqlite_storage):
         attempts.append(1)
         from libervia.backend.memory.sqla import thd_set_param
 
-        thd_set_param(session, "C", f"k{len(attempts)}", "v", None)
+        thd_set_param(session, sqlite_storage.db_engine, "C", f"k{len(attempts)}", "v",
+                      None)
         if len(attempts) == 1:
             raise locked()
 
