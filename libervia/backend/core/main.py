@@ -32,6 +32,7 @@ from libervia.backend.core.log import getLogger
 from libervia.backend.core.plugins import PluginManager
 from libervia.backend.core.profiles import ProfileManager
 from libervia.backend.core.service import AsyncMultiService
+from libervia.backend.core.systemd import SystemdNotifier
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.service import StorageService
 
@@ -94,6 +95,8 @@ class Backend(AsyncMultiService):
         #: connected profiles
         self.clients = ClientManager(self)
         self.api = CoreAPI(self)
+        #: readiness for systemd (Type=notify); does nothing outside systemd
+        self.systemd = SystemdNotifier(self)
         self.plugin_manager = PluginManager(
             self,
             disabled=config.get(DEFAULT_SECTION, "plugins_disabled"),
