@@ -29,7 +29,12 @@ def choose(mechanisms, cb_types=None, binding=TLS13, policy=None, encrypted=True
 
 
 def test_strongest_plus_mechanism_first():
-    assert choose(ALL_SCRAM) == MechanismChoice("SCRAM-SHA-512-PLUS", "p", "tls-exporter")
+    assert choose(ALL_SCRAM, binding=TLS12) == (
+        MechanismChoice("SCRAM-SHA-512-PLUS", "p", "tls-unique")
+    )
+    assert choose(ALL_SCRAM, ["tls-exporter"]) == (
+        MechanismChoice("SCRAM-SHA-512-PLUS", "p", "tls-exporter")
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,12 +48,25 @@ def test_strongest_plus_mechanism_first():
     ],
 )
 def test_preference_order(offered, expected):
-    assert choose(offered).mechanism == expected
+    assert choose(offered, binding=TLS12).mechanism == expected
 
 
 def test_without_xep_0440_the_tls_version_default_is_used():
     assert choose(["SCRAM-SHA-256-PLUS"], binding=TLS13).cb_type == "tls-exporter"
     assert choose(["SCRAM-SHA-256-PLUS"], binding=TLS12).cb_type == "tls-unique"
+
+
+def test_without_xep_0440_on_tls_1_3_plain_scram_is_preferred_to_a_guess():
+    # ejabberd 23.01 offers -PLUS on TLS 1.3 but only knows tls-unique: guessing
+    # tls-exporter would fail the login, and XEP-0474 can't be required from it
+    assert choose(ALL_SCRAM, binding=TLS13) == MechanismChoice("SCRAM-SHA-512", "n")
+    assert choose(["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"], binding=TLS13) == (
+        MechanismChoice("SCRAM-SHA-1", "n")
+    )
+    only_plus = SASLPolicy(allowed_mechanisms=("SCRAM-SHA-256-PLUS", "PLAIN"))
+    assert choose(ALL_SCRAM, binding=TLS13, policy=only_plus) == (
+        MechanismChoice("SCRAM-SHA-256-PLUS", "p", "tls-exporter")
+    )
 
 
 def test_xep_0440_types_are_honoured():

@@ -36,7 +36,9 @@ CHANNEL_BINDING_TYPES: tuple[str, ...] = (TLS_EXPORTER, TLS_UNIQUE, TLS_SERVER_E
 EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
 EXPORTER_LENGTH = 32
 
-_TLS_1_3 = "TLSv1.3"
+#: name pyOpenSSL gives TLS 1.3, where tls-unique is undefined and tls-exporter the default
+TLS_1_3 = "TLSv1.3"
+_TLS_1_3 = TLS_1_3
 
 
 @runtime_checkable

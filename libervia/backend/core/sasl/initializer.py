@@ -203,6 +203,7 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
         self.result: SASLResult | None = None
         self._scram: ScramClient | None = None
         self._tls_version: str | None = None
+        self._cb_advertised = False
         self._finished = False
 
     # settings
@@ -233,6 +234,7 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
         features = self.xmlstream.features
         mechanisms = [name.strip() for name in sasl.get_mechanisms(self.xmlstream)]
         cb_types = advertised_channel_bindings(features)
+        self._cb_advertised = cb_types is not None
         channel_binding = self._channel_binding()
         encrypted = channel_binding is not None and channel_binding.tls_version is not None
         self._tls_version = channel_binding.tls_version if channel_binding else None
@@ -383,6 +385,17 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
             message += f" ({condition or 'no condition'})"
         if text:
             message += f"; the server said: {text}"
+        choice = self.choice
+        if (error_class is errors.InvalidCredentials and choice is not None
+                and choice.cb_type is not None and not self._cb_advertised):
+            # without XEP-0440 the binding type was the TLS version's default, which
+            # some servers offering -PLUS do not support (ejabberd 23.01 on TLS 1.3)
+            message += (
+                f". The server may also have refused the channel binding "
+                f"{choice.cb_type} of {choice.mechanism}: it does not tell which types "
+                "it supports (XEP-0440); if the password is right, allow SCRAM without "
+                "-PLUS for this profile"
+            )
         if error_class is errors.InvalidCredentials and self._scram is not None:
             self._forget_cached_keys()
         if self._scram is not None:

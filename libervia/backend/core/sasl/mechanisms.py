@@ -7,8 +7,13 @@ The rules, in order:
   only the ones the profile allows (:attr:`SASLPolicy.allowed_mechanisms`);
 * a -PLUS mechanism needs TLS and a channel-binding type both sides support: with
   XEP-0440 the first type of ours (tls-exporter, tls-unique, tls-server-end-point) the
-  server lists; without it, tls-exporter on TLS 1.3 and tls-unique below (the RFC 9266
-  and RFC 5802 defaults);
+  server lists; without it, tls-unique below TLS 1.3 (the RFC 5802 default);
+* on TLS 1.3 without XEP-0440 the server's type is unknown: RFC 9266 makes
+  tls-exporter the default, but servers written before it (ejabberd up to 23.04) offer
+  -PLUS on TLS 1.3 with tls-unique only, which TLS 1.3 does not define, and a wrong
+  guess fails as "not authorized".  So plain SCRAM (``n`` flag) is used when the
+  profile allows it and the server offers it; tls-exporter is tried only when -PLUS is
+  the only way in (the failure then names channel binding as a possible cause);
 * the server lists channel-binding types (XEP-0440) but offers no -PLUS mechanism: the
   list of mechanisms was tampered with, abort (XEP-0440 rules, kept by XEP-0474);
 * -PLUS offered but no type in common: go on with plain SCRAM and the ``n`` flag, and
@@ -25,6 +30,8 @@ from dataclasses import dataclass
 from libervia.backend.core.sasl import errors
 from libervia.backend.core.sasl.channel_binding import (
     CHANNEL_BINDING_TYPES,
+    TLS_1_3,
+    TLS_EXPORTER,
     ChannelBindingProvider,
 )
 from libervia.backend.core.sasl.scram import (
@@ -140,18 +147,28 @@ def choose_mechanism(
             "mechanism list may have been tampered with, authentication aborted"
         )
 
+    scram_candidates = [
+        m for m in allowed if m in SCRAM_MECHANISMS and not m.endswith("-PLUS") and m in offered
+    ]
     require_ssdp = False
     if can_bind:
         plus_candidates = [m for m in allowed if m.endswith("-PLUS") and m in offered]
         if plus_candidates:
+            guess_needed = (
+                server_channel_bindings is None and channel_binding is not None
+                and channel_binding.tls_version == TLS_1_3
+                and TLS_EXPORTER in client_cb_types
+            )
+            if guess_needed:
+                if not scram_candidates:
+                    return MechanismChoice(plus_candidates[0], "p", TLS_EXPORTER)
+                # the server supports channel binding, but not a type we know: "n"
+                return MechanismChoice(scram_candidates[0], "n")
             cb_type = _choose_channel_binding(server_channel_bindings, client_cb_types)
             if cb_type is not None:
                 return MechanismChoice(plus_candidates[0], "p", cb_type)
             require_ssdp = True
 
-    scram_candidates = [
-        m for m in allowed if m in SCRAM_MECHANISMS and not m.endswith("-PLUS") and m in offered
-    ]
     if scram_candidates:
         if can_bind and not server_plus:
             flag = "y"
@@ -190,7 +207,7 @@ def _choose_channel_binding(
 ) -> str | None:
     if server_types is None:
         # no XEP-0440: the default type of the TLS version (client_types holds
-        # tls-exporter only on TLS 1.3 and tls-unique only below)
+        # tls-exporter only on TLS 1.3, handled by the caller, and tls-unique only below)
         return client_types[0] if client_types else None
     for cb_type in client_types:
         if cb_type in server_types:
