@@ -395,6 +395,8 @@ class XMPPClient(StreamManager):
             if first is not None and not first.called:
                 self._first = None
                 first.errback(Failure(error))
+                # the callers got it through their own chained Deferreds
+                first.addErrback(lambda __: None)
         else:
             self._set_state(ConnectionState.RECONNECTING, str(error))
 
