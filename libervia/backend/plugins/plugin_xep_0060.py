@@ -304,39 +304,50 @@ class XEP_0060:  # noqa: N801
         items: list[domish.Element],
         options: dict[str, Any] | None = None,
     ) -> list[str]:
-        """Publish items (``<item/>`` elements, ids optional); return their ids."""
+        """Publish items (``<item/>`` elements, ids optional); return their ids.
+
+        XEP-0060 allows one item per publish request (services keep only the first
+        otherwise): several items are published one after the other, in order.
+        """
         service_jid = self.service_jid(client, service)
         check_node(node)
+        for item in items:
+            if item.name != "item":
+                raise InvalidRequest(f"can only publish <item/> elements, not <{item.name}/>")
         if not await self.host.trigger.async_point(
             "XEP-0060_publish", client, service_jid, node, items, options
         ):
             return []
+        ids = []
+        for item in items:
+            item_id = await self._publish_one(client, service_jid, node, item, options)
+            if item_id:
+                ids.append(item_id)
+        return ids
+
+    async def _publish_one(self, client: Any, service: jabber_jid.JID, node: str,
+                           item: domish.Element, options: dict[str, Any] | None
+                           ) -> str | None:
         pubsub = self._pubsub()
         publish_elt = pubsub.addElement("publish")
         publish_elt["node"] = node
-        for item in items:
-            if item.name != "item":
-                raise InvalidRequest(f"can only publish <item/> elements, not <{item.name}/>")
-            item.uri = item.defaultUri = NS_PUBSUB
-            publish_elt.addChild(item)
+        item.uri = item.defaultUri = NS_PUBSUB
+        publish_elt.addChild(item)
         if options:
             options_elt = pubsub.addElement("publish-options")
             options_elt.addChild(
                 submit_form(NS_PUBSUB_PUBLISH_OPTIONS, options).toElement()
             )
-        iq = await self._send(client, service_jid, "set", pubsub, node)
-        ids = [item.getAttribute("id") for item in items]
+        iq = await self._send(client, service, "set", pubsub, node)
+        item_id = item.getAttribute("id")
         answer = next(iq.elements(NS_PUBSUB, "pubsub"), None)
         if answer is not None:
             answer_publish = next(answer.elements(NS_PUBSUB, "publish"), None)
             if answer_publish is not None:
-                returned = [i.getAttribute("id") for i in
-                            answer_publish.elements(NS_PUBSUB, "item")]
-                if returned and len(returned) == len(ids):
-                    ids = [old or new for old, new in zip(ids, returned)]
-                elif returned and not any(ids):
-                    ids = returned
-        return [i for i in ids if i]
+                returned = next(answer_publish.elements(NS_PUBSUB, "item"), None)
+                if returned is not None and returned.getAttribute("id"):
+                    item_id = returned["id"]
+        return item_id
 
     async def retract_items(self, client: Any, service: Any, node: str,
                             item_ids: list[str], notify: bool = True) -> None:

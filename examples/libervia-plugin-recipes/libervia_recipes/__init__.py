@@ -1,0 +1,1 @@
+"""Example third-party plugin for the Libervia backend: cooking recipes over pubsub."""
