@@ -48,6 +48,19 @@ OUTPUTS = ("text", "json")
 class CommandError(ClientError):
     """A command can't do what was asked; the message says why."""
 
+    #: exit status of ``li`` when this error stops a command
+    exit_status = EXIT_ERROR
+
+
+class UsageError(CommandError):
+    """The arguments don't make sense together (found after parsing): exit status 2."""
+
+    exit_status = EXIT_USAGE
+
+
+#: environment variable naming the profile used when ``-p`` is not given
+PROFILE_ENV_VAR = "LIBERVIA_PROFILE"
+
 
 class Context:
     """What a command works with: its arguments, the bridge and the output streams."""
@@ -103,6 +116,40 @@ class Context:
         """Close the connection to the backend, if one was opened."""
         if self._client is not None:
             self._client.close()
+
+
+def add_profile_option(parser: argparse.ArgumentParser) -> None:
+    """``-p/--profile``, resolved by :func:`resolve_profile`."""
+    parser.add_argument(
+        "-p", "--profile", metavar="PROFILE",
+        help=f"profile to use (default: ${PROFILE_ENV_VAR}, else the only profile if "
+        "there is exactly one)",
+    )
+
+
+def resolve_profile(ctx: Context) -> str:
+    """The profile a command works for.
+
+    ``-p`` if given, else ``$LIBERVIA_PROFILE``, else the only profile of the backend
+    (one more bridge call); with several profiles and none named, an error listing them.
+    """
+    import os
+
+    name = getattr(ctx.args, "profile", None) or os.environ.get(PROFILE_ENV_VAR)
+    if name:
+        return name
+    names = [p["name"] for p in ctx.call("profile_list")]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise CommandError(
+            "there is no profile yet: create one with "
+            "\"li profile create NAME --jid JID\""
+        )
+    raise UsageError(
+        f"several profiles exist ({', '.join(names)}): choose one with -p PROFILE "
+        f"or ${PROFILE_ENV_VAR}"
+    )
 
 
 def add_common_options(parser: argparse.ArgumentParser, defaults: bool) -> None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 #: modules of libervia.cli.commands, each with a register(subparsers) function adding
 #: the top-level command of the same name; the order is the order of ``li --help``
-COMMAND_MODULES = ("backend", "plugin", "completion")
+COMMAND_MODULES = ("backend", "plugin", "profile", "pubsub", "completion")
 #: options of the root parser taking a value (to find the command name in argv)
 _VALUED_OPTIONS = frozenset(("--output", "--socket", "--config", "--timeout"))
 
@@ -43,6 +43,9 @@ li talks to a running backend through its bridge socket. Every command accepts
 EPILOG = """\
 examples:
   li backend status
+  li profile create alice --jid alice@example.org
+  li profile connect alice
+  li pubsub get -p alice -s pubsub.example.org -n news -M 10
   li plugin list --output json
   li completion bash > ~/.local/share/bash-completion/completions/li
 
@@ -140,7 +143,10 @@ def main(
         else:
             args.render(ctx, result)
         ctx.out.flush()
-    except (ClientError, CommandError) as e:
+    except CommandError as e:
+        _print_error(ctx, e)
+        return e.exit_status
+    except ClientError as e:
         _print_error(ctx, e)
         return EXIT_ERROR
     except KeyboardInterrupt:

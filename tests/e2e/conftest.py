@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# private Prosody and ejabberd (pytest_plugins is only allowed at the root)
+from tests.servers.fixtures import (  # noqa: F401
+    ejabberd_server,
+    prosody_server,
+    xmpp_server_pool,
+)
 from tests.support import BackendProcess, venv_script
 
 
@@ -65,13 +71,14 @@ class Li:
         # li finds the socket the way the backend does: through the same config file
         self.env = {**env, "LIBERVIA_CONFIG": str(config)}
 
-    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+    def __call__(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [self.script, *args], env=self.env, capture_output=True, text=True, timeout=60
+            [self.script, *args], env=self.env, capture_output=True, text=True, timeout=60,
+            input=input,
         )
 
-    def json(self, *args: str):
-        result = self(*args, "--output", "json")
+    def json(self, *args: str, input: str | None = None):
+        result = self(*args, "--output", "json", input=input)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 

@@ -1,0 +1,270 @@
+"""``li profile``: the XMPP accounts of the backend.
+
+A password never goes on the command line (other users see it in the process list,
+shells keep it in their history): ``li`` asks for it without echo on a terminal, or
+reads one line from standard input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from libervia.cli import output
+from libervia.cli.base import CommandError, Context, add_command, add_group
+
+TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+
+CREATE_EPILOG = """\
+The password is asked for without echo when standard input is a terminal; otherwise
+(or with --password-stdin) one line is read from standard input. It is never given
+on the command line.
+
+examples:
+  li profile create alice --jid alice@example.org
+  pass show xmpp/alice | li profile create alice --jid alice@example.org --password-stdin
+  li profile create test --jid test@localhost --host 127.0.0.1 --port 5222 \\
+      --ca-file ./ca.pem --mechanisms SCRAM-SHA-256-PLUS,SCRAM-SHA-256
+"""
+
+
+def register(subparsers: Any) -> None:
+    group = add_group(
+        subparsers, "profile", help="XMPP accounts of the backend",
+        description="Create, inspect, connect and delete profiles: the XMPP accounts "
+        "the backend holds.",
+    )
+
+    parser = add_command(
+        group, "create", run=create, render=render_info,
+        help="create a profile (an XMPP account the backend uses)",
+        epilog=CREATE_EPILOG,
+    )
+    parser.add_argument("name", help="name of the new profile (what -p PROFILE names)")
+    parser.add_argument("--jid", required=True, help="the account's JID (user@server)")
+    parser.add_argument(
+        "--password-stdin", action="store_true",
+        help="read the password from standard input (one line) even on a terminal",
+    )
+    parser.add_argument(
+        "--host", help="server host name or address to connect to (default: found "
+        "from the JID's domain, with DNS SRV records)",
+    )
+    parser.add_argument(
+        "--port", type=_port, help="port to connect to (default: 5222, or 5223 with "
+        "--direct-tls)",
+    )
+    parser.add_argument(
+        "--ca-file", metavar="FILE",
+        help="PEM file of the certificate authorities to trust, for a private server "
+        "(default: the system's)",
+    )
+    parser.add_argument(
+        "--direct-tls", action="store_true",
+        help="TLS from the first byte (XEP-0368) instead of STARTTLS",
+    )
+    parser.add_argument(
+        "--mechanisms", metavar="M,...", type=_mechanisms,
+        help="SASL mechanisms allowed, comma separated (default: all, the strongest "
+        "the server offers wins)",
+    )
+    parser.add_argument(
+        "--autoconnect", action="store_true", help="connect when the backend starts"
+    )
+
+    parser = add_command(
+        group, "list", run=profile_list, render=render_list, aliases=("ls",),
+        help="list the profiles and their connection state",
+    )
+    parser = add_command(
+        group, "delete", run=delete, render=render_done("deleted"),
+        help="delete a profile and everything the backend stored for it",
+        description="Delete a profile (disconnecting it first) with everything the "
+        "backend stored for it, its cache included. The account on the server is "
+        "not touched.",
+    )
+    _name_argument(parser)
+    parser = add_command(
+        group, "connect", run=connect, render=render_connection,
+        help="connect a profile (answers once connected)",
+    )
+    _name_argument(parser)
+    parser = add_command(
+        group, "disconnect", run=disconnect, render=render_done("disconnected"),
+        help="disconnect a profile",
+    )
+    _name_argument(parser)
+    parser = add_command(
+        group, "info", run=info, render=render_info,
+        help="show a profile: JID, connection state and what the connection negotiated",
+        description="Show a profile's settings and connection: JID, state, negotiated "
+        "SASL mechanism, channel binding, TLS version and downgrade protection "
+        "(XEP-0474).",
+    )
+    _name_argument(parser)
+    parser = add_command(
+        group, "password", run=password, render=render_done("password changed"),
+        help="change the password the backend uses for a profile",
+        description="Change the password the backend uses for a profile (not the "
+        "password of the account on the server). It is read as for "
+        "\"li profile create\".",
+    )
+    _name_argument(parser)
+    parser.add_argument(
+        "--password-stdin", action="store_true",
+        help="read the password from standard input (one line) even on a terminal",
+    )
+
+
+def _name_argument(parser: Any) -> None:
+    parser.add_argument("name", metavar="NAME", help="the profile")
+
+
+def _port(value: str) -> int:
+    import argparse
+
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535)")
+    return port
+
+
+def _mechanisms(value: str) -> list[str]:
+    return [m.strip().upper() for m in value.split(",") if m.strip()]
+
+
+def read_password(
+    from_stdin: bool, prompt: str, stdin: IO[str] | None = None
+) -> str:
+    """The password, asked without echo on a terminal, else one line of ``stdin``.
+
+    :raise CommandError: nothing was given
+    """
+    stdin = stdin or sys.stdin
+    if not from_stdin and stdin.isatty():
+        import getpass
+
+        try:
+            value = getpass.getpass(prompt)
+        except EOFError:
+            value = ""
+    else:
+        value = stdin.readline()
+        if value.endswith("\n"):
+            value = value[:-1]
+        if value.endswith("\r"):
+            value = value[:-1]
+    if not value:
+        raise CommandError("no password given (empty line or end of input)")
+    return value
+
+
+def create(ctx: Context) -> dict[str, Any]:
+    args = ctx.args
+    ca_file = None
+    if args.ca_file is not None:
+        # the backend runs elsewhere: a relative path means nothing to it
+        ca_file = os.path.abspath(os.path.expanduser(args.ca_file))
+        if not os.path.isfile(ca_file):
+            raise CommandError(f"CA file {args.ca_file} does not exist or is not a file")
+    secret = read_password(args.password_stdin, f"password of {args.jid}: ")
+    return ctx.call(
+        "profile_create", name=args.name, jid=args.jid, password=secret,
+        host=args.host, port=args.port, direct_tls=args.direct_tls, ca_file=ca_file,
+        mechanisms=args.mechanisms, autoconnect=args.autoconnect,
+    )
+
+
+def profile_list(ctx: Context) -> list[dict[str, Any]]:
+    return ctx.call("profile_list")
+
+
+def render_list(ctx: Context, profiles: list[dict[str, Any]]) -> None:
+    output.print_table(
+        profiles,
+        [("name", "PROFILE"), ("jid", "JID"), ("state", "STATE"),
+         ("autoconnect", "AUTOCONNECT")],
+        ctx.out,
+        empty='(no profile: create one with "li profile create NAME --jid JID")',
+    )
+
+
+def delete(ctx: Context) -> dict[str, Any]:
+    ctx.call("profile_delete", name=ctx.args.name)
+    return {"profile": ctx.args.name, "deleted": True}
+
+
+def connect(ctx: Context) -> dict[str, Any]:
+    return ctx.call("profile_connect", name=ctx.args.name)
+
+
+def disconnect(ctx: Context) -> dict[str, Any]:
+    ctx.call("profile_disconnect", name=ctx.args.name)
+    return {"profile": ctx.args.name, "state": "disconnected"}
+
+
+def info(ctx: Context) -> dict[str, Any]:
+    return ctx.call("profile_info", name=ctx.args.name)
+
+
+def password(ctx: Context) -> dict[str, Any]:
+    secret = read_password(ctx.args.password_stdin, f"new password of {ctx.args.name}: ")
+    ctx.call("profile_set_password", name=ctx.args.name, password=secret)
+    return {"profile": ctx.args.name, "password_changed": True}
+
+
+def render_done(what: str) -> Any:
+    def render(ctx: Context, result: dict[str, Any]) -> None:
+        ctx.out.write(f"profile {result['profile']}: {what}\n")
+
+    return render
+
+
+def _connection_fields(connection: dict[str, Any]) -> list[tuple[str, Any]]:
+    state = connection.get("state")
+    if connection.get("error"):
+        state = f"{state} ({connection['error']})"
+    fields: list[tuple[str, Any]] = [("state", state)]
+    if connection.get("sasl_mechanism") or connection.get("bound_jid"):
+        protection = connection.get("downgrade_protection")
+        fields += [
+            ("bound JID", connection.get("bound_jid")),
+            ("SASL mechanism", connection.get("sasl_mechanism")),
+            ("channel binding", connection.get("channel_binding") or "none"),
+            ("TLS version", connection.get("tls_version") or "none (clear text!)"),
+            ("downgrade protection",
+             "yes (XEP-0474)" if protection else "no (the server sent no SASL hash)"),
+        ]
+    return fields
+
+
+def render_connection(ctx: Context, connection: dict[str, Any]) -> None:
+    output.print_fields(
+        [("profile", connection.get("profile")), ("JID", connection.get("jid")),
+         *_connection_fields(connection)],
+        ctx.out,
+    )
+
+
+def render_info(ctx: Context, result: dict[str, Any]) -> None:
+    options = result.get("options") or {}
+    fields: list[tuple[str, Any]] = [("profile", result.get("name")),
+                                     ("JID", result.get("jid"))]
+    if "connection" in result:
+        fields += _connection_fields(result["connection"])
+    port = options.get("port")
+    fields += [
+        ("server", f"{options.get('host') or '(from DNS)'}"
+                   f"{f' port {port}' if port else ''}"
+                   f"{' (direct TLS)' if options.get('direct_tls') else ' (STARTTLS)'}"),
+        ("CA file", options.get("ca_file") or "(system)"),
+        ("mechanisms allowed", options.get("mechanisms") or "all"),
+        ("autoconnect", options.get("autoconnect")),
+    ]
+    output.print_fields(fields, ctx.out)

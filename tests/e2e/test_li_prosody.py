@@ -1,0 +1,160 @@
+"""``li`` alone, from ``profile create`` to a cached node query, against a local Prosody.
+
+The backend is started by twistd with a temporary configuration; every step is a
+``li`` command, as the README's "Using li" walkthrough tells a new user.
+"""
+
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+#: the node a blog lives in (XEP-0277), on the profile's own account (PEP)
+BLOG_NODE = "urn:xmpp:microblog:0"
+ATOM = "http://www.w3.org/2005/Atom"
+
+
+def entry(title: str) -> str:
+    return f'<entry xmlns="{ATOM}"><title>{title}</title><content>{title}!</content></entry>'
+
+
+def create_profile(li, server, name="alice", user=None):
+    user = user or server.user(0)
+    result = li(
+        "profile", "create", name, "--jid", user.jid, "--host", "127.0.0.1",
+        "--port", str(server.c2s_port), "--ca-file", str(server.ca_file),
+        "--output", "json", input=user.password + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert user.password not in result.stdout + result.stderr
+    return user, json.loads(result.stdout)
+
+
+def test_li_walkthrough_from_profile_to_cached_blog(
+    backend_process, li, prosody_server, tmp_path
+):
+    user, created = create_profile(li, prosody_server)
+    assert created["name"] == "alice"
+    assert created["jid"] == user.jid
+    assert created["options"]["port"] == prosody_server.c2s_port
+    assert created["options"]["ca_file"] == str(prosody_server.ca_file)
+    assert [(p["name"], p["state"]) for p in li.json("profile", "list")] == [
+        ("alice", "disconnected")]
+
+    connection = li.json("profile", "connect", "alice")
+    assert connection["state"] == "connected"
+    assert connection["sasl_mechanism"].startswith("SCRAM-SHA-")
+    assert connection["tls_version"] == "TLSv1.3"
+
+    info = li("profile", "info", "alice")
+    assert info.returncode == 0, info.stderr
+    fields = dict(re.split(r":\s+", line, maxsplit=1) for line in info.stdout.splitlines())
+    assert fields["JID"] == user.jid
+    assert fields["state"] == "connected"
+    assert fields["SASL mechanism"] == connection["sasl_mechanism"]
+    assert fields["TLS version"] == "TLSv1.3"
+    assert "downgrade protection" in fields and "channel binding" in fields
+
+    # a blog on the profile's own account; -p is not needed: there is one profile
+    created = li.json("pubsub", "node", "create", "-n", BLOG_NODE,
+                      "-O", "pubsub#max_items=max", "-O", "pubsub#access_model=open")
+    assert created == {"node": BLOG_NODE, "created": True}
+    published = li.json("pubsub", "set", "-n", BLOG_NODE, "-i", "first",
+                        input=entry("first post"))
+    assert published["item_ids"] == ["first"]
+    post = tmp_path / "second.xml"
+    post.write_text('<?xml version="1.0"?>\n' + entry("second post"))
+    assert li.json("pubsub", "set", "-n", BLOG_NODE, "-i", "second",
+                   str(post))["item_ids"] == ["second"]
+    third = li("pubsub", "set", "-p", "alice", "-n", BLOG_NODE, input=entry("third"))
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.startswith("published item ")
+
+    from_service = li.json("pubsub", "get", "-n", BLOG_NODE, "-C")
+    assert from_service["metadata"]["cached"] is False
+    assert len(from_service["items"]) == 3
+    text = li("pubsub", "get", "-n", BLOG_NODE, "-i", "first", "-C")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[:3] == [
+        '<item xmlns="http://jabber.org/protocol/pubsub" id="first">',
+        f'  <entry xmlns="{ATOM}">',
+        "    <title>first post</title>",
+    ]
+    assert text.stdout.rstrip().endswith("(1 item; from the service)")
+
+    sync = li("pubsub", "cache", "sync", "-n", BLOG_NODE, "--output", "json")
+    assert sync.returncode == 0, sync.stderr
+    state = json.loads(sync.stdout)
+    assert state["state"] == "completed"
+    assert state["items_done"] == 3
+    # stderr is not a terminal: progress comes as plain lines, no bar
+    assert f"li: sync of {BLOG_NODE}: in_progress" in sync.stderr
+    assert "\r" not in sync.stderr
+
+    cached = li.json("pubsub", "get", "-n", BLOG_NODE, "-M", "2")
+    assert cached["metadata"]["cached"] is True
+    assert [re.search(r'id="([^"]+)"', item)[1] for item in cached["items"]] == [
+        "second", third.stdout.split()[-1]]
+    page = li.json("pubsub", "cache", "get", "-n", BLOG_NODE, "-m", "1", "--index", "0",
+                   "-o", "creation")
+    assert len(page["items"]) == 1 and 'id="first"' in page["items"][0]
+    assert page["metadata"]["rsm"]["count"] == 3
+
+    stats = li.json("pubsub", "cache", "stats")
+    assert stats["nodes_by_state"].get("completed") == 1
+    assert stats["items"] == 3
+    assert li.json("pubsub", "cache", "state", "-n", BLOG_NODE)["state"] == "completed"
+
+    no_filter = li("pubsub", "cache", "purge")
+    assert no_filter.returncode == 2
+    assert "--all" in no_filter.stderr
+    assert li.json("pubsub", "cache", "purge", "-n", BLOG_NODE) == {"purged_items": 3}
+    assert li.json("pubsub", "cache", "stats")["items"] == 0
+    assert li.json("pubsub", "cache", "reset") == {"forgotten_nodes": 1}
+
+    assert li.json("pubsub", "retract", "-n", BLOG_NODE, "-i", "first") == {
+        "node": BLOG_NODE, "retracted": ["first"]}
+    assert len(li.json("pubsub", "get", "-n", BLOG_NODE, "-C")["items"]) == 2
+    node_info = li.json("pubsub", "node", "info", "-n", BLOG_NODE)
+    assert node_info["configuration"]["pubsub#access_model"] == "open"
+    assert li.json("pubsub", "node", "delete", "-n", BLOG_NODE)["deleted"] is True
+
+    assert li.json("profile", "disconnect", "alice")["state"] == "disconnected"
+    assert li.json("profile", "info", "alice")["connection"]["state"] == "disconnected"
+    assert li.json("profile", "delete", "alice")["deleted"] is True
+    assert li.json("profile", "list") == []
+    assert user.password not in backend_process.output
+
+
+def test_li_errors_are_clear_and_typed(backend_process, li, prosody_server):
+    missing = li("profile", "connect", "nobody")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("li: error: ") and "nobody" in missing.stderr
+
+    no_profile = li("pubsub", "get", "-n", BLOG_NODE)
+    assert no_profile.returncode == 1
+    assert "li profile create" in no_profile.stderr
+
+    create_profile(li, prosody_server, "alice")
+    create_profile(li, prosody_server, "bob", prosody_server.user(1))
+    several = li("pubsub", "cache", "stats")
+    assert several.returncode == 2
+    assert "alice, bob" in several.stderr and "-p PROFILE" in several.stderr
+
+    not_connected = li("pubsub", "get", "-p", "bob", "-n", BLOG_NODE, "--output", "json")
+    assert not_connected.returncode == 1
+    error = json.loads(not_connected.stdout)["error"]
+    assert error["type"] == "NotFound"
+    assert "connect it first" in error["message"]
+
+    assert li.json("profile", "connect", "bob")["state"] == "connected"
+    absent = li("pubsub", "get", "-p", "bob", "-s", prosody_server.pubsub_service,
+                "-n", "no-such-node")
+    assert absent.returncode == 1
+    assert re.search(r"\[\w+\]$", absent.stderr.strip()), absent.stderr
+
+    bad_xml = li("pubsub", "set", "-p", "bob", "-n", BLOG_NODE, input="<entry>")
+    assert bad_xml.returncode == 1
+    assert "not well-formed XML" in bad_xml.stderr
