@@ -30,10 +30,14 @@ from sqlalchemy import (
     Engine,
     LargeBinary,
     Table,
+    bindparam,
     cast,
+    column,
     create_engine,
     event,
     func,
+    literal_column,
+    table,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
@@ -106,6 +110,15 @@ class DatabaseEngine:
     def byte_length(self, column: Any) -> Any:
         """SQL expression of the size in bytes of a text column's value."""
         return func.octet_length(column)
+
+    def fulltext_search(self, words: list[str]) -> tuple[Any, Any, Any]:
+        """How to find the items whose text holds every word of ``words``.
+
+        :return: ``(join, condition, score)``: a FROM clause to join with
+            ``pubsub_items`` (or None), the WHERE condition, and a score expression,
+            higher for better matches; the words are bound parameters
+        """
+        raise NotImplementedError
 
     @contextmanager
     def migration_connection(self, sa_engine: Engine) -> Iterator[Connection]:
@@ -253,6 +266,21 @@ class SqliteEngine(DatabaseEngine):
         # length() counts characters of a text, bytes of a blob
         return func.length(cast(column, LargeBinary))
 
+    def fulltext_search(self, words: list[str]) -> tuple[Any, Any, Any]:
+        from libervia.backend.memory.sqla_mapping import FULLTEXT_TABLE, PubsubItem
+
+        fts = table(FULLTEXT_TABLE, column("rowid"))
+        # every word as a quoted string: FTS5 query syntax (NEAR, *, column:...) is
+        # not for users to stumble on
+        query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
+        fts_name = literal_column(FULLTEXT_TABLE)
+        return (
+            (fts, fts.c.rowid == PubsubItem.id),
+            fts_name.op("MATCH")(bindparam("fulltext_query", query)),
+            # bm25 is lower for better matches
+            -func.bm25(fts_name),
+        )
+
     def _dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 
@@ -322,6 +350,16 @@ class PostgresEngine(DatabaseEngine):
         # psycopg 3 names it sqlstate, psycopg2 pgcode
         code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
         return code in self.TRANSIENT_SQLSTATES
+
+    def fulltext_search(self, words: list[str]) -> tuple[Any, Any, Any]:
+        from libervia.backend.memory.sqla_mapping import FULLTEXT_PG_CONFIG, PubsubItem
+
+        # written as in the index definition, so that the index is used
+        config = literal_column(f"'{FULLTEXT_PG_CONFIG}'")
+        vector = func.to_tsvector(config, PubsubItem.data)
+        query = func.plainto_tsquery(
+            config, bindparam("fulltext_query", " ".join(words)))
+        return None, vector.op("@@")(query), func.ts_rank(vector, query)
 
     def _dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert

@@ -650,6 +650,40 @@ class Storage:
             created_before, updated_before,
         )
 
+    def search_pubsub_items(
+        self,
+        text: str,
+        *,
+        profiles: Iterable[str] | None = None,
+        services: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
+        types: Iterable[str] | None = None,
+        subtypes: Iterable[str] | None = None,
+        node_ids: Iterable[int] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> defer.Deferred:
+        """Full-text search of cached items: those whose XML holds every word of ``text``.
+
+        Node filters are as for :meth:`purge_pubsub_items`.  Words are matched whole,
+        case-insensitively (SQLite FTS5 ``unicode61`` tokenizer; PostgreSQL ``simple``
+        text search configuration, which also ignores XML tag names).
+
+        :return: Deferred fired with a list of ``(PubsubItem, score)``, best first
+        :raise ValueError: ``text`` has no word, or ``limit``/``offset`` is negative
+        """
+        words = text.split()
+        if not words:
+            return defer.fail(ValueError("nothing to search: give at least one word"))
+        if limit < 0 or offset < 0:
+            return defer.fail(ValueError("limit and offset can't be negative"))
+        return self.run_in_session(
+            "search_pubsub_items", thd_search_items, self.db_engine, words,
+            _node_filters(_opt_list(profiles), _opt_list(services), _opt_list(names),
+                          _opt_list(types), _opt_list(subtypes)),
+            None if node_ids is None else list(node_ids), limit, offset, write=False,
+        )
+
     def get_items(
         self,
         node_id: int,
@@ -1065,6 +1099,29 @@ def thd_cache_stats(
         .where(*node_filter)
     ).one()
     return {"nodes": nodes, "items": items, "bytes": int(size)}
+
+
+def thd_search_items(
+    session: Session,
+    db_engine: Any,
+    words: list[str],
+    node_conditions: list[ColumnElement[bool]],
+    node_ids: list[int] | None,
+    limit: int,
+    offset: int,
+) -> list[tuple[PubsubItem, float]]:
+    join, condition, score = db_engine.fulltext_search(words)
+    query = select(PubsubItem, score.label("score"))
+    if join is not None:
+        query = query.join(*join)
+    query = query.where(condition)
+    if node_conditions:
+        query = query.where(PubsubItem.node_id.in_(
+            select(PubsubNode.id).where(*node_conditions)))
+    if node_ids is not None:
+        query = query.where(PubsubItem.node_id.in_(node_ids))
+    query = query.order_by(score.desc(), PubsubItem.id).limit(limit).offset(offset)
+    return [(item, float(item_score)) for item, item_score in session.execute(query)]
 
 
 def thd_delete_items(session: Session, node_id: int, item_ids: list[str] | None) -> int:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     Boolean,
     DateTime,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -234,3 +236,49 @@ class PubsubItem(Base):
 
     def __repr__(self) -> str:
         return f"<PubsubItem {self.id} node={self.node_id} {self.name!r}>"
+
+
+# Full-text search of cached items.  The ORM can't describe these objects (an FTS5
+# virtual table kept in step by triggers on SQLite, an expression index on PostgreSQL),
+# so they are DDL run after the creation of pubsub_items, and Alembic's comparison
+# leaves them out (see is_fulltext_object).  The revision that added them runs the same
+# statements; a later revision re-creating pubsub_items on SQLite (batch mode) must
+# re-create the triggers.
+
+FULLTEXT_TABLE = "pubsub_items_fts"
+FULLTEXT_INDEX = "ix_pubsub_items_fts"
+#: text search configuration of PostgreSQL: no stemming, no stop words, any language
+FULLTEXT_PG_CONFIG = "simple"
+
+SQLITE_FULLTEXT_DDL = (
+    f"CREATE VIRTUAL TABLE {FULLTEXT_TABLE} USING fts5("
+    "data, content='pubsub_items', content_rowid='id')",
+    f"CREATE TRIGGER {FULLTEXT_TABLE}_ai AFTER INSERT ON pubsub_items BEGIN "
+    f"INSERT INTO {FULLTEXT_TABLE}(rowid, data) VALUES (new.id, new.data); END",
+    f"CREATE TRIGGER {FULLTEXT_TABLE}_ad AFTER DELETE ON pubsub_items BEGIN "
+    f"INSERT INTO {FULLTEXT_TABLE}({FULLTEXT_TABLE}, rowid, data) "
+    "VALUES ('delete', old.id, old.data); END",
+    f"CREATE TRIGGER {FULLTEXT_TABLE}_au AFTER UPDATE OF data ON pubsub_items BEGIN "
+    f"INSERT INTO {FULLTEXT_TABLE}({FULLTEXT_TABLE}, rowid, data) "
+    "VALUES ('delete', old.id, old.data); "
+    f"INSERT INTO {FULLTEXT_TABLE}(rowid, data) VALUES (new.id, new.data); END",
+)
+POSTGRESQL_FULLTEXT_DDL = (
+    f"CREATE INDEX {FULLTEXT_INDEX} ON pubsub_items "
+    f"USING gin (to_tsvector('{FULLTEXT_PG_CONFIG}', data))",
+)
+
+for _statement in SQLITE_FULLTEXT_DDL:
+    event.listen(PubsubItem.__table__, "after_create",
+                 DDL(_statement).execute_if(dialect="sqlite"))
+for _statement in POSTGRESQL_FULLTEXT_DDL:
+    event.listen(PubsubItem.__table__, "after_create",
+                 DDL(_statement).execute_if(dialect="postgresql"))
+
+
+def is_fulltext_object(name: str | None) -> bool:
+    """Tell whether a reflected table or index belongs to the full-text search."""
+    if not name:
+        return False
+    return name == FULLTEXT_INDEX or name == FULLTEXT_TABLE or name.startswith(
+        FULLTEXT_TABLE + "_")

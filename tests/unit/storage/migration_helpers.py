@@ -96,6 +96,10 @@ pubsub_items = sa.table(
 NODES = [(1, "blog", "COMPLETED", 3), (2, "events", None, 2)]
 
 
+def item_xml(node: str, i: int) -> str:
+    return f"<item id='{node}-{i}'><p>{node} number{i}</p></item>"
+
+
 def insert_first_revision_data(url: str) -> None:
     """Write a profile, a parameter, a binary value, two nodes and their items."""
     sa_engine = connect(url)
@@ -113,7 +117,7 @@ def insert_first_revision_data(url: str) -> None:
                     extra={"from": "rev1"}))
                 conn.execute(pubsub_items.insert(), [
                     {"node_id": node_id, "name": f"{name}-{i}",
-                     "data": f"<item id='{name}-{i}'/>", "created": T0, "updated": T0,
+                     "data": item_xml(name, i), "created": T0, "updated": T0,
                      "parsed": {"i": i}}
                     for i in range(count)
                 ])

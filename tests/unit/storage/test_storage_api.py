@@ -376,6 +376,90 @@ async def test_cache_stats_count_nodes_by_state_items_and_bytes(storage, profile
         "nodes": {"none": 1}, "items": 1, "bytes": 4}
 
 
+# full-text search
+
+
+async def blog_posts(storage, profile, node="blog", posts=None):
+    node = await storage.set_pubsub_node(profile, SERVICE, node, type_="blog")
+    posts = posts or {
+        "p1": "Cooking pasta with fresh tomatoes",
+        "p2": "Tomatoes, tomatoes everywhere: a tomatoes festival",
+        "p3": "Fixing a bicycle",
+    }
+    await storage.cache_pubsub_items(node.id, [
+        {"name": name, "data": f"<entry><title>{text}</title></entry>"}
+        for name, text in posts.items()
+    ])
+    return node
+
+
+def found_names(results):
+    return [item.name for item, __ in results]
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_finds_items_holding_every_word_best_first(storage, profile):
+    await blog_posts(storage, profile)
+    results = await storage.search_pubsub_items("TOMATOES")
+    # the post saying it three times ranks first
+    assert found_names(results) == ["p2", "p1"]
+    assert results[0][1] > results[1][1]
+    assert found_names(await storage.search_pubsub_items("fresh tomatoes")) == ["p1"]
+    assert await storage.search_pubsub_items("tomatoes bicycle") == []
+    assert found_names(await storage.search_pubsub_items("tomatoes", limit=1,
+                                                         offset=1)) == ["p1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_is_filtered_by_nodes_and_profiles(storage, profile):
+    await storage.create_profile("bob")
+    mine = await blog_posts(storage, profile)
+    await blog_posts(storage, "bob", posts={"b1": "Tomatoes from Bob"})
+    await blog_posts(storage, profile, node="events", posts={"e1": "Tomatoes party"})
+    assert found_names(await storage.search_pubsub_items(
+        "tomatoes", profiles=["bob"])) == ["b1"]
+    assert sorted(found_names(await storage.search_pubsub_items(
+        "tomatoes", profiles=[profile], names=["blog"]))) == ["p1", "p2"]
+    assert found_names(await storage.search_pubsub_items(
+        "party", node_ids=[mine.id])) == []
+    assert found_names(await storage.search_pubsub_items(
+        "party", types=["blog"], services=[SERVICE])) == ["e1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_index_follows_updates_deletions_and_node_removal(storage, profile):
+    node = await blog_posts(storage, profile)
+    await storage.cache_pubsub_items(node.id, [
+        {"name": "p3", "data": "<entry><title>Fixing a tandem</title></entry>"}])
+    assert await storage.search_pubsub_items("bicycle") == []
+    assert found_names(await storage.search_pubsub_items("tandem")) == ["p3"]
+    await storage.delete_pubsub_items(node.id, ["p2"])
+    assert found_names(await storage.search_pubsub_items("tomatoes")) == ["p1"]
+    await storage.replace_pubsub_items(node.id, [
+        {"name": "n1", "data": "<entry><title>New tomatoes</title></entry>"}])
+    assert found_names(await storage.search_pubsub_items("tomatoes")) == ["n1"]
+    await storage.delete_pubsub_nodes(names=["blog"])
+    assert await storage.search_pubsub_items("tomatoes") == []
+
+
+@pytest.mark.parametrize("text", [
+    'tomatoes"', "NEAR(tomatoes", "title:tomatoes", "tomatoes*", "'; DROP TABLE x; --",
+    "-tomatoes", "tomatoes AND OR NOT",
+])
+@pytest_twisted.ensureDeferred
+async def test_search_syntax_characters_are_plain_text(storage, profile, text):
+    await blog_posts(storage, profile)
+    results = await storage.search_pubsub_items(text)
+    assert set(found_names(results)) <= {"p1", "p2"}
+    assert (await storage.get_profiles()) == {profile: 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_search_is_refused(storage):
+    with pytest.raises(ValueError, match="at least one word"):
+        await storage.search_pubsub_items("   ")
+
+
 # paging (RSM semantics)
 
 

@@ -17,6 +17,7 @@ from alembic.autogenerate.api import AutogenContext
 
 from libervia.backend.core.config import Config
 from libervia.backend.memory.engines import create_database_engine, database_url
+from libervia.backend.memory.schema import include_name
 from libervia.backend.memory.sqla_mapping import Base, UTCDateTime
 
 config = context.config
@@ -38,6 +39,7 @@ def configure(**kwargs: Any) -> None:
         render_as_batch=True,
         compare_type=True,
         render_item=render_item,
+        include_name=include_name,
         **kwargs,
     )
 
