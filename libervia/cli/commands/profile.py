@@ -45,10 +45,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("name", help="name of the new profile (what -p PROFILE names)")
     parser.add_argument("--jid", required=True, help="the account's JID (user@server)")
-    parser.add_argument(
-        "--password-stdin", action="store_true",
-        help="read the password from standard input (one line) even on a terminal",
-    )
+    _password_arguments(parser)
     parser.add_argument(
         "--host", help="server host name or address to connect to (default: found "
         "from the JID's domain, with DNS SRV records)",
@@ -94,7 +91,7 @@ def register(subparsers: Any) -> None:
     _name_argument(parser)
     parser = add_command(
         group, "disconnect", run=disconnect, render=render_done("disconnected"),
-        help="disconnect a profile",
+        help="disconnect a profile (it stays; \"li profile connect\" reconnects it)",
     )
     _name_argument(parser)
     parser = add_command(
@@ -113,10 +110,25 @@ def register(subparsers: Any) -> None:
         "\"li profile create\".",
     )
     _name_argument(parser)
+    _password_arguments(parser)
+
+
+def _password_arguments(parser: Any) -> None:
+    import argparse
+
+    class RefusePassword(argparse.Action):
+        # without it, "--password SECRET" would be taken for --password-stdin (argparse
+        # accepts abbreviations) and SECRET echoed back as an unrecognized argument
+        def __call__(self, parser: Any, *args: Any) -> None:
+            parser.error("a password is never given on the command line: li asks for "
+                         "it, or reads it from standard input with --password-stdin")
+
     parser.add_argument(
         "--password-stdin", action="store_true",
         help="read the password from standard input (one line) even on a terminal",
     )
+    parser.add_argument("--password", nargs="?", action=RefusePassword,
+                        help=argparse.SUPPRESS)
 
 
 def _name_argument(parser: Any) -> None:

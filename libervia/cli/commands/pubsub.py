@@ -63,7 +63,8 @@ def register(subparsers: Any) -> None:
 
     parser = add_command(
         group, "get", run=get, render=render_items,
-        help="get items of a node", epilog=GET_EPILOG,
+        help="get items of a node (from the cache when the node is synchronised)",
+        epilog=GET_EPILOG,
     )
     _node_arguments(parser)
     _get_arguments(parser)
@@ -129,7 +130,7 @@ def _register_node(group: Any) -> None:
     nodes = add_group(group, "node", help="create, delete, purge and inspect nodes")
     parser = add_command(
         nodes, "create", run=node_create, render=render_node_created,
-        help="create a node",
+        help="create a node, optionally configured (-O)",
         epilog="example:\n  li pubsub node create -s pubsub.example.org -n news "
         "-O pubsub#max_items=max -O pubsub#access_model=open",
     )
@@ -138,10 +139,10 @@ def _register_node(group: Any) -> None:
                     "the service)")
     _options_argument(parser, "node configuration")
     parser = add_command(nodes, "delete", run=node_delete, render=render_done,
-                         help="delete a node and its items")
+                         help="delete a node and its items, on the service")
     _node_arguments(parser)
     parser = add_command(nodes, "purge", run=node_purge, render=render_done,
-                         help="retract every item of a node")
+                         help="retract every item of a node, on the service")
     _node_arguments(parser)
     parser = add_command(
         nodes, "info", run=node_info, render=render_node_info,
@@ -149,7 +150,7 @@ def _register_node(group: Any) -> None:
     )
     _node_arguments(parser)
     parser = add_command(nodes, "configure", run=node_configure, render=render_done,
-                         help="change a node's configuration")
+                         help="change a node's configuration (-O KEY=VALUE...)")
     _node_arguments(parser)
     _options_argument(parser, "configuration", required=True)
 
@@ -174,7 +175,7 @@ def _register_cache(group: Any) -> None:
     )
     _node_arguments(parser)
     parser = add_command(cache, "state", run=cache_state, render=render_node_state,
-                         help="show a node's cache state")
+                         help="show a node's cache state (sync state, items, analyser)")
     _node_arguments(parser)
     parser = add_command(
         cache, "purge", run=cache_purge, render=render_purged,

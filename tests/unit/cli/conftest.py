@@ -35,21 +35,33 @@ def socket_dir():
         yield Path(folder)
 
 
-@pytest.fixture
-def backend(li_env, socket_dir, tmp_path):
-    """A started Backend (storage, XEP-0059 plugin, bridge) on the real reactor."""
+def started_backend(socket_dir, tmp_path, plugins):
+    """Start a Backend with only ``plugins`` (import names); yield it, then stop it."""
     config = Config.from_dict(
         {"DEFAULT": {"local_dir": tmp_path / "local"},
          "bridge": {"socket": socket_dir / "bridge.sock"}},
     )
     entry_points = [
         ep for ep in importlib.metadata.entry_points(group=C.PLUGINS_ENTRY_POINT_GROUP)
-        if ep.name == "XEP-0059"
+        if ep.name in plugins
     ]
     backend = Backend(config, reactor=reactor, plugin_entry_points=entry_points)
     pytest_twisted.blockon(backend.startService())
     yield backend
     pytest_twisted.blockon(backend.stopService())
+
+
+@pytest.fixture
+def backend(li_env, socket_dir, tmp_path):
+    """A started Backend (storage, XEP-0059 plugin, bridge) on the real reactor."""
+    yield from started_backend(socket_dir, tmp_path, ("XEP-0059",))
+
+
+@pytest.fixture
+def pubsub_backend(li_env, socket_dir, tmp_path):
+    """A started Backend with the pubsub and cache plugins (no XMPP server)."""
+    yield from started_backend(socket_dir, tmp_path, ("XEP-0059", "XEP-0060",
+                                                      "PUBSUB_CACHE"))
 
 
 def run_li_sync(*argv: str) -> tuple[int, str, str]:
@@ -58,12 +70,24 @@ def run_li_sync(*argv: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture
-def run_li(backend):
-    """Run li against the backend; returns a Deferred of (status, stdout, stderr)."""
+def li_runner(backend):
+    """A function running li against ``backend``, giving a Deferred of
+    (status, stdout, stderr)."""
     socket_path = str(backend.getServiceNamed("bridge").path)
 
     def run(*argv: str):
         return threads.deferToThread(run_li_sync, "--socket", socket_path, *argv)
 
     return run
+
+
+@pytest.fixture
+def run_li(backend):
+    """Run li against the backend; returns a Deferred of (status, stdout, stderr)."""
+    return li_runner(backend)
+
+
+@pytest.fixture
+def run_li_pubsub(pubsub_backend):
+    """Run li against the backend with the pubsub plugins."""
+    return li_runner(pubsub_backend)
