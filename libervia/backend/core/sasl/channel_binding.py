@@ -199,10 +199,12 @@ def from_transport(transport: object) -> TLSChannelBinding | None:
     """Channel binding of a Twisted transport, or ``None`` if it is not TLS.
 
     Works on a TCP transport after ``startTLS`` and on a TLS transport
-    (:class:`twisted.protocols.tls.TLSMemoryBIOProtocol`).
+    (:class:`twisted.protocols.tls.TLSMemoryBIOProtocol`, what ``connectSSL`` gives:
+    direct TLS).  Only the handle tells: the ``TLS`` attribute of the latter is the
+    wrapped TCP transport's, which is false.
     """
     get_handle = getattr(transport, "getHandle", None)
-    if get_handle is None or not getattr(transport, "TLS", True):
+    if get_handle is None:
         return None
     try:
         handle = get_handle()
