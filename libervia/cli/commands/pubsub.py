@@ -579,7 +579,7 @@ def render_node_state(ctx: Context, result: dict[str, Any]) -> None:
         [("service", result.get("service")), ("node", result.get("node")),
          ("state", result.get("state")), ("items", items),
          ("analyser", result.get("analyser") or "(none)"),
-         ("type", kind or None), ("subscribed", result.get("subscribed")),
+         ("type", kind or "(none)"), ("subscribed", result.get("subscribed")),
          *([("error", result["error"])] if result.get("error") else [])],
         ctx.out,
     )
