@@ -259,7 +259,7 @@ class Storage:
                 # objects leave the session here: its closing detaches them
                 return result
 
-        return self._call(name, thd, None)
+        return self._call(name, thd, None, read_only=not write)
 
     def run_in_connection(
         self,
@@ -279,10 +279,15 @@ class Storage:
             with engine.begin() as conn:
                 return thd_func(conn, *args, **kwargs)
 
-        return self._call(name, thd, None)
+        return self._call(name, thd, None, read_only=not write)
 
     def _call(
-        self, name: str, thd: Callable[[None], T], arg: None, retry: bool = True
+        self,
+        name: str,
+        thd: Callable[[None], T],
+        arg: None,
+        retry: bool = True,
+        read_only: bool = False,
     ) -> defer.Deferred:
         if not self._accepting or self._pool is None:
             return defer.fail(StorageError(
@@ -296,12 +301,19 @@ class Storage:
             self.reactor.callFromThread(self._finished, name, d, queued, success, result)
 
         self._pool.callInThreadWithCallback(
-            on_result, self._thd_attempts, name, thd, retry
+            on_result, self._thd_attempts, name, thd, retry, read_only
         )
         return d
 
+    def _retryable(self, error: DBAPIError, read_only: bool) -> bool:
+        if self.db_engine.is_transient(error):
+            return True
+        # a connection lost during a read-only transaction: nothing was changed, a new
+        # connection can try again (a write may have been committed: not retried)
+        return read_only and error.connection_invalidated
+
     def _thd_attempts(
-        self, name: str, thd: Callable[[None], T], retry: bool
+        self, name: str, thd: Callable[[None], T], retry: bool, read_only: bool
     ) -> tuple[T, int, float]:
         attempt = 0
         while True:
@@ -311,7 +323,7 @@ class Storage:
                 result = thd(None)
             except DBAPIError as e:
                 if (not retry or attempt >= self.max_attempts
-                        or not self.db_engine.is_transient(e)):
+                        or not self._retryable(e, read_only)):
                     raise
                 delay = min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay)
                 self._sleep(delay * (0.5 + random.random()))

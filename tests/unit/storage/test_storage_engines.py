@@ -331,3 +331,37 @@ async def test_damaged_database_file_stops_the_start_with_a_hint(tmp_path):
     with pytest.raises(StartupError, match="restore"):
         await storage.start()
     assert not storage.running
+
+
+def thd_lose_connection_once(session, attempts):
+    """Kill the call's own PostgreSQL connection on the first attempt."""
+    from sqlalchemy import text
+
+    attempts.append(1)
+    if len(attempts) == 1:
+        session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+    return session.scalar(text("SELECT 42"))
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_read_losing_its_connection_is_retried_on_a_new_one(
+    make_storage, postgresql_url
+):
+    storage = await make_storage(postgresql_url, sleep=lambda delay: None)
+    attempts = []
+    assert await storage.run_in_session(
+        "lost_read", thd_lose_connection_once, attempts, write=False) == 42
+    assert len(attempts) == 2
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_write_losing_its_connection_is_not_retried(make_storage, postgresql_url):
+    # it may have been committed: only the caller knows whether doing it again is safe
+    storage = await make_storage(postgresql_url, sleep=lambda delay: None)
+    attempts = []
+    with pytest.raises(OperationalError):
+        await storage.run_in_session("lost_write", thd_lose_connection_once, attempts)
+    assert len(attempts) == 1
+    assert await storage.get_profiles() == {}
