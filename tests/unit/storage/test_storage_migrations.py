@@ -317,3 +317,20 @@ def test_alembic_command_line_works_from_the_migration_folder(tmp_path):
     assert FIRST in alembic("current")
     history = alembic("history")
     assert FIRST in history and HEAD in history
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_during_start_leaves_nothing_running(sqlite_url):
+    from twisted.internet import defer
+
+    service = make_service(sqlite_url)
+    starting = service.startService()
+    starting.cancel()
+    with pytest.raises(defer.CancelledError):
+        await starting
+    assert not service.storage.running
+    # the database is usable by the next start
+    service = make_service(sqlite_url)
+    await service.startService()
+    await service.stopService()
+    assert service.migration.to_revision == HEAD
