@@ -248,6 +248,7 @@ class XMPPClient(StreamManager):
         self._first: defer.Deferred | None = None
         self._stopping = False
         self._lost_waiters: list[defer.Deferred] = []
+        self._stream_lost_reason: Failure | None = None
         self._ever_connected = False
 
     def __repr__(self) -> str:
@@ -381,10 +382,7 @@ class XMPPClient(StreamManager):
         if reason.check(sasl_errors.SASLError, ConnectionFailed):
             error: BaseException = reason.value
         elif _is_certificate_failure(reason):
-            error = CertificateError(
-                f"the certificate of {self.jid.host} was refused ({message}): if the "
-                "server uses a private authority, set the profile's CA file"
-            )
+            error = CertificateError(self._certificate_message(reason, message))
         else:
             error = ConnectionFailed(f"can't connect profile {self.profile.name}: {message}")
         first = self._first
@@ -400,6 +398,20 @@ class XMPPClient(StreamManager):
         else:
             self._set_state(ConnectionState.RECONNECTING, str(error))
 
+    def _certificate_message(self, reason: Failure, message: str) -> str:
+        domain = self.jid.host
+        if type(reason.value).__name__ == "VerificationError":
+            # service_identity: a valid certificate, for another name
+            return (
+                f"the certificate of the server is not valid for {domain}, the domain of "
+                f"the profile's JID (it was issued for another name): connection refused; "
+                "check the JID, and that nothing intercepts the connection"
+            )
+        return (
+            f"the certificate of {domain} was refused ({message}): if the server uses a "
+            "private authority, set the profile's CA file"
+        )
+
     def on_connection_failed(self, reason: Failure) -> bool:
         """The TCP connection could not be made; return True to retry."""
         if self._stopping:
@@ -412,6 +424,11 @@ class XMPPClient(StreamManager):
         waiters, self._lost_waiters = self._lost_waiters, []
         for d in waiters:
             d.callback(None)
+        # the TCP connector only knows that TLS aborted the connection; the stream was
+        # told why (a certificate refused by service_identity, a TLS alert...)
+        stream_reason, self._stream_lost_reason = self._stream_lost_reason, None
+        if stream_reason is not None:
+            reason = stream_reason
         if self._stopping:
             if self.state not in (ConnectionState.FAILED, ConnectionState.DISCONNECTED):
                 self._set_state(ConnectionState.DISCONNECTED)
@@ -424,6 +441,7 @@ class XMPPClient(StreamManager):
         return True
 
     def _disconnected(self, reason: Failure) -> None:
+        self._stream_lost_reason = reason
         super()._disconnected(reason)
         if self.state is ConnectionState.CONNECTED:
             self._set_state(ConnectionState.RECONNECTING, _describe(reason))

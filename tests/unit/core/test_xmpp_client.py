@@ -181,6 +181,21 @@ def test_certificate_failure_is_fatal_and_explained():
     assert reactor.getDelayedCalls() == []
 
 
+def test_host_name_mismatch_is_told_from_the_stream_not_the_connector():
+    from service_identity import VerificationError
+
+    client, reactor, __ = make_client()
+    results = collect(client.connect())
+    # TLS aborts the TCP connection: the connector only sees the abort, the stream
+    # gets service_identity's verdict first
+    client._disconnected(Failure(VerificationError(errors=[])))
+    client.factory.clientConnectionLost(Connector(), Failure(net_error.ConnectionAborted()))
+    assert results[0].check(CertificateError)
+    assert "not valid for example.org" in results[0].getErrorMessage()
+    assert client.state is ConnectionState.FAILED
+    assert reactor.getDelayedCalls() == []
+
+
 def test_disconnect_stops_reconnection():
     client, reactor, states = make_client()
     client.connect()
