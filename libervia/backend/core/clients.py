@@ -159,7 +159,7 @@ class ClientManager:
             except Exception:
                 log.warn("profile {name}: stored SCRAM keys unreadable, ignoring them",
                          name=name)
-            cache.on_change = lambda c: self._save_key_cache(name, c)
+        cache.on_change = lambda c: self._save_key_cache(name, c)
         return cache
 
     def _save_key_cache(self, name: str, cache: ScramKeyCache) -> None:
