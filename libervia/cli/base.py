@@ -196,18 +196,75 @@ def _positive_float(value: str) -> float:
     return number
 
 
+#: command words of the command line being run (see :func:`building`)
+_command_words: list[str] | None = None
+
+
+class _Unbuilt:
+    """Stands for a parser or group off the command being run: takes any call, keeps
+    nothing (argparse parsers cost ``li`` milliseconds to build)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self._ignore
+
+    def _ignore(self, *args: Any, **kwargs: Any) -> _Unbuilt:
+        return self
+
+
+_UNBUILT = _Unbuilt()
+
+
+class building:  # noqa: N801 (used as a context manager)
+    """``with building(words):`` commands registered meanwhile are built only if they
+    are on the path of ``words`` (the command line's command words); the others are
+    bare names, enough for argparse to list them and not call them invalid choices.
+    ``None`` builds everything (``--help`` of the root, completion)."""
+
+    def __init__(self, words: list[str] | None) -> None:
+        self.words = words
+
+    def __enter__(self) -> None:
+        global _command_words
+        self.previous, _command_words = _command_words, self.words
+
+    def __exit__(self, *exc_info: Any) -> None:
+        global _command_words
+        _command_words = self.previous
+
+
+def _on_path(subparsers: Any, name: str, aliases: tuple[str, ...] = ()
+             ) -> tuple[str, ...] | None:
+    """The command path of ``name`` under ``subparsers`` if it is to be built."""
+    parent = getattr(subparsers, "li_path", None)
+    if parent is None:
+        return None
+    depth = len(parent)
+    words = _command_words
+    if words is not None and (depth >= len(words) or words[depth] not in (name, *aliases)):
+        return None
+    return (*parent, name)
+
+
 def add_group(
     subparsers: Any, name: str, help: str, description: str | None = None
 ) -> Any:
     """Add a command group (``li NAME ...``) and return its sub-parsers."""
+    if subparsers is _UNBUILT:
+        return _UNBUILT
+    path = _on_path(subparsers, name)
+    if path is None:
+        subparsers.add_parser(name, help=help)
+        return _UNBUILT
     parser = subparsers.add_parser(
         name, help=help, description=description or help[:1].upper() + help[1:] + ".",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_options(parser, defaults=False)
     group = parser.add_subparsers(
-        title="commands", dest=f"{name}_command", metavar="COMMAND", required=True
+        title="commands", dest=f"{'_'.join(path)}_command", metavar="COMMAND",
+        required=True,
     )
+    group.li_path = path
     return group
 
 
@@ -229,6 +286,11 @@ def add_command(
     :param description: shown by ``--help`` (default: ``help``)
     :param epilog: shown at the end of ``--help`` (examples...)
     """
+    if subparsers is _UNBUILT:
+        return _UNBUILT  # type: ignore[return-value]
+    if _on_path(subparsers, name, aliases) is None:
+        subparsers.add_parser(name, help=help, aliases=list(aliases))
+        return _UNBUILT  # type: ignore[return-value]
     parser = subparsers.add_parser(
         name, help=help, aliases=list(aliases),
         description=description or help[:1].upper() + help[1:] + ".",

@@ -18,6 +18,7 @@ from libervia.cli.base import (
     CommandError,
     Context,
     add_common_options,
+    building,
 )
 from libervia.cli.bridge_client import BridgeError, ClientError
 
@@ -71,28 +72,47 @@ class ArgumentParser(argparse.ArgumentParser):
         )
 
 
-def command_name(argv: list[str]) -> str | None:
-    """The top-level command named in ``argv``, if any (options skipped)."""
+def command_words(argv: list[str]) -> list[str]:
+    """The words of ``argv`` that may name commands (``pubsub``, ``cache``, ``sync``...).
+
+    Options and the values of the common options are skipped; words after the
+    command's own options are there too, which does not matter: the command path is
+    the first words.
+    """
+    words = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
         elif arg == "--":
-            return None
+            break
         elif arg.startswith("-"):
             skip = arg in _VALUED_OPTIONS
         else:
-            return arg
-    return None
+            words.append(arg)
+    return words
 
 
-def build_parser(prog: str = "li", only: str | None = None) -> argparse.ArgumentParser:
+def command_name(argv: list[str]) -> str | None:
+    """The top-level command named in ``argv``, if any (options skipped)."""
+    words = command_words(argv)
+    return words[0] if words else None
+
+
+def build_parser(
+    prog: str = "li", only: str | None = None, path: list[str] | None = None
+) -> argparse.ArgumentParser:
     """The command tree.
 
     :param only: build this top-level command fully and the others as bare names:
         enough to run it, and much cheaper once there are many commands (``li`` builds
-        the whole tree only for ``li --help``, errors and completion)
+        the whole tree only for ``li --help`` and completion)
+    :param path: the command words of the command line (see :func:`command_words`):
+        like ``only``, at every level, so that ``li pubsub get`` builds neither
+        ``li pubsub node`` nor ``li pubsub cache``
     """
+    if path:
+        only = path[0]
     parser = ArgumentParser(
         prog=prog, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -102,12 +122,14 @@ def build_parser(prog: str = "li", only: str | None = None) -> argparse.Argument
         title="commands", dest="command", metavar="COMMAND", required=True,
         parser_class=ArgumentParser,
     )
-    for name in COMMAND_MODULES:
-        if only is not None and name != only:
-            subparsers.add_parser(name)  # known, so that it is not an "invalid choice"
-            continue
-        module = importlib.import_module(f"libervia.cli.commands.{name}")
-        module.register(subparsers)
+    subparsers.li_path = ()
+    with building(path if only is not None and path else None):
+        for name in COMMAND_MODULES:
+            if only is not None and name != only:
+                subparsers.add_parser(name)  # known, so that it is not an "invalid choice"
+                continue
+            module = importlib.import_module(f"libervia.cli.commands.{name}")
+            module.register(subparsers)
     return parser
 
 
@@ -129,8 +151,9 @@ def main(
 ) -> int:
     """Run ``li`` with ``argv``; return the exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    name = command_name(argv)
-    parser = build_parser(only=name if name in COMMAND_MODULES else None)
+    words = command_words(argv)
+    known = bool(words) and words[0] in COMMAND_MODULES
+    parser = build_parser(path=words if known else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:

@@ -406,3 +406,22 @@ def test_li_modules_import_nothing_heavy():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert result.stdout.strip() == "[]"
+
+
+def test_only_the_command_being_run_is_built():
+    def child(parser, name):
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return action.choices[name]
+
+    def options(parser):
+        return {o for a in parser._actions for o in a.option_strings}
+
+    argv = ["--output", "json", "pubsub", "get", "-n", "cache", "-M", "3"]
+    lean = build_parser(path=["pubsub", "get", "cache"])
+    pubsub = child(lean, "pubsub")
+    assert {"-n", "-M", "--output"} <= options(child(pubsub, "get"))
+    # siblings are bare names: listed, not built
+    assert options(child(pubsub, "cache")) == {"-h", "--help"}
+    assert options(child(pubsub, "node")) == {"-h", "--help"}
+    assert options(child(lean, "profile")) == {"-h", "--help"}
+    assert vars(lean.parse_args(argv)) == vars(build_parser().parse_args(argv))
