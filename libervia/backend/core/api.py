@@ -67,10 +67,12 @@ class CoreAPI:
         if name in self.clients.clients:
             await self.clients.disconnect(name)
         await self.profiles.delete(name)
+        self.clients.forget(name)
 
     async def profile_set_password(self, name: str, password: str) -> None:
-        """Change the password the backend uses for a profile."""
+        """Change the password the backend uses for a profile (from its next login)."""
         await self.profiles.set_password(name, password)
+        await self.clients.password_changed(name)
 
     async def profile_info(self, name: str) -> dict[str, Any]:
         """A profile's settings and, if connected, what its connection negotiated."""

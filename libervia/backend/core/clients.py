@@ -24,6 +24,7 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.exceptions import NotFound
@@ -53,7 +54,10 @@ class ClientManager:
         self.host = host
         self.clients: dict[str, XMPPClient] = {}
         self.client_options = client_options
-        self._pending: dict[str, defer.Deferred] = {}
+        #: callers waiting for a connection being set up, by profile
+        self._pending: dict[str, list[defer.Deferred]] = {}
+        #: why the last connection attempt of a profile failed, for :meth:`info`
+        self._errors: dict[str, str] = {}
 
     @property
     def profiles(self) -> ProfileManager:
@@ -91,6 +95,30 @@ class ClientManager:
             if client.state is ConnectionState.CONNECTED:
                 return client
             return await client.connect()
+        waiters = self._pending.get(name)
+        if waiters is not None:
+            # a connection is being set up (autoconnect and a frontend at once): share
+            # it, a second client would log the account in twice
+            d: defer.Deferred = defer.Deferred()
+            waiters.append(d)
+            return await d
+        self._pending[name] = waiters = []
+        try:
+            client = await self._connect_new(name)
+        except BaseException as e:
+            failure = Failure()
+            self._errors[name] = str(e) or type(e).__name__
+            del self._pending[name]
+            for d in waiters:
+                d.errback(failure)
+            raise
+        self._errors.pop(name, None)
+        del self._pending[name]
+        for d in waiters:
+            d.callback(client)
+        return client
+
+    async def _connect_new(self, name: str) -> XMPPClient:
         profile = await self.profiles.get(name)
         password = await self.profiles.get_password(name)
         policy = await self._policy(name, profile.options)
@@ -122,6 +150,7 @@ class ClientManager:
         client = self.get(name)
         await client.disconnect()
         self.clients.pop(name, None)
+        self._errors.pop(name, None)
         await self._call_hooks("profile_disconnected", client)
 
     async def disconnect_all(self) -> None:
@@ -132,10 +161,39 @@ class ClientManager:
                 log.failure("error while disconnecting profile {name}", name=name)
 
     def info(self, name: str) -> dict[str, Any]:
+        """Connection details of a profile (see :meth:`XMPPClient.info`).
+
+        A profile whose last connection attempt failed is ``failed``, with the error,
+        until it connects or is disconnected.
+        """
         client = self.clients.get(name)
         if client is None:
+            error = self._errors.get(name)
+            if error is not None:
+                return {"profile": name, "state": ConnectionState.FAILED.value,
+                        "error": error}
             return {"profile": name, "state": ConnectionState.DISCONNECTED.value}
         return client.info()
+
+    def forget(self, name: str) -> None:
+        """Drop what is remembered of a profile's connection (it was deleted)."""
+        self._errors.pop(name, None)
+
+    async def password_changed(self, name: str) -> None:
+        """Forget the SCRAM keys derived from the previous password of a profile.
+
+        Keys cached for an unchanged salt would otherwise keep logging in with the old
+        password.  A connected profile keeps its connection; the new password is used
+        from its next connection.
+        """
+        client = self.clients.get(name)
+        if client is not None:
+            cache = client.factory.authenticator.sasl_key_cache
+            if cache is not None:
+                cache.on_change = None
+                cache.clear()
+        await self.storage.del_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, binary=True,
+                                             profile=name)
 
     # SASL state of a profile
 
