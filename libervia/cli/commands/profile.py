@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 CREATE_EPILOG = """\
 The password is asked for without echo when standard input is a terminal; otherwise
-(or with --password-stdin) one line is read from standard input. It is never given
-on the command line.
+one line is read from standard input (--password-stdin: no prompt either way). It is
+never given on the command line.
 
 examples:
   li profile create alice --jid alice@example.org
@@ -125,7 +125,8 @@ def _password_arguments(parser: Any) -> None:
 
     parser.add_argument(
         "--password-stdin", action="store_true",
-        help="read the password from standard input (one line) even on a terminal",
+        help="read the password from standard input (one line), without a prompt; "
+        "this is also what li does when standard input is not a terminal",
     )
     parser.add_argument("--password", nargs="?", action=RefusePassword,
                         help=argparse.SUPPRESS)
@@ -159,11 +160,12 @@ def read_password(
     :raise CommandError: nothing was given
     """
     stdin = stdin or sys.stdin
-    if not from_stdin and stdin.isatty():
+    if stdin.isatty():
+        # a terminal: never echo what is typed (--password-stdin only drops the prompt)
         import getpass
 
         try:
-            value = getpass.getpass(prompt)
+            value = getpass.getpass("" if from_stdin else prompt)
         except EOFError:
             value = ""
     else:

@@ -183,12 +183,19 @@ async def test_on_a_terminal_the_password_is_asked_without_echo(
 
 
 @pytest_twisted.ensureDeferred
-async def test_password_stdin_reads_a_line_even_on_a_terminal(run_li_pubsub, monkeypatch):
-    monkeypatch.setattr("sys.stdin", Stdin(SECRET + "\r\nnext line\n", tty=True))
+async def test_password_stdin_reads_a_line_without_prompt(run_li_pubsub, monkeypatch):
+    monkeypatch.setattr("sys.stdin", Stdin(SECRET + "\r\nnext line\n"))
     monkeypatch.setattr("getpass.getpass", lambda prompt: pytest.fail("prompted"))
     status, __, err = await run_li_pubsub(
         "profile", "create", "carol", "--jid", "carol@example.org", "--password-stdin")
     assert (status, err) == (0, "")
+    # on a terminal too, what is typed is not echoed: no prompt, still no echo
+    prompts = []
+    monkeypatch.setattr("sys.stdin", Stdin("", tty=True))
+    monkeypatch.setattr("getpass.getpass", lambda prompt: prompts.append(prompt) or SECRET)
+    status, __, err = await run_li_pubsub(
+        "profile", "password", "carol", "--password-stdin")
+    assert (status, err, prompts) == (0, "", [""])
 
 
 @pytest_twisted.ensureDeferred
