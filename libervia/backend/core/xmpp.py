@@ -30,6 +30,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import defer, ssl
+from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.protocols.jabber import xmlstream
@@ -327,6 +328,14 @@ class XMPPClient(StreamManager):
         connector.connect()
         return connector
 
+    def _target(self) -> str:
+        """Where the profile connects, for error messages."""
+        options = self.profile.options
+        if options.host:
+            default = DEFAULT_DIRECT_TLS_PORT if options.direct_tls else DEFAULT_PORT
+            return f"{options.host} port {options.port or default}"
+        return f"the server of {self.jid.host}"
+
     def disconnect(self) -> defer.Deferred:
         """Close the connection and stop reconnecting; fire once it is closed."""
         self._stopping = True
@@ -383,6 +392,13 @@ class XMPPClient(StreamManager):
             error: BaseException = reason.value
         elif _is_certificate_failure(reason):
             error = CertificateError(self._certificate_message(reason, message))
+        elif reason.check(net_error.ConnectError):
+            # the server could not be reached at all
+            error = ConnectionFailed(
+                f"can't connect profile {self.profile.name} to {self._target()}: "
+                f"{message.rstrip('.')}; check the profile's host and port, and that "
+                "the server is running"
+            )
         else:
             error = ConnectionFailed(f"can't connect profile {self.profile.name}: {message}")
         first = self._first
