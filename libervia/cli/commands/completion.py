@@ -21,6 +21,11 @@ ROOT = "li"
 #: metavars naming a file or folder: their values are completed as paths
 PATH_METAVARS = frozenset(("FILE", "PATH", "DIR", "FOLDER"))
 FILE_MARK = "@file"
+#: metavar naming a profile: its values are the backend's profiles, asked when completing
+PROFILE_METAVAR = "PROFILE"
+PROFILE_MARK = "@profile"
+#: key (after the command path) of what a command's positional arguments complete to
+ARGUMENT_KEY = "@arg"
 
 EPILOG = """\
 install for the current user:
@@ -55,6 +60,8 @@ def _option_values(action: argparse.Action) -> str | None:
         return " ".join(str(c) for c in action.choices)
     if action.metavar in PATH_METAVARS:
         return FILE_MARK
+    if action.metavar == PROFILE_METAVAR:
+        return PROFILE_MARK
     return ""
 
 
@@ -64,7 +71,9 @@ def walk(
     """Yield (command path, words completing it, {option: values}) for the whole tree.
 
     Options taking no value are in the words only; options taking a value are in both,
-    with their choices, :data:`FILE_MARK` for paths, or ``""`` for free values.
+    with their choices, :data:`FILE_MARK` for paths, :data:`PROFILE_MARK` for profiles,
+    or ``""`` for free values.  A positional argument naming a profile is in the values
+    as :data:`ARGUMENT_KEY`.
     """
     words: list[str] = []
     values: dict[str, str] = {}
@@ -84,12 +93,18 @@ def walk(
                     values[option] = option_values
         elif action.choices is not None:
             words.extend(str(c) for c in action.choices)
+        elif action.metavar == PROFILE_METAVAR:
+            values[ARGUMENT_KEY] = PROFILE_MARK
     yield path, words, values
     for name, child in children:
         yield from walk(child, f"{path} {name}")
 
 
 BASH_FUNCTION = r"""
+_li_profiles() {
+    # the backend's profiles (nothing if it is not running); the first line is a header
+    "${COMP_WORDS[0]}" profile list 2>/dev/null | awk 'NR > 1 { print $1 }'
+}
 _li() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     local path=li i word
@@ -105,12 +120,18 @@ _li() {
         local values=${_li_values["$path $prev"]}
         if [[ $values == @file ]]; then
             COMPREPLY=($(compgen -f -- "$cur"))
+        elif [[ $values == @profile ]]; then
+            COMPREPLY=($(compgen -W "$(_li_profiles)" -- "$cur"))
         else
             COMPREPLY=($(compgen -W "$values" -- "$cur"))
         fi
         return 0
     fi
-    COMPREPLY=($(compgen -W "${_li_words[$path]}" -- "$cur"))
+    local words=${_li_words[$path]}
+    if [[ $cur != -* && ${_li_values["$path @arg"]} == @profile ]]; then
+        words="$words $(_li_profiles)"
+    fi
+    COMPREPLY=($(compgen -W "$words" -- "$cur"))
 }
 complete -F _li li libervia-cli
 """

@@ -133,7 +133,7 @@ def _password_arguments(parser: Any) -> None:
 
 
 def _name_argument(parser: Any) -> None:
-    parser.add_argument("name", metavar="NAME", help="the profile")
+    parser.add_argument("name", metavar="PROFILE", help="the profile")
 
 
 def _port(value: str) -> int:

@@ -432,3 +432,41 @@ def test_only_the_command_being_run_is_built():
     assert options(child(pubsub, "node")) == {"-h", "--help"}
     assert options(child(lean, "profile")) == {"-h", "--help"}
     assert vars(lean.parse_args(argv)) == vars(build_parser().parse_args(argv))
+
+
+@pytest_twisted.ensureDeferred
+async def test_completion_proposes_the_profiles_of_the_running_backend(
+    run_li_pubsub, pubsub_backend, monkeypatch
+):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from twisted.internet import threads
+
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    for name in ("alice", "albert", "bob"):
+        monkeypatch.setattr("sys.stdin", Stdin(SECRET + "\n"))
+        status, __, err = await run_li_pubsub("profile", "create", name, "--jid",
+                                              f"{name}@example.org")
+        assert status == 0, err
+    script = completion.bash_script(build_parser())
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "LIBERVIA_BRIDGE_SOCKET": str(pubsub_backend.getServiceNamed("bridge").path)}
+
+    def complete(*words):
+        quoted = " ".join(f"'{w}'" for w in ("li", *words))
+        test = (f"{script}\nCOMP_WORDS=({quoted}); COMP_CWORD={len(words)}\n"
+                "_li; printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+        # in a thread: li asks the backend, which answers from this thread's reactor
+        result = threads.deferToThread(
+            subprocess.run, ["bash", "-c", test], capture_output=True, text=True,
+            env=env, check=True)
+        return result.addCallback(lambda r: sorted(r.stdout.split()))
+
+    assert await complete("pubsub", "get", "-p", "al") == ["albert", "alice"]
+    assert await complete("profile", "connect", "b") == ["bob"]
+    assert await complete("profile", "info", "--o") == ["--output"]
+    assert await complete("profile", "create", "b") == []  # a new name: nothing to propose
