@@ -16,6 +16,12 @@ decides whether the node is, or must be, cached:
 Everything else (no analyser, ``to_sync`` false, a sync in progress or failed, a node
 not checked since the connection) goes to the service, as if there were no cache.
 
+Services differ in what they answer (see the developer documentation): some page with
+RSM, some ignore it and answer the whole node; some keep a re-published item at its
+place, some move it to the end.  The cache learns these *traits* of each service
+(from the answers it gets while synchronising, and from the software name the service
+gives, XEP-0092) and answers as that service would.
+
 The cache follows the service through the events it sends (new and updated items,
 retractions, purge, node deletion, configuration changes).  Events are lost while a
 profile is disconnected (or the backend stopped), so when a profile connects, every
@@ -43,7 +49,10 @@ from libervia.backend.core.xml_tools import XMLError, parse_xml
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.plugin_xep_0060 import (
+    NS_DISCO_INFO,
+    NS_ORDER_BY,
     NS_PUBSUB,
+    IQRequest,
     ItemNotFound,
     ItemsResult,
     PubsubError,
@@ -97,6 +106,16 @@ STATE_NAMES = {None: "none", SyncState.IN_PROGRESS: "in_progress",
                SyncState.NO_SYNC: "no_sync"}
 
 
+NS_VERSION = "jabber:iq:version"
+
+#: seconds to wait for a service's software name or features
+TRAITS_TIMEOUT = 10
+
+#: traits of a service whose software is unknown (the most common behaviour)
+DEFAULT_TRAITS = {"software": None, "rsm": True, "order_by": False,
+                  "republish_moves": False, "ids_in_request_order": False}
+
+
 class CacheError(BackendError):
     """A cache operation can't be done; the message says why."""
 
@@ -130,8 +149,13 @@ class PubsubCache:
         self.parser_timeout = section.get_int("parser_timeout")
         self.analysers: dict[str, dict[str, Any]] = {}
         self._sorted_analysers: list[dict[str, Any]] = []
-        #: node ids whose items can't be trusted until compared with the service
-        self._unverified: set[int] = set()
+        #: node ids whose items were compared with the service since the connection
+        #: (or synchronised since): only those are served
+        self._verified: set[int] = set()
+        #: traits of services, by domain (see DEFAULT_TRAITS)
+        self._traits: dict[str, defer.Deferred] = {}
+        #: last time stamp given to a cached item, so that stamps always grow
+        self._last_stamp = datetime.min.replace(tzinfo=UTC)
         #: node ids being synchronised, with the events received meanwhile
         self._syncing: dict[int, list[tuple[str, Any]]] = {}
         self._node_locks: dict[int, defer.DeferredLock] = {}
@@ -234,21 +258,17 @@ class PubsubCache:
     ) -> dict[str, Any] | None:
         """Find the analyser of a node; ``None`` if none matches.
 
-        The node's metadata and one item are fetched when not given (and only if an
-        analyser could need them).
+        The node's metadata and one item are fetched when neither is given (and only
+        if an analyser could need them).
         """
-        candidates = [a for a in self._sorted_analysers
-                      if a["node"] is None or node.startswith(a["node"])]
+        candidates = self._candidates(node)
         if not candidates:
             return None
-        if any(a["namespace"] for a in candidates):
-            if item is None:
-                item = await self._sample_item(client, service, node)
-            if metadata is None:
-                metadata = await self._metadata(client, service, node)
+        if item is None and metadata is None and any(a["namespace"] for a in candidates):
+            item, metadata = await self._sample(client, service, node)
         namespace = _payload_namespace(item)
-        if namespace is None and metadata:
-            namespace = metadata.get("meta_data", {}).get("pubsub#type") or None
+        if namespace is None:
+            namespace = _metadata_type(metadata)
         for analyser in candidates:
             if analyser["namespace"] and analyser["namespace"] != namespace:
                 continue
@@ -268,6 +288,17 @@ class PubsubCache:
                     continue
             return analyse
         return None
+
+    def _candidates(self, node: str) -> list[dict[str, Any]]:
+        return [a for a in self._sorted_analysers
+                if a["node"] is None or node.startswith(a["node"])]
+
+    async def _sample(self, client: Any, service: jabber_jid.JID, node: str
+                      ) -> tuple[domish.Element | None, dict[str, Any]]:
+        """One item (the last) and the metadata of a node, as far as they can be had."""
+        item = await self._sample_item(client, service, node)
+        metadata = await self._metadata(client, service, node)
+        return item, metadata or {}
 
     async def _sample_item(self, client: Any, service: jabber_jid.JID, node: str
                            ) -> domish.Element | None:
@@ -305,6 +336,11 @@ class PubsubCache:
             # unknown node: decide in the background, the service answers this time
             self._spawn(self._analyse_and_sync(client, service, node))
             return True, None
+        if (pubsub_node.sync_state is None and pubsub_node.analyser is not None
+                and pubsub_node.id not in self._syncing):
+            # analysed, but its synchronisation never started (backend stopped)
+            self._spawn(self.synchronise(client, service, node))
+            return True, None
         if not self._servable(pubsub_node):
             return True, None
         try:
@@ -318,7 +354,7 @@ class PubsubCache:
 
     def _servable(self, pubsub_node: Any) -> bool:
         return (pubsub_node.sync_state is SyncState.COMPLETED
-                and pubsub_node.id not in self._unverified
+                and pubsub_node.id in self._verified
                 and pubsub_node.id not in self._syncing)
 
     async def get_cached_items(
@@ -326,8 +362,22 @@ class PubsubCache:
         item_ids: list[str] | None = None, rsm_request: RSMRequest | None = None,
         order_by: str | None = None,
     ) -> ItemsResult:
-        """Answer a get-items request from the database, as the service would."""
-        kwargs: dict[str, Any] = {"order_by": order_by or "creation"}
+        """Answer a get-items request from the database, as the service would.
+
+        The node's service traits (stored with the node when it was synchronised)
+        decide: the order of the items (by creation, or by last publication for
+        services moving a re-published item to the end; ``order_by`` only if the
+        service supports it), whether RSM is honoured (a service ignoring it answers
+        the whole node, without RSM data) and the order of items asked by id.
+
+        :raise NotFound: an RSM ``after`` or ``before`` cursor unknown to the cache
+        """
+        traits = node_traits(pubsub_node)
+        native = "modification" if traits["republish_moves"] else "creation"
+        order = (order_by or native) if traits["order_by"] else native
+        if not traits["rsm"]:
+            rsm_request = None
+        kwargs: dict[str, Any] = {"order_by": order}
         if item_ids:
             kwargs["item_ids"] = item_ids
         if rsm_request is not None:
@@ -343,6 +393,9 @@ class PubsubCache:
             kwargs["max_items"] = max_items
             kwargs["before"] = ""
         items, page = await self.storage.get_items(pubsub_node.id, **kwargs)
+        if item_ids and traits["ids_in_request_order"]:
+            by_name = {item.name: item for item in items}
+            items = [by_name.pop(i) for i in item_ids if i in by_name]
         result = ItemsResult(service.full(), pubsub_node.name, cached=True)
         for item in items:
             try:
@@ -350,7 +403,9 @@ class PubsubCache:
             except XMLError:
                 log.error("cached item {item} of {node} is unreadable, skipping it",
                           item=item.name, node=pubsub_node.name)
-        if rsm_request is not None or max_items is not None:
+        if traits["rsm"] and (rsm_request is not None or max_items is not None) and (
+            not item_ids
+        ):
             result.rsm = {k: v for k, v in (("first", page.first), ("last", page.last),
                                             ("index", page.index), ("count", page.count))
                           if v is not None}
@@ -386,7 +441,8 @@ class PubsubCache:
         key = (self._profile(client), _service_key(service), node)
         pending = self._analysing.get(key)
         if pending is not None:
-            await pending
+            # another request is analysing the node: its result will do
+            await defer.DeferredList([pending], consumeErrors=True)
             return
         d = defer.ensureDeferred(self._analyse_and_record(client, service, node))
         self._analysing[key] = d
@@ -394,18 +450,30 @@ class PubsubCache:
             pubsub_node = await d
         finally:
             del self._analysing[key]
-        if pubsub_node is not None and pubsub_node.sync_state is None:
+        if (pubsub_node is not None and pubsub_node.sync_state is None
+                and pubsub_node.id not in self._syncing):
             await self.synchronise(client, service, node)
 
     async def _analyse_and_record(self, client: Any, service: jabber_jid.JID, node: str
                                   ) -> Any:
+        """Analyse a node and record the result; ``None`` if it can't be decided yet."""
         profile = self._profile(client)
         service_key = _service_key(service)
         existing = await self.storage.get_pubsub_node(profile, service_key, node)
         if existing is not None:
             return existing
-        analyse = await self.analyse_node(client, service, node)
+        item: domish.Element | None = None
+        metadata: dict[str, Any] = {}
+        needs_payload = any(a["namespace"] for a in self._candidates(node))
+        if needs_payload:
+            item, metadata = await self._sample(client, service, node)
+        analyse = await self.analyse_node(client, service, node, item, metadata)
         if analyse is None:
+            if needs_payload and item is None and not _metadata_type(metadata):
+                # an empty node says nothing of what it will hold: decide once it
+                # has items (the service answers meanwhile)
+                log.debug("node {node} is empty: its analysis waits", node=node)
+                return None
             return await self.storage.set_pubsub_node(
                 profile, service_key, node, analyser=None, sync_state=SyncState.NO_SYNC)
         return await self.storage.set_pubsub_node(
@@ -419,18 +487,21 @@ class PubsubCache:
                           force: bool = False) -> dict[str, Any]:
         """Synchronise a node now: subscribe, fetch every item, store them.
 
-        :param force: also for a node already synchronised (its items are replaced)
+        :param force: also for a node already synchronised (its items are replaced),
+            or whose analysis said not to synchronise it
         :return: the node's state afterwards (see :meth:`node_state`)
+        :raise ConflictError: the node is being synchronised already
+        :raise CacheError: the node can't be analysed (it is empty)
         """
         profile = self._profile(client)
         service_key = _service_key(service)
         pubsub_node = await self.storage.get_pubsub_node(profile, service_key, node)
         if pubsub_node is None:
             pubsub_node = await self._analyse_and_record(client, service, node)
-        if pubsub_node.analyser is None:
-            if not force:
-                return self.node_state(pubsub_node)
-        elif pubsub_node.sync_state is SyncState.NO_SYNC and not force:
+            if pubsub_node is None:
+                raise CacheError(f"node {node!r} of {service_key} is empty: nothing "
+                                 "tells what it holds yet, try again once it has items")
+        if pubsub_node.sync_state is SyncState.NO_SYNC and not force:
             return self.node_state(pubsub_node)
         if pubsub_node.id in self._syncing:
             raise ConflictError(f"node {node!r} of {service_key} is being synchronised")
@@ -445,25 +516,57 @@ class PubsubCache:
                                 pubsub_node: Any, work: Callable[[], Any]) -> None:
         """Run ``work`` (which rewrites the node's items) while events wait.
 
-        Events of the node received meanwhile are kept, then applied once the items
-        are written, so that nothing the service sent during the work is lost.
+        Events of the node received meanwhile are kept, then applied in the order they
+        came once the items are written, so that nothing the service sent during the
+        work is lost.  Events coming while those are applied wait their turn too.
         """
-        self._syncing[pubsub_node.id] = []
+        pending: list[tuple[str, Any]] = []
+        self._syncing[pubsub_node.id] = pending
         try:
             await work()
         finally:
-            pending = self._syncing.pop(pubsub_node.id, [])
-            if pending:
+            try:
                 await self._replay(client, service, pubsub_node, pending)
+            finally:
+                del self._syncing[pubsub_node.id]
+
+    async def _replay(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                      pending: list[tuple[str, Any]]) -> None:
+        """Apply the events received while the node was being synchronised."""
+        if not pending:
+            return
+        fresh = await self.storage.get_pubsub_node(
+            self._profile(client), _service_key(service), pubsub_node.name)
+        if fresh is None or fresh.id != pubsub_node.id or (
+            fresh.sync_state is not SyncState.COMPLETED
+        ):
+            # the work failed: the node is not served, its events don't matter
+            pending.clear()
+            return
+        while pending:
+            kind, data = pending.pop(0)
+            if kind == "items":
+                await self._upsert(client, service, fresh, data)
+            elif kind == "retract":
+                await self._delete_items(fresh, data)
+            elif kind == "purge":
+                await self._delete_items(fresh, None)
+            elif kind in ("delete", "configuration"):
+                pending.clear()
+                await self._forget(client, fresh)
+                if kind == "configuration":
+                    self._spawn(self._analyse_and_sync(client, service, fresh.name))
 
     async def _sync(self, client: Any, service: jabber_jid.JID, pubsub_node: Any) -> None:
         node = pubsub_node.name
         node_id = pubsub_node.id
+        self._verified.discard(node_id)
         await self.storage.update_pubsub_node_sync_state(
-            node_id, SyncState.IN_PROGRESS, items_done=0, items_expected=None)
+            node_id, SyncState.IN_PROGRESS, items_done=0)
         self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, 0, None)
-        started = datetime.now(UTC)
+        started = self._stamp()
         try:
+            traits = dict(await self._service_traits(client, service))
             if not pubsub_node.subscribed:
                 try:
                     await self._xep_0060.subscribe(client, service, node)
@@ -473,49 +576,61 @@ class PubsubCache:
                 except PubsubError as e:
                     # events won't come: the node can't be kept in sync
                     raise CacheError(f"can't subscribe to {node!r}: {e}") from None
-            items = await self._fetch_all(client, service, pubsub_node)
-            await self._store_fetched(client, service, pubsub_node, items, started)
+            items, traits["rsm"] = await self._fetch_all(client, service, pubsub_node)
+            await self._store_fetched(client, service, pubsub_node, items, started, traits)
         except Exception as e:
             reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
             log.error("synchronisation of node {node} failed: {reason}", node=node,
                       reason=reason)
-            await self.storage.update_pubsub_node_sync_state(node_id, SyncState.ERROR)
-            await self.storage.set_pubsub_node(
-                self._profile(client), _service_key(service), node,
-                extra={"error": reason})
+            try:
+                await self.storage.set_pubsub_node(
+                    self._profile(client), _service_key(service), node,
+                    sync_state=SyncState.ERROR, extra={"error": reason})
+            except Exception:
+                log.failure("can't record the failed synchronisation of {node}",
+                            node=node)
             self._emit_progress(client, pubsub_node, SyncState.ERROR, 0, None)
             return
-        self._unverified.discard(node_id)
+        self._verified.add(node_id)
         log.info("node {node} of {service} synchronised ({count} items)", node=node,
                  service=service.full(), count=len(items))
 
     async def _fetch_all(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
-                         ) -> list[domish.Element]:
-        """Every item of the node, in the service's order, by RSM pages if it pages."""
+                         ) -> tuple[list[domish.Element], bool]:
+        """Every item of the node, in the service's order, by RSM pages if it pages.
+
+        :return: the items, and whether the service answered with RSM data (a service
+            ignoring RSM answers the whole node at once)
+        """
         items: list[domish.Element] = []
         seen: set[str] = set()
         request = RSMRequest(max=self.page_size)
         expected: int | None = None
+        paged: bool | None = None
         while True:
             result = await self._xep_0060.get_items_from_service(
                 client, service, pubsub_node.name, rsm_request=request)
-            new = [i for i in result.items if i.getAttribute("id") not in seen]
+            if paged is None:
+                paged = bool(result.rsm)
+            new = [i for i in result.items
+                   if i.getAttribute("id") and i.getAttribute("id") not in seen]
+            if len(new) < len(result.items):
+                log.debug("{n} item(s) of {node} without id or already seen, skipped",
+                          n=len(result.items) - len(new), node=pubsub_node.name)
             for item in new:
-                item_id = item.getAttribute("id")
-                if item_id:
-                    seen.add(item_id)
-                    items.append(item)
+                seen.add(item["id"])
+                items.append(item)
             count = result.rsm.get("count")
             if count is not None:
                 expected = count
-            if (expected or len(items)) > self.max_items_per_node:
+            if max(expected or 0, len(items)) > self.max_items_per_node:
                 raise CacheError(
                     f"node {pubsub_node.name!r} has more than {self.max_items_per_node} "
                     "items (max_items_per_node): it is not cached"
                 )
             await self.storage.update_pubsub_node_sync_state(
                 pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(items),
-                items_expected=expected)
+                items_expected=expected if expected is not None else None)
             self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, len(items),
                                 expected)
             last = result.rsm.get("last")
@@ -524,12 +639,14 @@ class PubsubCache:
             if expected is not None and len(items) >= expected:
                 break
             request = RSMRequest(max=self.page_size, after=last)
-        return items
+        return items, bool(paged)
 
     async def _store_fetched(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
-                             items: list[domish.Element], started: datetime) -> None:
-        # the service's order is kept as creation times just before the sync started,
-        # so that items arriving later (events) come after them
+                             items: list[domish.Element], started: datetime,
+                             traits: dict[str, Any]) -> None:
+        """Replace the node's items by ``items`` at once; the node becomes COMPLETED."""
+        # the service's order is kept as time stamps just before the sync started, so
+        # that items arriving later (events) come after them
         count = len(items)
         rows = []
         for position, item in enumerate(items):
@@ -540,12 +657,73 @@ class PubsubCache:
                 "created": stamp, "updated": stamp,
             })
         async with _locked(self._lock(pubsub_node.id)):
-            await self.storage.delete_pubsub_items(pubsub_node.id)
-            await self.storage.cache_pubsub_items(pubsub_node.id, rows)
-            await self.storage.update_pubsub_node_sync_state(
-                pubsub_node.id, SyncState.COMPLETED, items_done=count,
-                items_expected=count)
+            # the traits first: a node is never COMPLETED without them
+            await self.storage.set_pubsub_node(
+                self._profile(client), _service_key(service), pubsub_node.name,
+                extra={"traits": traits})
+            pubsub_node.extra = {"traits": traits}
+            await self.storage.replace_pubsub_items(pubsub_node.id, rows,
+                                                    sync_state=SyncState.COMPLETED)
         self._emit_progress(client, pubsub_node, SyncState.COMPLETED, count, count)
+
+    def _stamp(self) -> datetime:
+        """Now, but always later than the previous stamp given (order of events)."""
+        now = datetime.now(UTC)
+        if now <= self._last_stamp:
+            now = self._last_stamp + timedelta(microseconds=1)
+        self._last_stamp = now
+        return now
+
+    # service traits
+
+    async def _service_traits(self, client: Any, service: jabber_jid.JID
+                              ) -> dict[str, Any]:
+        """What the service's software does differently (see DEFAULT_TRAITS).
+
+        Asked once per service domain: its software name (XEP-0092, asked to the
+        domain, then to its parent domain for a component) and whether it supports
+        XEP-0413 ordering (service discovery).  Whether it pages with RSM is learnt
+        from the answers while synchronising.
+        """
+        known = self._traits.get(service.host)
+        if known is not None:
+            return known
+        software = await self._software(client, service.host)
+        if software is None and "." in service.host:
+            software = await self._software(client, service.host.split(".", 1)[1])
+        order_by = NS_ORDER_BY in await self._features(client, service)
+        moves = software is not None and "prosody" in software.lower()
+        traits = DEFAULT_TRAITS | {"software": software, "order_by": order_by,
+                                   "republish_moves": moves,
+                                   "ids_in_request_order": moves}
+        self._traits[service.host] = traits
+        log.debug("traits of {service}: {traits}", service=service.host, traits=traits)
+        return traits
+
+    async def _software(self, client: Any, domain: str) -> str | None:
+        try:
+            iq = await client.request(IQRequest(
+                jabber_jid.JID(domain), "get", domish.Element((NS_VERSION, "query")),
+                timeout=TRAITS_TIMEOUT))
+        except Exception as e:
+            log.debug("no software version from {domain}: {error}", domain=domain,
+                      error=e)
+            return None
+        query = next(iq.elements(NS_VERSION, "query"), None)
+        name = next(query.elements(NS_VERSION, "name"), None) if query else None
+        return str(name).strip() or None if name is not None else None
+
+    async def _features(self, client: Any, service: jabber_jid.JID) -> list[str]:
+        try:
+            iq = await client.request(IQRequest(
+                service, "get", domish.Element((NS_DISCO_INFO, "query")),
+                timeout=TRAITS_TIMEOUT))
+        except Exception:
+            return []
+        query = next(iq.elements(NS_DISCO_INFO, "query"), None)
+        if query is None:
+            return []
+        return [f.getAttribute("var") for f in query.elements(NS_DISCO_INFO, "feature")]
 
     async def _parse(self, client: Any, pubsub_node: Any, item: domish.Element,
                      service: jabber_jid.JID) -> Any:
@@ -606,21 +784,6 @@ class PubsubCache:
         pending.append((kind, data))
         return True
 
-    async def _replay(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
-                      pending: list[tuple[str, Any]]) -> None:
-        """Apply the events received while the node was being synchronised."""
-        fresh = await self.storage.get_pubsub_node(
-            self._profile(client), _service_key(service), pubsub_node.name)
-        if fresh is None or fresh.sync_state is not SyncState.COMPLETED:
-            return
-        for kind, data in pending:
-            if kind == "items":
-                await self._upsert(client, service, fresh, data)
-            elif kind == "retract":
-                await self.storage.delete_pubsub_items(fresh.id, data)
-            elif kind == "purge":
-                await self.storage.delete_pubsub_items(fresh.id)
-
     async def _on_items_event(self, client: Any, service: jabber_jid.JID, node: str,
                               items: list[domish.Element], message: domish.Element
                               ) -> bool:
@@ -633,19 +796,22 @@ class PubsubCache:
         if len(with_payload) + len(without) < len(items):
             log.warn("ignoring {n} item(s) without id in an event of {node}",
                      n=len(items) - len(with_payload) - len(without), node=node)
+        converted = [_as_pubsub_item(i) for i in with_payload]
         if without:
             # notification without payload: fetch the items it names
             try:
                 fetched = await self._xep_0060.get_items_from_service(
                     client, service, node, item_ids=without)
-                with_payload += fetched.items
             except PubsubError as e:
                 log.warn("can't fetch notified items of {node}: {error}; the node will "
-                         "be synchronised again", node=node, error=e)
-                self._unverified.add(pubsub_node.id)
+                         "be checked against the service", node=node, error=e)
+                self._verified.discard(pubsub_node.id)
                 self._spawn(self._verify(client, service, pubsub_node))
                 return True
-        converted = [_as_pubsub_item(i) for i in with_payload]
+            wanted = set(without)
+            converted += [i for i in fetched.items if i.getAttribute("id") in wanted]
+        if not converted:
+            return True
         if self._defer_if_syncing(pubsub_node, "items", converted):
             return True
         await self._upsert(client, service, pubsub_node, converted)
@@ -654,11 +820,13 @@ class PubsubCache:
     async def _upsert(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
                       items: list[domish.Element]) -> None:
         rows = []
-        now = datetime.now(UTC)
         for item in items:
-            rows.append({"name": item["id"], "data": item.toXml(),
-                         "parsed": await self._parse(client, pubsub_node, item, service),
-                         "updated": now, "created": now})
+            parsed = await self._parse(client, pubsub_node, item, service)
+            stamp = self._stamp()
+            # a new item gets this creation time; an existing one keeps its own (the
+            # update time orders items of services moving re-published items)
+            rows.append({"name": item["id"], "data": item.toXml(), "parsed": parsed,
+                         "updated": stamp, "created": stamp})
         async with _locked(self._lock(pubsub_node.id)):
             await self.storage.cache_pubsub_items(pubsub_node.id, rows)
         bridge = getattr(self.host, "bridge", None)
@@ -667,60 +835,88 @@ class PubsubCache:
                                service=pubsub_node.service, node=pubsub_node.name,
                                item_ids=[r["name"] for r in rows])
 
+    async def _delete_items(self, pubsub_node: Any, item_ids: list[str] | None) -> None:
+        async with _locked(self._lock(pubsub_node.id)):
+            await self.storage.delete_pubsub_items(pubsub_node.id, item_ids)
+
+    async def _forget(self, client: Any, pubsub_node: Any) -> None:
+        """Drop a node and its items from the cache."""
+        self._verified.discard(pubsub_node.id)
+        async with _locked(self._lock(pubsub_node.id)):
+            await self.storage.delete_pubsub_nodes(
+                profiles=[self._profile(client)], services=[pubsub_node.service],
+                names=[pubsub_node.name])
+        self._node_locks.pop(pubsub_node.id, None)
+
     async def _on_retract_event(self, client: Any, service: jabber_jid.JID, node: str,
                                 item_ids: list[str], message: domish.Element) -> bool:
         pubsub_node = await self._cached_node(client, service, node)
-        if pubsub_node is None:
-            return True
-        if not self._defer_if_syncing(pubsub_node, "retract", item_ids):
-            async with _locked(self._lock(pubsub_node.id)):
-                await self.storage.delete_pubsub_items(pubsub_node.id, item_ids)
+        if pubsub_node is not None and not self._defer_if_syncing(
+            pubsub_node, "retract", item_ids
+        ):
+            await self._delete_items(pubsub_node, item_ids)
         return True
 
     async def _on_purge_event(self, client: Any, service: jabber_jid.JID, node: str,
                               message: domish.Element) -> bool:
         pubsub_node = await self._cached_node(client, service, node)
-        if pubsub_node is None:
-            return True
-        if not self._defer_if_syncing(pubsub_node, "purge", None):
-            async with _locked(self._lock(pubsub_node.id)):
-                await self.storage.delete_pubsub_items(pubsub_node.id)
+        if pubsub_node is not None and not self._defer_if_syncing(
+            pubsub_node, "purge", None
+        ):
+            await self._delete_items(pubsub_node, None)
         return True
 
     async def _on_delete_event(self, client: Any, service: jabber_jid.JID, node: str,
-                               message: domish.Element) -> bool:
-        await self.storage.delete_pubsub_nodes(
-            profiles=[self._profile(client)], services=[_service_key(service)],
-            names=[node])
+                               message: domish.Element | None) -> bool:
+        pubsub_node = await self.storage.get_pubsub_node(
+            self._profile(client), _service_key(service), node)
+        if pubsub_node is not None and not self._defer_if_syncing(
+            pubsub_node, "delete", None
+        ):
+            await self._forget(client, pubsub_node)
         return True
 
     async def _on_configuration_event(self, client: Any, service: jabber_jid.JID,
                                       node: str, options: Any, message: domish.Element
                                       ) -> bool:
         # what the node holds may have changed: forget it and analyse it again
-        await self.storage.delete_pubsub_nodes(
-            profiles=[self._profile(client)], services=[_service_key(service)],
-            names=[node])
+        pubsub_node = await self.storage.get_pubsub_node(
+            self._profile(client), _service_key(service), node)
+        if pubsub_node is None or self._defer_if_syncing(pubsub_node, "configuration",
+                                                         options):
+            return True
+        await self._forget(client, pubsub_node)
         self._spawn(self._analyse_and_sync(client, service, node))
         return True
 
     # verification after (re)connection
 
     async def profile_connected(self, client: Any) -> None:
-        """Check the profile's synchronised nodes against the services."""
+        """Check the profile's synchronised nodes against the services.
+
+        Until a node is checked, requests about it go to the service.  Nodes whose
+        synchronisation was interrupted (backend stopped) are synchronised again.
+        """
         profile = self._profile(client)
         nodes = await self.storage.get_pubsub_nodes(
-            profile, sync_states=[SyncState.COMPLETED, SyncState.IN_PROGRESS])
+            profile, sync_states=[SyncState.COMPLETED, SyncState.IN_PROGRESS, None])
         for pubsub_node in nodes:
-            self._unverified.add(pubsub_node.id)
+            self._verified.discard(pubsub_node.id)
         for pubsub_node in nodes:
+            if pubsub_node.id in self._syncing:
+                continue
             service = jabber_jid.JID(pubsub_node.service)
-            if pubsub_node.sync_state is SyncState.IN_PROGRESS:
-                # interrupted (backend stopped): do it again from the start
+            if pubsub_node.sync_state is SyncState.COMPLETED:
+                self._spawn(self._verify(client, service, pubsub_node))
+            elif pubsub_node.analyser is not None:
+                # interrupted (backend stopped) or never started: do it from the start
                 self._spawn(self.synchronise(client, service, pubsub_node.name,
                                              force=True))
-            else:
-                self._spawn(self._verify(client, service, pubsub_node))
+
+    async def profile_disconnected(self, client: Any) -> None:
+        """Events will be missed: the profile's nodes are not served until checked."""
+        for pubsub_node in await self.storage.get_pubsub_nodes(self._profile(client)):
+            self._verified.discard(pubsub_node.id)
 
     async def _verify(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
                       ) -> None:
@@ -730,21 +926,25 @@ class PubsubCache:
         verified = []
 
         async def compare() -> None:
-            started = datetime.now(UTC)
-            remote = await self._sync_semaphore.run(
+            started = self._stamp()
+            remote, paged = await self._sync_semaphore.run(
                 lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
-            cached, __ = await self.storage.get_items(pubsub_node.id)
+            traits = node_traits(pubsub_node)
+            order = "modification" if traits["republish_moves"] else "creation"
+            cached, __ = await self.storage.get_items(pubsub_node.id, order_by=order)
             remote_view = [(i["id"], i.toXml()) for i in remote]
             cached_view = [(i.name, i.data) for i in cached]
-            if remote_view != cached_view:
+            if remote_view != cached_view or paged != traits["rsm"]:
                 log.info("node {node} changed while we were away: refreshing its cache",
                          node=pubsub_node.name)
-                await self._store_fetched(client, service, pubsub_node, remote, started)
+                await self._store_fetched(client, service, pubsub_node, remote, started,
+                                          traits | {"rsm": paged})
             verified.append(True)
 
         try:
             await self._buffering_events(client, service, pubsub_node, compare)
         except ItemNotFound:
+            log.info("node {node} was deleted while we were away", node=pubsub_node.name)
             await self._on_delete_event(client, service, pubsub_node.name, None)
             return
         except Exception as e:
@@ -752,7 +952,7 @@ class PubsubCache:
                      "next connection", node=pubsub_node.name, error=e)
             return
         if verified:
-            self._unverified.discard(pubsub_node.id)
+            self._verified.add(pubsub_node.id)
 
     # management
 
@@ -847,6 +1047,16 @@ class PubsubCache:
                 size += sum(len(i.data.encode()) for i in cached)
         return {"nodes": len(nodes), "nodes_by_state": by_state, "items": items,
                 "bytes": size}
+
+
+def node_traits(pubsub_node: Any) -> dict[str, Any]:
+    """Traits of a cached node's service, as recorded when it was synchronised."""
+    recorded = (pubsub_node.extra or {}).get("traits") or {}
+    return DEFAULT_TRAITS | {k: v for k, v in recorded.items() if k in DEFAULT_TRAITS}
+
+
+def _metadata_type(metadata: dict[str, Any] | None) -> str | None:
+    return ((metadata or {}).get("meta_data") or {}).get("pubsub#type") or None
 
 
 def _has_payload(item: domish.Element) -> bool:

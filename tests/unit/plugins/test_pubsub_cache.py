@@ -1,0 +1,749 @@
+"""Pubsub cache: analysers, synchronisation, answers equal to the service's, events.
+
+The cache runs on a real Storage (SQLite, and PostgreSQL when available) and talks to
+fake pubsub services (``fake_pubsub``) reproducing what ejabberd and Prosody answer.
+"""
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+from twisted.words.protocols.jabber.jid import JID
+
+from libervia.backend.bridge.server import Bridge
+from libervia.backend.core.config import Config
+from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.triggers import TriggerManager
+from libervia.backend.core.xml_tools import parse_xml
+from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.plugins.plugin_pubsub_cache import (
+    CacheError,
+    InvalidAnalyser,
+    PubsubCache,
+)
+from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
+from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound
+from tests.unit.plugins.fake_pubsub import (
+    KINDS,
+    NS_ATOM,
+    FakePubsubService,
+    StubClient,
+    entry,
+    is_items_request,
+    is_page_request,
+)
+
+SERVICE = JID("pubsub.example.org")
+BLOG = "urn:xmpp:microblog:0"
+
+
+class RecordingBridge(Bridge):
+    """The real bridge registry, remembering the signals emitted."""
+
+    def __init__(self, host: Any) -> None:
+        super().__init__(host)
+        self.emitted: list[tuple[str, dict[str, Any]]] = []
+
+    def emit_signal(self, name: str, **data: Any) -> int:
+        self.emitted.append((name, data))
+        return super().emit_signal(name, **data)
+
+
+class NotifyingClock(task.Clock):
+    """A Clock telling when something is scheduled on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiters: list[defer.Deferred] = []
+
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (Twisted API)
+        call = super().callLater(*args, **kwargs)
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            # not from inside callLater: let the caller finish what it was doing
+            reactor.callLater(0, d.callback, None)
+        return call
+
+    def next_call(self) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.waiters.append(d)
+        return d
+
+
+class Clients:
+    def __init__(self) -> None:
+        self.clients: dict[str, StubClient] = {}
+
+    def get(self, name: str) -> StubClient:
+        try:
+            return self.clients[name]
+        except KeyError:
+            raise NotFound(f"profile {name!r} is not connected") from None
+
+
+class Host:
+    """What the plugins use of the backend, with a real storage and trigger manager."""
+
+    def __init__(self, storage: Storage, settings: dict[str, Any] | None = None) -> None:
+        self.reactor = NotifyingClock()
+        self.storage = storage
+        self.config = Config.from_dict({"plugin PUBSUB_CACHE": settings or {}}, env={})
+        self.trigger = TriggerManager()
+        self.bridge = RecordingBridge(self)
+        self.clients = Clients()
+        self.plugins: dict[str, Any] = {}
+        self.plugins["XEP-0059"] = XEP_0059(self)
+        self.plugins["XEP-0060"] = XEP_0060(self)
+        self.plugins["PUBSUB_CACHE"] = PubsubCache(self)
+
+
+def title_parser(client: Any, item: Any, service: JID, node: str) -> dict[str, Any]:
+    return {"title": str(next(item.entry.elements(NS_ATOM, "title"))), "node": node}
+
+
+BLOG_ANALYSER = {"name": "test_blog", "type": "blog", "node": BLOG,
+                 "namespace": NS_ATOM, "to_sync": True, "parser": title_parser}
+
+
+class Env:
+    """A backend host, a client of profile ``name`` and a fake service."""
+
+    def __init__(self, storage: Storage, service: FakePubsubService, name: str = "alice",
+                 settings: dict[str, Any] | None = None,
+                 analysers: tuple[dict[str, Any], ...] = (BLOG_ANALYSER,)) -> None:
+        self.storage = storage
+        self.service = service
+        self.host = Host(storage, settings)
+        self.cache: PubsubCache = self.host.plugins["PUBSUB_CACHE"]
+        self.xep_0060: XEP_0060 = self.host.plugins["XEP-0060"]
+        for analyser in analysers:
+            self.cache.register_analyser(dict(analyser))
+        self.client = StubClient(name, service)
+        self.host.clients.clients[name] = self.client
+
+    def restart(self, **kwargs: Any) -> "Env":
+        """The same database and service, a new backend (nothing kept in memory)."""
+        return Env(self.storage, self.service, self.client.profile.name, **kwargs)
+
+    async def get(self, node: str = BLOG, **kwargs: Any) -> Any:
+        rsm = kwargs.pop("rsm", None)
+        if rsm is not None:
+            kwargs["rsm_request"] = RSMRequest.from_dict(rsm)
+        return await self.xep_0060.get_items(self.client, SERVICE, node, **kwargs)
+
+    async def event(self, message: Any) -> None:
+        await self.xep_0060.on_event(self.client, message)
+
+    async def node(self, node: str = BLOG) -> Any:
+        return await self.storage.get_pubsub_node(self.client.profile.name,
+                                                  SERVICE.full(), node)
+
+    async def state(self, node: str = BLOG) -> str | None:
+        pubsub_node = await self.node(node)
+        return None if pubsub_node is None else self.cache.node_state(pubsub_node)["state"]
+
+    async def cached_rows(self, node: str = BLOG) -> list[Any]:
+        pubsub_node = await self.node(node)
+        items, __ = await self.storage.get_items(pubsub_node.id)
+        return items
+
+    def fill(self, node: str = BLOG, count: int = 12) -> None:
+        """Create the node on the service with items ``i00``, ``i01``..."""
+        self.service.create(node)
+        for n in range(count):
+            self.service.publish(node, f"i{n:02}")
+
+    async def sync(self, node: str = BLOG, count: int = 12) -> None:
+        """Fill the node, ask for it, wait until it is synchronised."""
+        self.fill(node, count)
+        first = await self.get(node)
+        assert first.cached is False
+        await self.cache.wait_background()
+        assert await self.state(node) == "completed"
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(db_url):
+    storage = Storage(db_url)
+    await storage.start()
+    await storage.migrate()
+    for name in ("alice", "bob"):
+        await storage.create_profile(name)
+    yield storage
+    await storage.stop()
+
+
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def env(storage, kind):
+    return Env(storage, FakePubsubService(kind))
+
+
+async def from_cache_and_service(env: Env, node: str = BLOG, **kwargs: Any
+                                 ) -> tuple[Any, Any]:
+    """The same request answered by the cache (nothing sent) and by the service."""
+    sent = len(env.client.sent)
+    cached = await env.get(node, **dict(kwargs))
+    assert len(env.client.sent) == sent, "the cache asked the service"
+    remote = await env.get(node, use_cache=False, **dict(kwargs))
+    return cached, remote
+
+
+def assert_same_answer(service: FakePubsubService, cached: Any, remote: Any) -> None:
+    assert cached.cached is True and remote.cached is False
+    assert [i.toXml() for i in cached.items] == [i.toXml() for i in remote.items]
+    # the service's cursors (ejabberd: time stamps) stand for items: the cache gives
+    # the ids of the same items, which it accepts back as cursors
+    expected = dict(remote.rsm)
+    for key in ("first", "last"):
+        if key in expected:
+            expected[key] = service.id_of_cursor(expected[key])
+    assert cached.rsm == expected
+
+
+async def assert_cache_is_service(env: Env, node: str = BLOG) -> None:
+    """The cache holds exactly the service's items and answers as it does."""
+    rows = await env.cached_rows(node)
+    assert sorted(r.name for r in rows) == sorted(env.service.ids(node))
+    for kwargs in ({}, {"max_items": 3}, {"item_ids": env.service.ids(node)[:2]},
+                   {"rsm": {"max": 4}}):
+        assert_same_answer(env.service, *await from_cache_and_service(env, node, **kwargs))
+
+
+# analysers
+
+
+@pytest.mark.parametrize(
+    ("analyser", "message"),
+    [
+        ("not a dict", "must be a dict"),
+        ({"type": "blog", "node": "n"}, "needs a 'name'"),
+        ({"name": "", "type": "blog", "node": "n"}, "needs a 'name'"),
+        ({"name": "a", "node": "n"}, "needs a 'type'"),
+        ({"name": "a", "type": 3, "node": "n"}, "needs a 'type'"),
+        ({"name": "a", "type": "blog"}, "needs 'node' and/or 'namespace'"),
+        ({"name": "a", "type": "blog", "node": ""}, "'node' must be a non-empty string"),
+        ({"name": "a", "type": "blog", "namespace": 1}, "'namespace' must be"),
+        ({"name": "a", "type": "blog", "node": "n", "subtype": ""}, "'subtype' must be"),
+        ({"name": "a", "type": "blog", "node": "n", "order": "1"}, "'order' must be"),
+        ({"name": "a", "type": "blog", "node": "n", "order": True}, "'order' must be"),
+        ({"name": "a", "type": "blog", "node": "n", "to_sync": "yes"}, "'to_sync' must"),
+        ({"name": "a", "type": "blog", "node": "n", "parser": "f"}, "'parser' must be"),
+        ({"name": "a", "type": "blog", "node": "n", "match_cb": 1}, "'match_cb' must be"),
+        ({"name": "a", "type": "blog", "node": "n", "colour": "red"}, "unknown analyser"),
+        (dict(BLOG_ANALYSER), "already registered"),
+    ],
+)
+def test_register_analyser_refuses_bad_analysers(storage, analyser, message):
+    cache = Env(storage, FakePubsubService("ejabberd")).cache
+    with pytest.raises(InvalidAnalyser, match=message):
+        cache.register_analyser(analyser)
+    assert list(cache.analysers) == ["test_blog"]
+
+
+ATOM_ITEM = f"<item xmlns='http://jabber.org/protocol/pubsub' id='x'>{entry('x')}</item>"
+OTHER_ITEM = "<item xmlns='http://jabber.org/protocol/pubsub' id='x'><p xmlns='urn:o'/></item>"
+
+
+@pytest_twisted.ensureDeferred
+async def test_analysers_order_prefix_namespace_and_match_cb(storage):
+    seen = []
+
+    def refuse_private(client, analyse):
+        seen.append((analyse["node"], analyse["namespace"], analyse["item"] is not None))
+        if analyse["node"].endswith("private"):
+            return False
+        analyse["subtype"] = "refined"
+        return None
+
+    env = Env(storage, FakePubsubService("ejabberd"), analysers=(
+        {"name": "late_atom", "type": "atom", "namespace": NS_ATOM, "order": 10},
+        {"name": "blog", "type": "blog", "node": BLOG, "namespace": NS_ATOM, "order": 5,
+         "match_cb": refuse_private},
+        {"name": "any_blog_node", "type": "blog_node", "node": BLOG, "order": 7},
+        {"name": "early_other", "type": "other", "namespace": "urn:o", "order": -1},
+    ))
+    cache, client = env.cache, env.client
+
+    async def analyse(node, xml):
+        result = await cache.analyse_node(client, SERVICE, node, parse_xml(xml), {})
+        return result and (result["analyser"], result["type"], result["subtype"])
+
+    # first match by order wins; match_cb refines it
+    assert await analyse(BLOG, ATOM_ITEM) == ("blog", "blog", "refined")
+    # match_cb refuses: the next analyser (by order) is tried
+    assert await analyse(BLOG + ":private", ATOM_ITEM) == ("any_blog_node", "blog_node",
+                                                           None)
+    # node prefix not matching: a namespace-only analyser matches
+    assert await analyse("other_node", ATOM_ITEM) == ("late_atom", "atom", None)
+    assert await analyse("other_node", OTHER_ITEM) == ("early_other", "other", None)
+    # an analyser needing the namespace is skipped when it differs
+    assert await analyse(BLOG, OTHER_ITEM) == ("early_other", "other", None)
+    assert await analyse("nothing", "<item xmlns='http://jabber.org/protocol/pubsub' "
+                         "id='x'><p xmlns='urn:unknown'/></item>") is None
+    assert seen == [(BLOG, NS_ATOM, True), (BLOG + ":private", NS_ATOM, True)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_analysis_fetches_an_item_and_uses_metadata_type(storage):
+    env = Env(storage, FakePubsubService("ejabberd"))
+    env.service.create(BLOG).payload_type = NS_ATOM
+    # an empty node whose metadata tells the payload type
+    result = await env.cache.analyse_node(env.client, SERVICE, BLOG)
+    assert result["analyser"] == "test_blog" and result["namespace"] == NS_ATOM
+    env.service.nodes[BLOG].payload_type = None
+    env.service.publish(BLOG, "a")
+    result = await env.cache.analyse_node(env.client, SERVICE, BLOG)
+    assert result["item"]["id"] == "a" and result["analyser"] == "test_blog"
+
+
+# synchronisation and serving
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_node_is_analysed_then_synchronised_with_progress(storage, kind):
+    env = Env(storage, FakePubsubService(kind), settings={"page_size": 5})
+    env.fill()
+    # analysis alone records the node, not synchronised yet (state NULL)
+    recorded = await env.cache._analyse_and_record(env.client, SERVICE, BLOG)
+    assert recorded.analyser == "test_blog" and recorded.sync_state is None
+    assert await env.state() == "none"
+    # the synchronisation is held at its second page (ejabberd) or first (Prosody)
+    pages = []
+    env.client.hold(lambda iq: is_items_request(iq) and pages.append(iq) is None
+                    and len(pages) == (1 if kind == "prosody" else 2))
+    sync = defer.ensureDeferred(env.cache.synchronise(env.client, SERVICE, BLOG))
+    await env.client.wait_held()
+    pubsub_node = await env.node()
+    assert pubsub_node.sync_state is SyncState.IN_PROGRESS
+    if kind != "prosody":
+        assert (pubsub_node.sync_items_done, pubsub_node.sync_items_expected) == (5, 12)
+    # not served while in progress
+    assert (await env.get(use_cache=False)).cached is False
+    env.client.release()
+    state = await sync
+    assert state["state"] == "completed"
+    assert (state["items_done"], state["items_expected"]) == (12, 12)
+    assert state["subscribed"] is True
+    assert "alice@example.org" in env.service.nodes[BLOG].subscribers
+    progress = [d for name, d in env.host.bridge.emitted if name == "cache_sync_progress"]
+    assert progress[0]["state"] == "in_progress" and progress[-1]["state"] == "completed"
+    assert progress[-1]["done"] == 12
+    # ejabberd pages by 5: 3 requests; Prosody answers everything at once (plus the
+    # request made with use_cache=False above)
+    requests = [r for r in env.service.items_requests if r.getAttribute("max_items")
+                is None and not list(r.elements())]
+    assert len(requests) == (1 if kind == "prosody" else 3) + 1
+    rows = await env.cached_rows()
+    assert [r.name for r in rows] == [f"i{n:02}" for n in range(12)]
+    assert rows[0].parsed == {"title": "Entry i00 <&> 'ok'", "node": BLOG}
+    assert (await env.get()).cached is True
+
+
+def _cursor(answer: Any, key: str) -> str:
+    if key in answer.rsm:
+        return answer.rsm[key]
+    # a service ignoring RSM gives no cursor: use an item id
+    return answer.items[0 if key == "first" else -1]["id"]
+
+
+CASES = [
+    ("everything", {}, None),
+    ("max_items", {"max_items": 5}, None),
+    ("max_items_more_than_node", {"max_items": 50}, None),
+    ("item_ids", {"item_ids": ["i09", "i01", "i03", "missing", "i10"]}, None),
+    ("rsm_first_page", {"rsm": {"max": 5}}, None),
+    ("rsm_after", {"rsm": {"max": 5}}, ("rsm_first_page", "last", "after")),
+    ("rsm_after_again", {"rsm": {"max": 5}}, ("rsm_after", "last", "after")),
+    ("rsm_after_end", {"rsm": {"max": 5}}, ("rsm_after_again", "last", "after")),
+    ("rsm_last_page", {"rsm": {"max": 5, "before": ""}}, None),
+    ("rsm_before", {"rsm": {"max": 5}}, ("rsm_last_page", "first", "before")),
+    ("rsm_before_start", {"rsm": {"max": 5}}, ("rsm_before", "first", "before")),
+    ("rsm_index", {"rsm": {"max": 5, "index": 3}}, None),
+    ("rsm_index_past_end", {"rsm": {"max": 5, "index": 20}}, None),
+    ("rsm_count_only", {"rsm": {"max": 0}}, None),
+    ("order_creation", {"order_by": "creation"}, None),
+    ("order_modification", {"order_by": "modification"}, None),
+    ("order_modification_max", {"order_by": "modification", "max_items": 4}, None),
+    ("order_modification_rsm", {"order_by": "modification", "rsm": {"max": 4}}, None),
+    ("order_modification_last", {"order_by": "modification",
+                                 "rsm": {"max": 4, "before": ""}}, None),
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_get_items_case_from_cache_equals_the_service(env):
+    await env.sync()
+    # re-published items: their place differs by service, and by modification time
+    for item_id in ("i03", "i07"):
+        await env.event(env.service.publish(BLOG, item_id, entry(item_id, "changed")))
+    answers: dict[str, tuple[Any, Any]] = {}
+    for name, kwargs, cursor_from in CASES:
+        cached_kwargs, remote_kwargs = dict(kwargs), dict(kwargs)
+        if cursor_from is not None:
+            base, key, direction = cursor_from
+            cached_base, remote_base = answers[base]
+            if not remote_base.items:
+                continue
+            cached_kwargs["rsm"] = kwargs["rsm"] | {direction: _cursor(cached_base, key)}
+            remote_kwargs["rsm"] = kwargs["rsm"] | {direction: _cursor(remote_base, key)}
+        sent = len(env.client.sent)
+        cached = await env.get(**cached_kwargs)
+        assert len(env.client.sent) == sent, f"{name}: the cache asked the service"
+        remote = await env.get(use_cache=False, **remote_kwargs)
+        try:
+            assert_same_answer(env.service, cached, remote)
+        except AssertionError as e:
+            raise AssertionError(f"case {name}: {e}") from None
+        answers[name] = (cached, remote)
+    everything = [i["id"] for i in answers["everything"][0].items]
+    if env.service.kind == "prosody":
+        assert everything[-2:] == ["i03", "i07"]
+    else:
+        assert everything == [f"i{n:02}" for n in range(12)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cursor_unknown_to_the_cache_is_asked_to_the_service(storage):
+    env = Env(storage, FakePubsubService("ejabberd"))
+    await env.sync()
+    remote_first = await env.get(use_cache=False, rsm={"max": 5})
+    stamp = remote_first.rsm["last"]
+    result = await env.get(rsm={"max": 5, "after": stamp})
+    assert result.cached is False
+    assert [i["id"] for i in result.items] == [f"i{n:02}" for n in range(5, 10)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_use_cache_false_goes_to_the_service(env):
+    await env.sync()
+    before = len(env.service.items_requests)
+    result = await env.get(use_cache=False, max_items=2)
+    assert result.cached is False and len(env.service.items_requests) == before + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_too_large_is_not_synchronised(storage, kind):
+    env = Env(storage, FakePubsubService(kind),
+              settings={"max_items_per_node": 10, "page_size": 5})
+    env.fill()
+    await env.get()
+    await env.cache.wait_background()
+    pubsub_node = await env.node()
+    state = env.cache.node_state(pubsub_node)
+    assert state["state"] == "error" and "max_items_per_node" in state["error"]
+    assert await env.cached_rows() == []
+    if kind != "prosody":
+        # the count of the first page was enough to decide
+        # the request itself, the sample item, the first page
+        assert len(env.service.items_requests) == 3
+    before = len(env.service.items_requests)
+    for __ in range(2):
+        assert (await env.get()).cached is False
+    assert len(env.service.items_requests) == before + 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_not_to_sync_no_analyser_and_errors_always_ask_the_service(storage):
+    service = FakePubsubService("ejabberd")
+    env = Env(storage, service, analysers=(
+        BLOG_ANALYSER,
+        {"name": "status", "type": "status", "node": "status", "to_sync": False},
+    ))
+    for node in ("status", "unknown_node", BLOG):
+        service.create(node)
+        service.publish(node, "a")
+    service.nodes[BLOG].closed = True  # subscription refused: sync error
+    for node in ("status", "unknown_node", BLOG):
+        await env.get(node)
+    await env.cache.wait_background()
+    states = {node: env.cache.node_state(await env.node(node))
+              for node in ("status", "unknown_node", BLOG)}
+    assert states["status"]["state"] == "no_sync"
+    assert states["status"]["analyser"] == "status"
+    assert states["unknown_node"]["state"] == "no_sync"
+    assert states["unknown_node"]["analyser"] is None
+    assert states[BLOG]["state"] == "error"
+    assert "subscribe" in states[BLOG]["error"]
+    before = len(service.items_requests)
+    for node in ("status", "unknown_node", BLOG):
+        assert (await env.get(node)).cached is False
+    assert len(service.items_requests) == before + 3
+    # cache_get refuses nodes that are not synchronised, saying why
+    with pytest.raises(CacheError, match="not synchronised"):
+        await env.cache._bridge_get("alice", SERVICE.full(), "status")
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_node_is_analysed_once_it_has_items(storage):
+    env = Env(storage, FakePubsubService("ejabberd"))
+    env.service.create(BLOG)
+    await env.get()
+    await env.cache.wait_background()
+    assert await env.node() is None
+    await env.event(env.service.publish(BLOG, "first"))  # not followed yet: ignored
+    await env.get()
+    await env.cache.wait_background()
+    assert await env.state() == "completed"
+    assert [r.name for r in await env.cached_rows()] == ["first"]
+
+
+# events
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_event_kind_keeps_the_cache_equal_to_the_service(env):
+    service = env.service
+    await env.sync()
+    # new item and updated item, with payload
+    await env.event(service.publish(BLOG, "new"))
+    await env.event(service.publish(BLOG, "i05", entry("i05", "updated")))
+    await assert_cache_is_service(env)
+    rows = {r.name: r for r in await env.cached_rows()}
+    assert rows["i05"].parsed["title"] == "updated"
+    assert any(name == "cache_new_items" and data["item_ids"] == ["i05"]
+               for name, data in env.host.bridge.emitted)
+    # notifications without payload: the cache fetches the items named
+    await env.event(service.publish(BLOG, "bare", with_payload=False))
+    await env.event(service.publish(BLOG, "i06", entry("i06", "silent"), False))
+    await assert_cache_is_service(env)
+    assert {r.name: r for r in await env.cached_rows()}["i06"].parsed["title"] == "silent"
+    # retraction
+    await env.event(service.retract(BLOG, ["i01", "new"]))
+    await assert_cache_is_service(env)
+    # purge
+    await env.event(service.purge(BLOG))
+    assert await env.cached_rows() == []
+    await env.event(service.publish(BLOG, "after_purge"))
+    await assert_cache_is_service(env)
+    # node deletion: the node leaves the cache, the service answers
+    await env.event(service.delete(BLOG))
+    assert await env.node() is None
+    with pytest.raises(ItemNotFound):
+        await env.get()
+
+
+@pytest_twisted.ensureDeferred
+async def test_configuration_event_analyses_the_node_again(storage):
+    def only_public(client, analyse):
+        return (analyse["metadata"] or {}).get("meta_data", {}).get(
+            "pubsub#title") != "private"
+
+    env = Env(storage, FakePubsubService("ejabberd"),
+              analysers=(BLOG_ANALYSER | {"match_cb": only_public},))
+    await env.sync()
+    await env.event(env.service.configure(BLOG, "private"))
+    await env.cache.wait_background()
+    assert await env.state() == "no_sync"
+    assert await env.cached_rows() == []
+    assert (await env.get()).cached is False
+    await env.event(env.service.configure(BLOG, "public again"))
+    await env.cache.wait_background()
+    assert await env.state() == "completed"
+    await assert_cache_is_service(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_during_a_sync_are_not_lost(storage, kind):
+    env = Env(storage, FakePubsubService(kind), settings={"page_size": 5})
+    service = env.service
+    env.fill()
+    # hold the first page of the synchronisation
+    env.client.hold(is_page_request)
+    await env.get()
+    await env.client.wait_held()
+    assert await env.state() == "in_progress"
+    events = [service.publish(BLOG, "during"), service.retract(BLOG, ["i02"]),
+              service.publish(BLOG, "i04", entry("i04", "re-published")),
+              service.publish(BLOG, "bare", with_payload=False)]
+    # the bare notification's fetch must not be held
+    env.client.hold(lambda iq: False)
+    held = env.client.held
+    for message in events:
+        await env.event(message)
+    env.client.held = held
+    env.client.release()
+    await env.cache.wait_background()
+    assert await env.state() == "completed"
+    await assert_cache_is_service(env)
+    rows = {r.name: r for r in await env.cached_rows()}
+    assert rows["i04"].parsed["title"] == "re-published"
+    assert "i02" not in rows and "during" in rows and "bare" in rows
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_during_a_sync_redoes_it_complete_without_duplicates(storage, kind):
+    env = Env(storage, FakePubsubService(kind), settings={"page_size": 5})
+    env.fill()
+    env.client.hold(is_page_request)
+    await env.get()
+    await env.client.wait_held()
+    pubsub_node = await env.node()
+    # what a previous version may have written before it was stopped
+    await storage.cache_pubsub_items(pubsub_node.id, [
+        {"name": "i00", "data": "<item id='i00'/>"},
+        {"name": "gone", "data": "<item id='gone'/>"}])
+    # the backend stops here: the node stays IN_PROGRESS; items change meanwhile
+    env.service.publish(BLOG, "while_stopped")
+    env.service.retract(BLOG, ["i03"])
+    restarted = env.restart(settings={"page_size": 5})
+    assert (await restarted.get()).cached is False  # not served before the resync
+    await restarted.cache.profile_connected(restarted.client)
+    await restarted.cache.wait_background()
+    assert await restarted.state() == "completed"
+    names = [r.name for r in await restarted.cached_rows()]
+    assert len(names) == len(set(names)) == 12
+    await assert_cache_is_service(restarted)
+
+
+@pytest_twisted.ensureDeferred
+async def test_verification_after_connection_fixes_a_diverged_cache(env):
+    await env.sync()
+    service = env.service
+    # the profile is away: events are lost
+    await env.cache.profile_disconnected(env.client)
+    assert (await env.get()).cached is False
+    service.publish(BLOG, "missed")
+    service.retract(BLOG, ["i00"])
+    service.publish(BLOG, "i08", entry("i08", "changed while away"))
+    restarted = env.restart()
+    assert (await restarted.get()).cached is False
+    await restarted.cache.profile_connected(restarted.client)
+    await restarted.cache.wait_background()
+    await assert_cache_is_service(restarted)
+    rows = {r.name: r for r in await restarted.cached_rows()}
+    assert rows["i08"].parsed["title"] == "changed while away"
+    # a node deleted while away leaves the cache
+    service.delete(BLOG)
+    await restarted.cache.profile_connected(restarted.client)
+    await restarted.cache.wait_background()
+    assert await restarted.node() is None
+
+
+# parsers
+
+
+async def _parsed_with(storage: Storage, parser: Any, count: int = 2,
+                       clock_steps: int = 0) -> list[Any]:
+    await storage.delete_pubsub_nodes()  # each parser on a fresh cache
+    env = Env(storage, FakePubsubService("ejabberd"), settings={"parser_timeout": 5},
+              analysers=(BLOG_ANALYSER | {"parser": parser},))
+    env.fill(count=count)
+    await env.get()
+    clock = env.host.reactor
+    done = defer.ensureDeferred(env.cache.wait_background())
+    timeouts = 0
+    while not done.called:
+        if clock.getDelayedCalls():
+            # a parser is waited for: time passes beyond the time-out
+            clock.advance(5)
+            timeouts += 1
+        else:
+            await defer.DeferredList([clock.next_call(), done], fireOnOneCallback=True)
+    await done
+    assert timeouts == clock_steps
+    assert await env.state() == "completed"
+    return [r.parsed for r in await env.cached_rows()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_parsers_plain_coroutine_and_deferred(storage):
+    async def coroutine(client, item, service, node):
+        return {"id": item["id"], "kind": "coroutine"}
+
+    def deferred(client, item, service, node):
+        return defer.succeed({"id": item["id"], "kind": "deferred"})
+
+    def plain(client, item, service, node):
+        return [item["id"], 1.5, None]
+
+    assert await _parsed_with(storage, coroutine) == [
+        {"id": "i00", "kind": "coroutine"}, {"id": "i01", "kind": "coroutine"}]
+    assert await _parsed_with(storage, deferred) == [
+        {"id": "i00", "kind": "deferred"}, {"id": "i01", "kind": "deferred"}]
+    assert await _parsed_with(storage, plain) == [["i00", 1.5, None], ["i01", 1.5, None]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_parser_raising_leaves_items_without_parsed_data(storage):
+    def broken(client, item, service, node):
+        if item["id"] == "i00":
+            raise ValueError("garbage")
+        return {"ok": True}
+
+    async def broken_async(client, item, service, node):
+        raise RuntimeError("no")
+
+    assert await _parsed_with(storage, broken) == [None, {"ok": True}]
+    assert await _parsed_with(storage, broken_async) == [None, None]
+
+
+@pytest_twisted.ensureDeferred
+async def test_parser_never_answering_times_out(storage):
+    calls = []
+
+    def never(client, item, service, node):
+        calls.append(item["id"])
+        if item["id"] == "i01":
+            return {"quick": True}
+        return defer.Deferred()  # never fires
+
+    async def never_coroutine(client, item, service, node):
+        await defer.Deferred()
+
+    # i00 and i02 wait until the (injected) clock passes the time-out
+    assert await _parsed_with(storage, never, count=3, clock_steps=2) == [
+        None, {"quick": True}, None]
+    assert calls == ["i00", "i01", "i02"]
+    assert await _parsed_with(storage, never_coroutine, count=1, clock_steps=1) == [None]
+
+
+# profiles and management
+
+
+@pytest_twisted.ensureDeferred
+async def test_cache_methods_only_see_the_profile_own_data(storage):
+    service = FakePubsubService("ejabberd")
+    alice = Env(storage, service, "alice")
+    await alice.sync()
+    bob = Env(storage, service, "bob")
+    bob_client = bob.client
+    alice.host.clients.clients["bob"] = bob_client
+    # bob's node is not synchronised: alice's cache does not answer for him
+    assert (await alice.xep_0060.get_items(bob_client, SERVICE, BLOG)).cached is False
+    await alice.cache.wait_background()
+    assert (await alice.xep_0060.get_items(bob_client, SERVICE, BLOG)).cached is True
+    cache = alice.cache
+    got = await cache._bridge_get("alice", SERVICE.full(), BLOG, max_items=2)
+    assert [parse_xml(i)["id"] for i in got["items"]] == ["i10", "i11"]
+    assert got["metadata"]["cached"] is True
+    stats = await cache._bridge_stats("alice")
+    assert stats["items"] == 12 and stats["nodes_by_state"] == {"completed": 1}
+    assert await cache._bridge_purge("alice", nodes=[BLOG]) == 12
+    assert await storage.get_cache_stats("bob") == {
+        "nodes": {"COMPLETED": 1}, "items": 12, "bytes": (await storage.get_cache_stats(
+            "bob"))["bytes"]}
+    assert await cache._bridge_reset("alice") == 1
+    assert (await cache._bridge_stats("bob"))["items"] == 12
+    with pytest.raises(NotFound):
+        await cache._bridge_node_state("alice", SERVICE.full(), BLOG)
+    assert (await cache._bridge_node_state("bob", SERVICE.full(), BLOG))["state"] == (
+        "completed")
+    with pytest.raises(CacheError, match="ISO 8601"):
+        await cache._bridge_purge("bob", created_before="yesterday")
+
+
+@pytest_twisted.ensureDeferred
+async def test_forced_sync_of_a_synchronised_node_replaces_its_items(storage):
+    env = Env(storage, FakePubsubService("ejabberd"))
+    await env.sync()
+    env.service.retract(BLOG, ["i00"])  # no event
+    state = await env.cache._bridge_sync("alice", SERVICE.full(), BLOG)
+    assert state["state"] == "completed" and state["items_done"] == 11
+    await assert_cache_is_service(env)
