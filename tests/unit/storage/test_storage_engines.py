@@ -365,3 +365,16 @@ async def test_write_losing_its_connection_is_not_retried(make_storage, postgres
         await storage.run_in_session("lost_write", thd_lose_connection_once, attempts)
     assert len(attempts) == 1
     assert await storage.get_profiles() == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_sticky_folder_is_left_alone_but_the_file_is_private(tmp_path):
+    # like /tmp: restricting it would lock every other user out
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    storage = Storage(f"sqlite:///{shared / 'libervia.db'}")
+    await storage.start()
+    await storage.stop()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert mode(shared / "libervia.db") == 0o600
