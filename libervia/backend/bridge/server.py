@@ -420,8 +420,10 @@ class BridgeService(service.Service):
         )
         prepare_socket_dir(path)
         remove_stale_socket(path)
-        # the socket is created by bind() then chmod()ed: the umask closes that window
-        old_umask = os.umask(0o177)
+        # bind() creates the socket with the umask's mode before listenUNIX chmods it to
+        # 0600; the folder is private (0700, see prepare_socket_dir), which closes that
+        # window. The umask is not changed: it is process-wide, and a thread creating a
+        # folder meanwhile (the storage's) would get one it can't enter.
         try:
             self.port = self.host.reactor.listenUNIX(
                 str(path), factory, mode=0o600, wantPID=True
@@ -435,8 +437,6 @@ class BridgeService(service.Service):
                 ) from None
             raise StartupError(f"can't listen on the bridge socket {path}: "
                                f"{e.socketError}") from None
-        finally:
-            os.umask(old_umask)
         self.path = path
         self.host.bridge.factory = factory
         super().startService()
