@@ -281,9 +281,11 @@ def expected_binding(mechanism: str, tls: str) -> str | None:
     return "tls-unique" if tls == "tls12" else "tls-exporter"
 
 
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
 @pytest.mark.parametrize("tls", list(TLS_VERSIONS))
 @pytest_twisted.ensureDeferred
-async def test_every_offered_mechanism_logs_in(backend, xmpp_server, tls, fast_retry):
+async def test_every_offered_mechanism_logs_in(backend, xmpp_server, tls, direct_tls,
+                                               fast_retry):
     """Each mechanism the server offers, alone in the profile's list, logs in.
 
     The exception, by design: ejabberd 23.01 offers -PLUS on TLS 1.3 but only knows
@@ -298,7 +300,8 @@ async def test_every_offered_mechanism_logs_in(backend, xmpp_server, tls, fast_r
     refused_plus = xmpp_server.kind == "ejabberd" and tls == "tls13"
     refused = []
     for mechanism in sorted(mechanisms):
-        name = await make_profile(backend, xmpp_server, mechanisms=[mechanism])
+        name = await make_profile(backend, xmpp_server, mechanisms=[mechanism],
+                                  direct_tls=direct_tls)
         if refused_plus and mechanism.endswith("-PLUS"):
             error = await connect_error(backend, name)
             assert isinstance(error, sasl_errors.InvalidCredentials), error
