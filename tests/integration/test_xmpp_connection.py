@@ -482,12 +482,19 @@ async def test_certificate_of_an_unknown_authority_is_refused(
 # --- reconnection, key cache, SCRAM pin ----------------------------------------------
 
 
+#: servers storing hashed passwords: their salt is stable, so cached keys can match
+HASHED_PASSWORDS = {
+    "prosody": {"authentication": "internal_hashed"},
+    "ejabberd": {"password_format": "scram"},
+}
+
+
+@pytest.mark.parametrize("kind", list(HASHED_PASSWORDS))
 @pytest_twisted.ensureDeferred
 async def test_reconnects_after_a_server_restart_with_cached_keys(
-    backend, xmpp_server_factory, fast_retry, monkeypatch
+    backend, xmpp_server_factory, fast_retry, monkeypatch, kind
 ):
-    # hashed passwords: the server's salt is stable, so cached keys can match
-    server = xmpp_server_factory("prosody", authentication="internal_hashed")
+    server = xmpp_server_factory(kind, **HASHED_PASSWORDS[kind])
     derivations = []
     derive_keys = ScramClient.derive_keys
     monkeypatch.setattr(ScramClient, "derive_keys",
@@ -529,7 +536,7 @@ async def test_reconnects_after_a_server_restart_with_cached_keys(
 async def test_cached_keys_survive_a_new_connection_and_scram_pins_out_plain(
     backend, xmpp_server_factory
 ):
-    server = xmpp_server_factory("ejabberd", password_format="scram")
+    server = xmpp_server_factory("ejabberd", **HASHED_PASSWORDS["ejabberd"])
     name = await make_profile(backend, server)
     first = await connect(backend, name)
     assert first.sasl.scram and not first.sasl.cached_keys
