@@ -111,6 +111,26 @@ def test_channel_binding_of_another_connection_fails():
     assert outcome.condition == "not-authorized"
 
 
+def test_refused_guessed_channel_binding_is_named_in_the_error():
+    """ejabberd 23.01 on TLS 1.3: -PLUS offered, no XEP-0440, tls-unique only."""
+    outcome, _, server, _ = authenticate(
+        ["SCRAM-SHA-256-PLUS"],
+        binding=StaticChannelBinding({"tls-exporter": b"e" * 32}, "TLSv1.3"),
+        channel_binding=("tls-unique", b"undefined on TLS 1.3"),
+    )
+    assert isinstance(outcome, errors.InvalidCredentials)
+    assert "channel binding tls-exporter of SCRAM-SHA-256-PLUS" in str(outcome)
+    assert "allow SCRAM without -PLUS" in str(outcome)
+    # with XEP-0440 the server chose the type: a refusal is about the credentials
+    outcome, _, server, _ = authenticate(
+        ["SCRAM-SHA-256-PLUS"], ["tls-server-end-point"],
+        binding=StaticChannelBinding({"tls-server-end-point": CB_DATA}, "TLSv1.3"),
+        channel_binding=("tls-server-end-point", CB_DATA), server_password="other",
+    )
+    assert isinstance(outcome, errors.InvalidCredentials)
+    assert "channel binding" not in str(outcome)
+
+
 def _add_ssdp(mechanisms, cb_types, scram_hash="SHA-256"):
     advertisement = ServerAdvertisement(tuple(mechanisms), cb_types and tuple(cb_types))
     value = base64.b64encode(advertisement.ssdp_hash(HASHES[scram_hash])).decode()
