@@ -113,11 +113,16 @@ def test_channel_binding_of_another_connection_fails():
 
 def test_refused_guessed_channel_binding_is_named_in_the_error():
     """ejabberd 23.01 on TLS 1.3: -PLUS offered, no XEP-0440, tls-unique only."""
-    outcome, _, server, _ = authenticate(
-        ["SCRAM-SHA-256-PLUS"],
-        binding=StaticChannelBinding({"tls-exporter": b"e" * 32}, "TLSv1.3"),
-        channel_binding=("tls-unique", b"undefined on TLS 1.3"),
-    )
+    xs = make_stream()
+    set_features(xs, ["SCRAM-SHA-256-PLUS"])
+    server = ScriptedServer(xs)
+    server.receive = server.sent.append
+    xs.send = server.receive
+    binding = StaticChannelBinding({"tls-exporter": b"e" * 32}, "TLSv1.3")
+    d = defer.maybeDeferred(make_initializer(xs, binding=binding).initialize)
+    # what ejabberd 23.01 answers to the client-first of a tls-exporter binding
+    server.push_failure("not-authorized", text="Invalid channel binding")
+    outcome = result_of(d)
     assert isinstance(outcome, errors.InvalidCredentials)
     assert "channel binding tls-exporter of SCRAM-SHA-256-PLUS" in str(outcome)
     assert "allow SCRAM without -PLUS" in str(outcome)
