@@ -111,6 +111,9 @@ NS_VERSION = "jabber:iq:version"
 #: seconds to wait for a service's software name or features
 TRAITS_TIMEOUT = 10
 
+#: server software whose behaviour is known (see DEFAULT_TRAITS and the documentation)
+KNOWN_SOFTWARE = ("prosody", "ejabberd")
+
 #: traits of a service whose software is unknown (the most common behaviour)
 DEFAULT_TRAITS = {"software": None, "rsm": True, "order_by": False,
                   "republish_moves": False, "ids_in_request_order": False}
@@ -580,6 +583,12 @@ class PubsubCache:
             await self._store_fetched(client, service, pubsub_node, items, started, traits)
         except Exception as e:
             reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
+            if not getattr(client, "is_connected", True):
+                # interrupted (disconnection, backend stopping), not failed: the node
+                # stays IN_PROGRESS and is synchronised again at the next connection
+                log.info("synchronisation of node {node} interrupted ({reason}), it "
+                         "will be done again", node=node, reason=reason)
+                return
             log.error("synchronisation of node {node} failed: {reason}", node=node,
                       reason=reason)
             try:
@@ -691,7 +700,14 @@ class PubsubCache:
         software = await self._software(client, service.host)
         if software is None and "." in service.host:
             software = await self._software(client, service.host.split(".", 1)[1])
-        order_by = NS_ORDER_BY in await self._features(client, service)
+        features, names = await self._disco_info(client, service)
+        if software is None:
+            # servers not answering XEP-0092 (Prosody without mod_version) still name
+            # themselves in their service discovery identities
+            if service.user or service.resource:
+                names += (await self._disco_info(client, jabber_jid.JID(service.host)))[1]
+            software = next((n for n in names if _known_software(n)), None)
+        order_by = NS_ORDER_BY in features
         moves = software is not None and "prosody" in software.lower()
         traits = DEFAULT_TRAITS | {"software": software, "order_by": order_by,
                                    "republish_moves": moves,
@@ -713,17 +729,22 @@ class PubsubCache:
         name = next(query.elements(NS_VERSION, "name"), None) if query else None
         return str(name).strip() or None if name is not None else None
 
-    async def _features(self, client: Any, service: jabber_jid.JID) -> list[str]:
+    async def _disco_info(self, client: Any, service: jabber_jid.JID
+                          ) -> tuple[list[str], list[str]]:
+        """Features and identity names of an entity (empty if it does not answer)."""
         try:
             iq = await client.request(IQRequest(
                 service, "get", domish.Element((NS_DISCO_INFO, "query")),
                 timeout=TRAITS_TIMEOUT))
         except Exception:
-            return []
+            return [], []
         query = next(iq.elements(NS_DISCO_INFO, "query"), None)
         if query is None:
-            return []
-        return [f.getAttribute("var") for f in query.elements(NS_DISCO_INFO, "feature")]
+            return [], []
+        features = [f.getAttribute("var") for f in query.elements(NS_DISCO_INFO, "feature")]
+        names = [i.getAttribute("name") for i in query.elements(NS_DISCO_INFO, "identity")
+                 if i.getAttribute("name")]
+        return features, names
 
     async def _parse(self, client: Any, pubsub_node: Any, item: domish.Element,
                      service: jabber_jid.JID) -> Any:
@@ -1053,6 +1074,11 @@ def node_traits(pubsub_node: Any) -> dict[str, Any]:
     """Traits of a cached node's service, as recorded when it was synchronised."""
     recorded = (pubsub_node.extra or {}).get("traits") or {}
     return DEFAULT_TRAITS | {k: v for k, v in recorded.items() if k in DEFAULT_TRAITS}
+
+
+def _known_software(name: str) -> bool:
+    lowered = name.lower()
+    return any(known in lowered for known in KNOWN_SOFTWARE)
 
 
 def _metadata_type(metadata: dict[str, Any] | None) -> str | None:

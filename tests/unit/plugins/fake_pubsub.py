@@ -11,8 +11,8 @@ documentation), with 12 items ``i00``..``i11`` published in order:
   come in node order.
 * ``prosody``: RSM is ignored (the whole node, no ``<set/>``); ``max_items=5`` gives
   ``i07..i11``; a re-published item moves to the end; items asked by id come in the
-  order asked; the pubsub component does not answer software version requests (its
-  parent domain does).
+  order asked; neither the pubsub component nor its domain answer software version
+  requests (no mod_version), the component names itself in service discovery.
 * ``ordering``: ejabberd-like, but it supports and announces XEP-0413 ordering.
 
 Events are built as the service would send them; tests hand them to the XEP-0060
@@ -208,9 +208,11 @@ class FakePubsubService:
         if node is None:
             features = [NS_PUBSUB, NS_DISCO_INFO] + ([NS_ORDER_BY] if self.order_by
                                                      else [])
+            name = ("Prosody PubSub Service" if self.kind == "prosody"
+                    else "Publish-Subscribe")
             return self._result(
                 f"<query xmlns='{NS_DISCO_INFO}'><identity category='pubsub' "
-                "type='service'/>" + "".join(f"<feature var='{f}'/>" for f in features)
+                f"type='service' name='{name}'/>" + "".join(f"<feature var='{f}'/>" for f in features)
                 + "</query>")
         fake_node = self._node(node)
         fields = (f"<field var='FORM_TYPE' type='hidden'><value>{NS_PUBSUB}#meta-data"
@@ -344,8 +346,12 @@ class StubClient:
             if service is not None:
                 answer = service.answer(iq)
             elif to == "example.org" and self.services:
-                # the server itself answers software version requests
-                answer = next(iter(self.services.values())).version_answer()
+                # the server itself answers software version requests, but Prosody
+                # only with mod_version (not loaded on the test servers)
+                server = next(iter(self.services.values()))
+                if server.kind == "prosody":
+                    raise jabber_error.StanzaError("service-unavailable")
+                answer = server.version_answer()
             else:
                 raise jabber_error.StanzaError("service-unavailable")
         except jabber_error.StanzaError as e:

@@ -22,6 +22,7 @@ from libervia.backend.plugins.plugin_pubsub_cache import (
     CacheError,
     InvalidAnalyser,
     PubsubCache,
+    node_traits,
 )
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
 from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound
@@ -340,6 +341,17 @@ async def test_unknown_node_is_analysed_then_synchronised_with_progress(storage,
     requests = [r for r in env.service.items_requests if r.getAttribute("max_items")
                 is None and not list(r.elements())]
     assert len(requests) == (1 if kind == "prosody" else 3) + 1
+    # what the cache learnt of the service decides how it answers
+    traits = node_traits(await env.node())
+    assert traits == {
+        "ejabberd": {"software": "ejabberd", "rsm": True, "order_by": False,
+                     "republish_moves": False, "ids_in_request_order": False},
+        "ordering": {"software": "ejabberd", "rsm": True, "order_by": True,
+                     "republish_moves": False, "ids_in_request_order": False},
+        "prosody": {"software": "Prosody PubSub Service", "rsm": False,
+                    "order_by": False, "republish_moves": True,
+                    "ids_in_request_order": True},
+    }[kind]
     rows = await env.cached_rows()
     assert [r.name for r in rows] == [f"i{n:02}" for n in range(12)]
     assert rows[0].parsed == {"title": "Entry i00 <&> 'ok'", "node": BLOG}
