@@ -100,17 +100,17 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     ]
     assert text.stdout.rstrip().endswith("(1 item; from the service)")
 
-    # a first get through the cache has the node analysed in the background; no
-    # analyser of this backend claims it (the XEP-0277 blog analyser, when loaded,
-    # will ask for a sync), so the node is recorded as not to synchronise...
+    # a first get through the cache has the node analysed in the background: the blog
+    # analyser (XEP-0277) claims it and asks for a sync, done in the background too...
     assert li.json("pubsub", "get", "-n", BLOG_NODE)["metadata"]["cached"] is False
-    assert poll(lambda: cache_state(li).get("state") == "no_sync"), cache_state(li)
-    # ...and "cache sync" forces it, analyser or not
+    assert poll(lambda: cache_state(li).get("state") == "completed"), cache_state(li)
+    state = cache_state(li)
+    assert (state["analyser"], state["type"], state["items_done"]) == ("XEP-0277", "blog", 3)
+    # ...and "cache sync" synchronises it again now, showing its progress
     sync = li("pubsub", "cache", "sync", "-n", BLOG_NODE, "--output", "json")
     assert sync.returncode == 0, sync.stderr
     state = json.loads(sync.stdout)
     assert state["state"] == "completed"
-    assert state["analyser"] is None
     assert state["items_done"] == 3
     # stderr is not a terminal: progress comes as plain lines, no bar
     assert f"li: sync of {BLOG_NODE}: in_progress" in sync.stderr
