@@ -187,15 +187,7 @@ def _register_cache(group: Any) -> None:
         "  li pubsub cache purge -s pubsub.example.org -n news",
     )
     add_profile_option(parser)
-    parser.add_argument("-s", "--service", dest="services", action="append",
-                        metavar="SERVICE", help="items of this service (repeatable)")
-    parser.add_argument("-n", "--node", dest="nodes", action="append", metavar="NODE",
-                        help="items of this node (repeatable)")
-    parser.add_argument("-t", "--type", dest="types", action="append", metavar="TYPE",
-                        help="items of nodes of this type, e.g. blog (repeatable)")
-    parser.add_argument("-S", "--subtype", dest="subtypes", action="append",
-                        metavar="SUBTYPE", help="items of nodes of this subtype "
-                        "(repeatable)")
+    _node_filters(parser)
     parser.add_argument("--created-before", metavar="DATE",
                         help="items cached before DATE (ISO 8601, UTC if no zone)")
     parser.add_argument("--updated-before", metavar="DATE",
@@ -226,6 +218,18 @@ def _node_arguments(parser: argparse.ArgumentParser, node_required: bool = True,
     )
     parser.add_argument("-n", "--node", metavar="NODE", required=node_required,
                         help=node_help)
+
+
+def _node_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-s", "--service", dest="services", action="append",
+                        metavar="SERVICE", help="items of this service (repeatable)")
+    parser.add_argument("-n", "--node", dest="nodes", action="append", metavar="NODE",
+                        help="items of this node (repeatable)")
+    parser.add_argument("-t", "--type", dest="types", action="append", metavar="TYPE",
+                        help="items of nodes of this type, e.g. blog (repeatable)")
+    parser.add_argument("-S", "--subtype", dest="subtypes", action="append",
+                        metavar="SUBTYPE", help="items of nodes of this subtype, e.g. "
+                        "comments (repeatable)")
 
 
 def _get_arguments(parser: argparse.ArgumentParser) -> None:
