@@ -331,6 +331,19 @@ async def test_every_offered_mechanism_logs_in(backend, xmpp_server, tls, direct
         await assert_no_new_attempt(fast_retry, *refused)
 
 
+@pytest_twisted.ensureDeferred
+async def test_plus_only_profile_fails_cleanly_where_no_plus_is_offered(
+    backend, prosody_server, fast_retry
+):
+    # Prosody 0.12 has tls-unique only, so no -PLUS on TLS 1.3
+    assert "SCRAM-SHA-256-PLUS" not in prosody_server.mechanisms
+    name = await make_profile(backend, prosody_server, mechanisms=["SCRAM-SHA-256-PLUS"])
+    error = await connect_error(backend, name)
+    assert isinstance(error, sasl_errors.NoAcceptableMechanism)
+    assert "the profile allows SCRAM-SHA-256-PLUS" in str(error)
+    await assert_no_new_attempt(fast_retry, name)
+
+
 @pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
 @pytest.mark.parametrize("tls", list(TLS_VERSIONS))
 @pytest_twisted.ensureDeferred
