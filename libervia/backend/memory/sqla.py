@@ -49,6 +49,7 @@ from libervia.backend.core.exceptions import BackendError, ConflictError, NotFou
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory import schema
 from libervia.backend.memory.engines import WRITE_OPTION, create_database_engine
+from libervia.backend.memory.search import SearchQuery, thd_search
 from libervia.backend.memory.sqla_mapping import (
     ParamGen,
     ParamInd,
@@ -695,6 +696,22 @@ class Storage:
                           _opt_list(types), _opt_list(subtypes)),
             None if node_ids is None else list(node_ids), limit, offset, write=False,
         )
+
+    def search_items(self, query: SearchQuery | Mapping[str, Any]) -> defer.Deferred:
+        """Search cached items by node, parsed data and full text, one page at a time.
+
+        :param query: a :class:`~.search.SearchQuery`, or its JSON form (a mapping,
+            see ``doc/developer/search.rst``), validated here
+        :return: Deferred fired with a :class:`~.search.SearchResult`
+        :raise InvalidQuery: the query is invalid; the message says why
+        """
+        try:
+            if not isinstance(query, SearchQuery):
+                query = SearchQuery.from_dict(query)
+        except ValueError:
+            return defer.fail()
+        return self.run_in_session("search_items", thd_search, self.db_engine, query,
+                                   write=False)
 
     def get_items(
         self,

@@ -995,7 +995,7 @@ class PubsubCache:
         bridge.register_signal(
             "cache_new_items",
             "items were added to the cache: params {profile, service, node, item_ids}")
-        for name in ("get", "sync", "purge", "reset", "stats", "node_state"):
+        for name in ("get", "sync", "purge", "reset", "stats", "node_state", "search"):
             bridge.register_method(f"cache_{name}", getattr(self, f"_bridge_{name}"))
 
     async def _bridge_get(self, profile: str, service: str | None, node: str,
@@ -1068,6 +1068,28 @@ class PubsubCache:
                 size += sum(len(i.data.encode()) for i in cached)
         return {"nodes": len(nodes), "nodes_by_state": by_state, "items": items,
                 "bytes": size}
+
+    async def _bridge_search(self, profile: str, query: dict[str, Any] | None = None
+                             ) -> dict[str, Any]:
+        """Search the profile's cached items (see doc/developer/search.rst)."""
+        from libervia.backend.memory.search import InvalidQuery, SearchQuery
+
+        if query is not None and not isinstance(query, dict):
+            raise InvalidQuery("a search query is a JSON object")
+        query = dict(query or {})
+        # a profile only ever searches its own cache
+        if "profiles" in query:
+            raise InvalidQuery("'profiles' can't be given: a search covers the calling "
+                               "profile's cache only")
+        services = query.get("services")
+        if isinstance(services, list):
+            try:
+                query["services"] = [_service_key(jabber_jid.JID(s)) for s in services]
+            except (jabber_jid.InvalidFormat, TypeError, AttributeError):
+                raise InvalidQuery(f"invalid service JID in {services!r}") from None
+        result = await self.storage.search_items(
+            SearchQuery.from_dict({**query, "profiles": [profile]}))
+        return result.to_dict()
 
 
 def node_traits(pubsub_node: Any) -> dict[str, Any]:
