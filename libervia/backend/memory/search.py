@@ -241,6 +241,9 @@ class Condition:
             if kind != "string":
                 raise InvalidQuery(f"{where}: the pattern must be a string, using % "
                                    "for any text and _ for one character")
+            if (len(value) - len(value.rstrip("\\"))) % 2:
+                raise InvalidQuery(f"{where}: the pattern ends with a lone \\, which "
+                                   "escapes nothing; write \\\\ for a backslash")
         return cls(segments, op, value, kind)
 
 
@@ -344,8 +347,10 @@ class SearchQuery:
         ``rank`` order)
     :param conditions: conditions on parsed data, each a :class:`Condition`,
         ``[path, op, value]`` or ``{"path", "op", "value"}``
-    :param order: sort keys (see :func:`_parse_order` forms); default: ``rank`` with
-        ``fts``, else ``created`` descending.  Ties are broken by storage order.
+    :param order: sort keys: ``"created"``, ``["updated", "desc"]``,
+        ``["path", "published", "desc"]``, ``{"by": ..., "path": ..., "direction":
+        ...}`` or :class:`Order`; default: ``rank`` with ``fts``, else ``created``
+        descending.  Ties are broken by storage order.
     :param index: position of the first item returned (0 is the first)
     :param limit: items returned, 1 to :data:`MAX_LIMIT`
     :param payload: also return each item's raw XML
@@ -603,8 +608,6 @@ def _like_to_glob(pattern: str) -> str:
             glob.append("?")
             continue
         glob.append(f"[{char}]" if char in "*?[" else char)
-    if escaped:  # a trailing backslash stands for itself
-        glob.append("\\")
     return "".join(glob)
 
 

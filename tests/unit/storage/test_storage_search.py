@@ -163,6 +163,8 @@ OPERATOR_CASES = [
     (("title", "like", "1_0%"), ["p4"]),
     (("title", "like", "%[%"), []),
     (("title", "like", "%*%"), []),
+    (("title", "like", "%\\\\%"), []),
+    (("title", "like", "Tomato\\es"), ["p1"]),
     (("title", "ilike", "%\\_%"), ["c1", "p4"]),
     # nested objects and arrays
     (("author.name", "==", "Alice"), ["e1", "p1"]),
@@ -376,6 +378,7 @@ INVALID = [
     ({"conditions": [["n", "in", [True]]]}, "numbers or strings"),
     ({"conditions": [["n", "overlap", list(range(101))]]}, "at most 100"),
     ({"conditions": [["n", "like", 5]]}, "pattern must be a string"),
+    ({"conditions": [["n", "like", "abc\\"]]}, "ends with a lone"),
     ({"conditions": [["n", "==", 2**70]]}, "too large"),
     ({"conditions": [["n", "=="]]}, "invalid condition"),
     ({"conditions": [{"path": "n", "op": "==", "value": 1, "sql": "x"}]},
