@@ -6,8 +6,10 @@ server (address and port given, TLS verified against the session's CA for the JI
 domain, ``localhost``) and connects them through ``host.clients``.
 
 Every test runs with the backend's log level at ``debug``; the events of the whole run
-are scanned for the passwords and for what the SASL exchanges sent (PLAIN message,
-SCRAM proofs): none may appear.
+are scanned for the passwords, for what the SASL exchanges sent (PLAIN message, SCRAM
+proofs) and for the SCRAM keys derived: none may appear. Reconnection delays are lowered
+to a fraction of a second, and connection attempts counted, so that "no new attempt"
+is checked over a period where many retries would have happened.
 """
 
 from __future__ import annotations
