@@ -32,6 +32,7 @@ Settings (section ``[plugin PUBSUB_CACHE]``): ``max_items_per_node``, ``page_siz
 ``parser_timeout``, ``sync_concurrency``.
 """
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -754,7 +755,12 @@ class PubsubCache:
         d = maybe_async_call(analyser["parser"], client, item, service, pubsub_node.name)
         d.addTimeout(self.parser_timeout, self.host.reactor)
         try:
-            return await d
+            parsed = await d
+            # checked here: a value the database refuses would lose the whole batch
+            encoded = json.dumps(parsed, allow_nan=False)
+            if "\\u0000" in encoded:
+                raise ValueError("NUL characters can't be stored (PostgreSQL JSONB)")
+            return parsed
         except defer.TimeoutError:
             log.warn("analyser {name}: parser timed out on item {item} of {node}",
                      name=analyser["name"], item=item.getAttribute("id"),
@@ -1055,19 +1061,13 @@ class PubsubCache:
 
     async def _bridge_stats(self, profile: str) -> dict[str, Any]:
         """Nodes by state, items and bytes cached for the profile."""
-        nodes = await self.storage.get_pubsub_nodes(profile)
-        by_state: dict[str, int] = {}
-        items = 0
-        size = 0
-        for pubsub_node in nodes:
-            state = STATE_NAMES.get(pubsub_node.sync_state, "none")
-            by_state[state] = by_state.get(state, 0) + 1
-            if pubsub_node.sync_state is SyncState.COMPLETED:
-                cached, page = await self.storage.get_items(pubsub_node.id)
-                items += page.count
-                size += sum(len(i.data.encode()) for i in cached)
-        return {"nodes": len(nodes), "nodes_by_state": by_state, "items": items,
-                "bytes": size}
+        stats = await self.storage.get_cache_stats(profile)
+        by_state = {
+            STATE_NAMES.get(None if name == "none" else SyncState[name], name.lower()):
+            count for name, count in stats["nodes"].items()
+        }
+        return {"nodes": sum(by_state.values()), "nodes_by_state": by_state,
+                "items": stats["items"], "bytes": stats["bytes"]}
 
     async def _bridge_search(self, profile: str, query: dict[str, Any] | None = None
                              ) -> dict[str, Any]:

@@ -696,6 +696,16 @@ async def test_parser_raising_leaves_items_without_parsed_data(storage):
     assert await _parsed_with(storage, broken_async) == [None, None]
 
 
+@pytest.mark.parametrize("bad", [{"when": object()}, {"x": float("nan")},
+                                 {"text": "a\x00b"}, {1, 2}])
+@pytest_twisted.ensureDeferred
+async def test_parser_data_the_database_refuses_is_dropped_not_the_items(storage, bad):
+    def parser(client, item, service, node):
+        return bad if item["id"] == "i00" else {"fine": item["id"]}
+
+    assert await _parsed_with(storage, parser) == [None, {"fine": "i01"}]
+
+
 @pytest_twisted.ensureDeferred
 async def test_parser_never_answering_times_out(storage):
     calls = []
@@ -737,6 +747,7 @@ async def test_cache_methods_only_see_the_profile_own_data(storage):
     assert got["metadata"]["cached"] is True
     stats = await cache._bridge_stats("alice")
     assert stats["items"] == 12 and stats["nodes_by_state"] == {"completed": 1}
+    assert stats["nodes"] == 1 and stats["bytes"] > 12 * 100
     assert await cache._bridge_purge("alice", nodes=[BLOG]) == 12
     assert await storage.get_cache_stats("bob") == {
         "nodes": {"COMPLETED": 1}, "items": 12, "bytes": (await storage.get_cache_stats(
