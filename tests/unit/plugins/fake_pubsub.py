@@ -212,8 +212,8 @@ class FakePubsubService:
                     else "Publish-Subscribe")
             return self._result(
                 f"<query xmlns='{NS_DISCO_INFO}'><identity category='pubsub' "
-                f"type='service' name='{name}'/>" + "".join(f"<feature var='{f}'/>" for f in features)
-                + "</query>")
+                f"type='service' name='{name}'/>"
+                + "".join(f"<feature var='{f}'/>" for f in features) + "</query>")
         fake_node = self._node(node)
         fields = (f"<field var='FORM_TYPE' type='hidden'><value>{NS_PUBSUB}#meta-data"
                   f"</value></field><field var='pubsub#title'><value>{fake_node.title}"
