@@ -560,3 +560,48 @@ async def test_cache_search_bridge_method_answers_json_for_the_calling_profile(s
     with pytest.raises(errors.InvalidParams, match="where"):
         await host.bridge.call("cache_search", {"profile": "alice", "where": "1=1"})
     assert (await call("alice"))["total"] == len(ITEMS)
+
+
+# PostgreSQL databases whose locale sorts strings otherwise
+
+
+@pytest.fixture
+def icu_postgresql_url(postgresql_server_url):
+    """A PostgreSQL database collating text as English does (ICU): "a" < "B"."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    name = f"libervia_test_icu_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgresql_server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            try:
+                conn.execute(text(
+                    f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                    "ICU_LOCALE 'en-US' LOCALE 'C'"))
+            except DBAPIError as e:
+                pytest.skip(f"this PostgreSQL server has no ICU collations: {e}")
+        yield postgresql_server_url.set(database=name).render_as_string(
+            hide_password=False)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_strings_compare_the_same_whatever_the_database_locale(
+        make_storage, icu_postgresql_url):
+    storage = await make_storage(icu_postgresql_url)
+    await fill(storage)
+    # the locale itself would put "bicycle trip" before "Tomatoes"
+    assert await found_set(storage, ("title", ">", "Tomatoes")) == ["c1", "p2"]
+    for condition, expected in OPERATOR_CASES:
+        assert await found_set(storage, condition) == sorted(expected), condition
+    for key, direction, expected in ORDER_CASES:
+        assert await found(storage, order=[[key, direction]]) == expected, key
+    assert await found(storage, order=[["path", ["author", "name"], "desc"]]) == [
+        "p3", "c1", "p2", "e1", "p1", "x1", "p4"]
