@@ -4,7 +4,6 @@ import hashlib
 import warnings
 
 import pytest
-from conftest import make_certificate, twisted_tls_pair
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
@@ -21,6 +20,7 @@ from libervia.backend.core.sasl.channel_binding import (
     server_end_point_hash,
 )
 from libervia.backend.core.sasl.scram import ScramClient
+from tests.unit.sasl.sasl_support import make_certificate, twisted_tls_pair
 
 
 def test_tls13_offers_tls_exporter_and_both_sides_agree(tls_pair_factory):

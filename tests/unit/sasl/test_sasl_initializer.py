@@ -3,16 +3,6 @@
 import base64
 
 import pytest
-from conftest import (
-    PASSWORD,
-    ScriptedServer,
-    make_initializer,
-    make_stream,
-    result_of,
-    run_now,
-    set_features,
-    twisted_tls_pair,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
@@ -34,6 +24,16 @@ from libervia.backend.core.sasl.initializer import (
 )
 from libervia.backend.core.sasl.mechanisms import SASLPolicy
 from libervia.backend.core.sasl.scram import HASHES, ScramKeyCache, ServerAdvertisement
+from tests.unit.sasl.sasl_support import (
+    PASSWORD,
+    ScriptedServer,
+    make_initializer,
+    make_stream,
+    result_of,
+    run_now,
+    set_features,
+    twisted_tls_pair,
+)
 
 CB_DATA = b"exporter-data-of-this-connection"
 TLS13_BINDING = StaticChannelBinding({"tls-exporter": CB_DATA}, "TLSv1.3")

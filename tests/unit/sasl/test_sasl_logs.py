@@ -7,7 +7,6 @@ never logs them, not that the logger hides them.
 import base64
 
 import pytest
-from conftest import ScriptedServer, make_initializer, make_stream, result_of, set_features
 from twisted.internet import defer
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
@@ -16,6 +15,13 @@ from libervia.backend.core.sasl import initializer as initializer_module
 from libervia.backend.core.sasl import scram as scram_module
 from libervia.backend.core.sasl.channel_binding import StaticChannelBinding
 from libervia.backend.core.sasl.scram import ScramKeyCache
+from tests.unit.sasl.sasl_support import (
+    ScriptedServer,
+    make_initializer,
+    make_stream,
+    result_of,
+    set_features,
+)
 
 PASSWORD = "Tr0ub4dor&3-horse"
 

@@ -10,13 +10,13 @@ changes the salt or the count, kept cheap by a low iteration ceiling).
 import base64
 
 import pytest
-from conftest import auth_info
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scramp import ScramMechanism
 
 from libervia.backend.core.sasl import errors
 from libervia.backend.core.sasl.scram import ScramClient, ScramKeyCache
+from tests.unit.sasl.sasl_support import auth_info
 
 MECHANISM = "SCRAM-SHA-256"
 CLIENT_NONCE = "fuzzclientnonce"

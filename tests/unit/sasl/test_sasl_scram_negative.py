@@ -4,7 +4,6 @@ import base64
 import hashlib
 
 import pytest
-from conftest import auth_info
 from scramp import ScramException, ScramMechanism
 
 from libervia.backend.core.sasl import errors
@@ -14,6 +13,7 @@ from libervia.backend.core.sasl.scram import (
     ScramKeyCache,
     ScramKeys,
 )
+from tests.unit.sasl.sasl_support import auth_info
 
 SALT = b"0123456789abcdef"
 
