@@ -97,12 +97,12 @@ class Publisher:
             loop.close()
             asyncio.set_event_loop(None)
 
-    def create(self, node: str, items: list[str]) -> defer.Deferred:
+    def create(self, node: str, items: list[str], max_items: int = 1000) -> defer.Deferred:
         async def body(xmpp, pubsub):
             form = xmpp.plugin["xep_0004"].make_form("submit")
             form.add_field(var="FORM_TYPE", ftype="hidden",
                            value="http://jabber.org/protocol/pubsub#node_config")
-            for var, value in (("pubsub#max_items", "1000"),
+            for var, value in (("pubsub#max_items", str(max_items)),
                                ("pubsub#access_model", "open"),
                                ("pubsub#notify_retract", "1"),
                                ("pubsub#notify_delete", "1"),
@@ -354,3 +354,19 @@ async def test_restart_during_a_sync_ends_complete_without_duplicates(xmpp_serve
     assert len(names) == len(set(names)) == count
     assert await again.mirrors_service()
     assert (await again.get()).cached is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_dropped_beyond_max_items_leave_the_cache(xmpp_server, make_backend):
+    """ejabberd notifies the items it drops, Prosody does not: both are mirrored."""
+    node = new_node()
+    publisher = Publisher(xmpp_server)
+    await publisher.create(node, [f"post{n}" for n in range(5)], max_items=5)
+    backend = await make_backend()
+    reader = await Reader.connect(backend, xmpp_server, node)
+    await reader.get()
+    await reader.wait_synchronised()
+    await publisher.publish(node, [("more1", None), ("more2", None)])
+    await until(reader.mirrors_service, "dropped items gone from the cache")
+    assert [name for name, __ in await reader.cached()] == [
+        "more1", "more2", "post2", "post3", "post4"]

@@ -108,6 +108,7 @@ STATE_NAMES = {None: "none", SyncState.IN_PROGRESS: "in_progress",
 
 
 NS_VERSION = "jabber:iq:version"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
 #: seconds to wait for a service's software name or features
 TRAITS_TIMEOUT = 10
@@ -117,7 +118,8 @@ KNOWN_SOFTWARE = ("prosody", "ejabberd")
 
 #: traits of a service whose software is unknown (the most common behaviour)
 DEFAULT_TRAITS = {"software": None, "rsm": True, "order_by": False,
-                  "republish_moves": False, "ids_in_request_order": False}
+                  "republish_moves": False, "ids_in_request_order": False,
+                  "silent_trim": False}
 
 
 class CacheError(BackendError):
@@ -712,7 +714,8 @@ class PubsubCache:
         moves = software is not None and "prosody" in software.lower()
         traits = DEFAULT_TRAITS | {"software": software, "order_by": order_by,
                                    "republish_moves": moves,
-                                   "ids_in_request_order": moves}
+                                   "ids_in_request_order": moves,
+                                   "silent_trim": moves}
         self._traits[service.host] = traits
         log.debug("traits of {service}: {traits}", service=service.host, traits=traits)
         return traits
@@ -856,11 +859,43 @@ class PubsubCache:
                          "updated": stamp, "created": stamp})
         async with _locked(self._lock(pubsub_node.id)):
             await self.storage.cache_pubsub_items(pubsub_node.id, rows)
+        if node_traits(pubsub_node)["silent_trim"]:
+            await self._drop_trimmed(client, service, pubsub_node)
         bridge = getattr(self.host, "bridge", None)
         if rows and bridge is not None and "cache_new_items" in bridge.signals:
             bridge.emit_signal("cache_new_items", profile=self._profile(client),
                                service=pubsub_node.service, node=pubsub_node.name,
                                item_ids=[r["name"] for r in rows])
+
+    async def _drop_trimmed(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
+                            ) -> None:
+        """Drop the items a service removed without telling (beyond the node's
+        ``max_items``, Prosody sends no retraction).
+
+        The node's item ids are listed with service discovery, lighter than the items.
+        """
+        query = domish.Element((NS_DISCO_ITEMS, "query"))
+        query["node"] = pubsub_node.name
+        try:
+            iq = await client.request(IQRequest(service, "get", query,
+                                                timeout=TRAITS_TIMEOUT))
+        except Exception as e:
+            log.debug("can't list the items of {node}: {error}", node=pubsub_node.name,
+                      error=e)
+            return
+        answer = next(iq.elements(NS_DISCO_ITEMS, "query"), None)
+        if answer is None:
+            return
+        present = {i.getAttribute("name") for i in answer.elements(NS_DISCO_ITEMS, "item")}
+        __, page = await self.storage.get_items(pubsub_node.id, max_items=0)
+        if page.count <= len(present):
+            return
+        cached, __ = await self.storage.get_items(pubsub_node.id)
+        gone = [i.name for i in cached if i.name not in present]
+        if gone:
+            log.debug("{n} item(s) of {node} dropped by the service", n=len(gone),
+                      node=pubsub_node.name)
+            await self._delete_items(pubsub_node, gone)
 
     async def _delete_items(self, pubsub_node: Any, item_ids: list[str] | None) -> None:
         async with _locked(self._lock(pubsub_node.id)):

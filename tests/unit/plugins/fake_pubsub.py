@@ -11,8 +11,10 @@ documentation), with 12 items ``i00``..``i11`` published in order:
   come in node order.
 * ``prosody``: RSM is ignored (the whole node, no ``<set/>``); ``max_items=5`` gives
   ``i07..i11``; a re-published item moves to the end; items asked by id come in the
-  order asked; neither the pubsub component nor its domain answer software version
-  requests (no mod_version), the component names itself in service discovery.
+  order asked; items beyond a node's ``max_items`` are dropped without retraction
+  notifications (ejabberd sends them); neither the pubsub component nor its domain
+  answer software version requests (no mod_version), the component names itself in
+  service discovery.
 * ``ordering``: ejabberd-like, but it supports and announces XEP-0413 ordering.
 
 Events are built as the service would send them; tests hand them to the XEP-0060
@@ -36,6 +38,7 @@ NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_RSM = "http://jabber.org/protocol/rsm"
 NS_ORDER_BY = "urn:xmpp:order-by:1"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_VERSION = "jabber:iq:version"
 NS_ATOM = "http://www.w3.org/2005/Atom"
 
@@ -75,6 +78,8 @@ class FakeNode:
     subscribers: set[str] = field(default_factory=set)
     #: subscription refused (to test synchronisation errors)
     closed: bool = False
+    #: oldest items beyond this are dropped
+    max_items: int | None = None
 
 
 class FakePubsubService:
@@ -91,6 +96,9 @@ class FakePubsubService:
         self.order_by = kind == "ordering"
         self.software = "Prosody" if kind == "prosody" else "ejabberd"
         self._seq = 0
+        #: retractions of items dropped beyond a node's max_items (ejabberd notifies
+        #: them, Prosody drops them silently)
+        self.trim_events: list[domish.Element] = []
         #: item requests received (``<items/>`` elements), to count them
         self.items_requests: list[domish.Element] = []
 
@@ -115,6 +123,13 @@ class FakePubsubService:
             if self.moves_republished:
                 fake_node.items.remove(existing)
                 fake_node.items.append(existing)
+        if fake_node.max_items is not None and len(fake_node.items) > fake_node.max_items:
+            dropped = fake_node.items[:len(fake_node.items) - fake_node.max_items]
+            fake_node.items = fake_node.items[len(dropped):]
+            if self.kind != "prosody":
+                self.trim_events += [self._event(
+                    f"<items node={quoteattr(node)}><retract id={quoteattr(i.id)}/></items>")
+                    for i in dropped]
         item_xml = (FakeItem(item_id, payload, 0, 0).xml() if with_payload
                     else f"<item id={quoteattr(item_id)}/>")
         return self._event(f"<items node={quoteattr(node)}>{item_xml}</items>")
@@ -173,6 +188,12 @@ class FakePubsubService:
             if self.kind == "prosody":
                 raise jabber_error.StanzaError("service-unavailable")
             return self.version_answer()
+        if (child.uri, child.name) == (NS_DISCO_ITEMS, "query"):
+            fake_node = self._node(child["node"])
+            listed = "".join(f"<item jid='{self.jid.full()}' name={quoteattr(i.id)}/>"
+                             for i in fake_node.items)
+            return self._result(f"<query xmlns='{NS_DISCO_ITEMS}' "
+                                f"node={quoteattr(fake_node.name)}>{listed}</query>")
         if (child.uri, child.name) == (NS_DISCO_INFO, "query"):
             return self._disco(child.getAttribute("node"))
         if child.uri == NS_PUBSUB and iq["type"] == "get":

@@ -345,12 +345,14 @@ async def test_unknown_node_is_analysed_then_synchronised_with_progress(storage,
     traits = node_traits(await env.node())
     assert traits == {
         "ejabberd": {"software": "ejabberd", "rsm": True, "order_by": False,
-                     "republish_moves": False, "ids_in_request_order": False},
+                     "republish_moves": False, "ids_in_request_order": False,
+                     "silent_trim": False},
         "ordering": {"software": "ejabberd", "rsm": True, "order_by": True,
-                     "republish_moves": False, "ids_in_request_order": False},
+                     "republish_moves": False, "ids_in_request_order": False,
+                     "silent_trim": False},
         "prosody": {"software": "Prosody PubSub Service", "rsm": False,
                     "order_by": False, "republish_moves": True,
-                    "ids_in_request_order": True},
+                    "ids_in_request_order": True, "silent_trim": True},
     }[kind]
     rows = await env.cached_rows()
     assert [r.name for r in rows] == [f"i{n:02}" for n in range(12)]
@@ -539,6 +541,20 @@ async def test_every_event_kind_keeps_the_cache_equal_to_the_service(env):
     assert await env.node() is None
     with pytest.raises(ItemNotFound):
         await env.get()
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_dropped_beyond_max_items_leave_the_cache(env):
+    await env.sync()
+    env.service.nodes[BLOG].max_items = 12
+    for item_id in ("new1", "new2", "i05"):
+        await env.event(env.service.publish(BLOG, item_id))
+        # ejabberd notifies what it drops; Prosody does not, the cache finds out
+        for message in env.service.trim_events:
+            await env.event(message)
+        env.service.trim_events.clear()
+        await assert_cache_is_service(env)
+    assert "i00" not in [r.name for r in await env.cached_rows()]
 
 
 @pytest_twisted.ensureDeferred
