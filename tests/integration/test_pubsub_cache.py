@@ -370,3 +370,30 @@ async def test_items_dropped_beyond_max_items_leave_the_cache(xmpp_server, make_
     await until(reader.mirrors_service, "dropped items gone from the cache")
     assert [name for name, __ in await reader.cached()] == [
         "more1", "more2", "post2", "post3", "post4"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_made_while_stopped_are_found_after_reconnection(xmpp_server,
+                                                                       make_backend):
+    node = new_node()
+    publisher = Publisher(xmpp_server)
+    await publisher.create(node, [f"post{n:02}" for n in range(20)])
+    backend = await make_backend()
+    reader = await Reader.connect(backend, xmpp_server, node)
+    await reader.get()
+    await reader.wait_synchronised()
+    await backend.stopService()
+    # events sent meanwhile are lost: the cache must find out by itself
+    await publisher.publish(node, [("missed", None), ("post05", "Edited while away")])
+    await publisher.retract(node, ["post00"])
+
+    restarted = await make_backend()
+    again = await Reader.connect(restarted, xmpp_server, node, name=reader.name)
+    await until(lambda: _served_from_cache(again), "the node checked and served again")
+    assert await again.mirrors_service()
+    ids = [i["id"] for i in (await again.get(use_cache=False)).items]
+    await assert_answers_like_the_service(again, ids)
+
+
+async def _served_from_cache(reader: Reader) -> bool:
+    return (await reader.get()).cached
