@@ -300,7 +300,8 @@ def _parse_order(spec: Any) -> Order:
 
 def _parse_condition(spec: Any) -> Condition:
     if isinstance(spec, Condition):
-        return spec
+        # built by hand maybe: checked like the others
+        return Condition.make(spec.path, spec.op, spec.value)
     if isinstance(spec, Mapping):
         unknown = set(spec) - {"path", "op", "value"}
         if unknown or "path" not in spec or "op" not in spec:
@@ -398,7 +399,10 @@ class SearchQuery:
             order = [order]
         if not isinstance(order, Iterable):
             raise InvalidQuery(f"invalid order {order!r}")
-        order = tuple(o if isinstance(o, Order) else _parse_order(o) for o in order)
+        order = tuple(_parse_order(
+            {"by": o.key, "direction": "desc" if o.desc else "asc"}
+            | ({} if o.path is None else {"path": o.path}))
+            if isinstance(o, Order) else _parse_order(o) for o in order)
         if len(order) > 8:
             raise InvalidQuery("at most 8 sort keys")
         if any(o.key == "rank" for o in order) and not self.words:
@@ -445,6 +449,7 @@ class SearchHit:
     xml: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The hit as the bridge sends it (dates in ISO 8601)."""
         data = {"service": self.service, "node": self.node, "id": self.item_id,
                 "created": self.created.isoformat(), "updated": self.updated.isoformat(),
                 "parsed": self.parsed}
@@ -469,6 +474,7 @@ class SearchResult:
         return self.index + len(self.items) < self.total
 
     def to_dict(self) -> dict[str, Any]:
+        """The page as the bridge sends it: ``items``, ``total``, ``index``, ``more``."""
         return {"items": [hit.to_dict() for hit in self.items], "total": self.total,
                 "index": self.index, "more": self.more}
 

@@ -11,7 +11,9 @@ import pytest_twisted
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.memory.search import (
     MAX_LIMIT,
+    Condition,
     InvalidQuery,
+    Order,
     SearchQuery,
     parse_path,
 )
@@ -422,6 +424,15 @@ def test_paths_are_parsed_from_both_forms():
     assert parse_path(["links", 0, "href"]) == ("links", 0, "href")
     assert SearchQuery(conditions=[("links[2].rel", "==", "x")]).conditions[0].path == (
         "links", 2, "rel")
+    # objects built by hand are checked too
+    with pytest.raises(InvalidQuery, match="invalid path segment"):
+        SearchQuery(conditions=[Condition(("a'--",), "==", 1, "number")])
+    with pytest.raises(InvalidQuery, match="unknown operator"):
+        SearchQuery(conditions=[Condition(("a",), "OR 1=1", 1, "number")])
+    with pytest.raises(InvalidQuery, match="unknown order"):
+        SearchQuery(order=[Order("name; --", False)])
+    assert SearchQuery(order=[Order("path", True, ("a", 0))]).order == (
+        Order("path", True, ("a", 0)),)
     # InvalidQuery is a ValueError too
     with pytest.raises(ValueError, match="invalid path"):
         parse_path("a.b'")
