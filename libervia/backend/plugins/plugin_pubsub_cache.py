@@ -337,24 +337,28 @@ class PubsubCache:
             return True, None
         profile = self._profile(client)
         service_key = _service_key(service)
-        pubsub_node = await self.storage.get_pubsub_node(profile, service_key, node)
-        if pubsub_node is None:
-            # unknown node: decide in the background, the service answers this time
-            self._spawn(self._analyse_and_sync(client, service, node))
-            return True, None
-        if (pubsub_node.sync_state is None and pubsub_node.analyser is not None
-                and pubsub_node.id not in self._syncing):
-            # analysed, but its synchronisation never started (backend stopped)
-            self._spawn(self.synchronise(client, service, node))
-            return True, None
-        if not self._servable(pubsub_node):
-            return True, None
         try:
+            pubsub_node = await self.storage.get_pubsub_node(profile, service_key, node)
+            if pubsub_node is None:
+                # unknown node: decide in the background, the service answers this time
+                self._spawn(self._analyse_and_sync(client, service, node))
+                return True, None
+            if pubsub_node.sync_state is None and pubsub_node.analyser is not None:
+                # analysed, but its synchronisation never started (backend stopped)
+                self._spawn(self._sync_in_background(client, service, node))
+                return True, None
+            if not self._servable(pubsub_node):
+                return True, None
             result = await self.get_cached_items(
                 pubsub_node, service, max_items, item_ids, rsm_request, order_by
             )
         except NotFound:
             # an RSM cursor we don't know: let the service deal with it
+            return True, None
+        except Exception:
+            # the cache is an optimisation: whatever goes wrong, the service answers
+            log.failure("pubsub cache can't answer for node {node}, asking the service",
+                        node=node)
             return True, None
         return False, result
 
@@ -456,9 +460,15 @@ class PubsubCache:
             pubsub_node = await d
         finally:
             del self._analysing[key]
-        if (pubsub_node is not None and pubsub_node.sync_state is None
-                and pubsub_node.id not in self._syncing):
+        if pubsub_node is not None and pubsub_node.sync_state is None:
+            await self._sync_in_background(client, service, node)
+
+    async def _sync_in_background(self, client: Any, service: jabber_jid.JID, node: str
+                                  ) -> None:
+        try:
             await self.synchronise(client, service, node)
+        except ConflictError:
+            pass  # another request started it meanwhile
 
     async def _analyse_and_record(self, client: Any, service: jabber_jid.JID, node: str
                                   ) -> Any:

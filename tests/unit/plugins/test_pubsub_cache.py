@@ -16,7 +16,7 @@ from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.sqla import Storage, StorageError
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_pubsub_cache import (
     CacheError,
@@ -432,6 +432,17 @@ async def test_cursor_unknown_to_the_cache_is_asked_to_the_service(storage):
     result = await env.get(rsm={"max": 5, "after": stamp})
     assert result.cached is False
     assert [i["id"] for i in result.items] == [f"i{n:02}" for n in range(5, 10)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_database_lets_the_service_answer(storage, monkeypatch):
+    env = Env(storage, FakePubsubService("ejabberd"))
+    await env.sync()
+    monkeypatch.setattr(storage, "get_items", lambda *a, **k: defer.fail(
+        StorageError("database is locked")))
+    result = await env.get(max_items=3)
+    assert result.cached is False and [i["id"] for i in result.items] == [
+        "i09", "i10", "i11"]
 
 
 @pytest_twisted.ensureDeferred
