@@ -125,6 +125,28 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     assert by_id["metadata"]["cached"] is True
     assert len(by_id["items"]) == 1 and "first post" in by_id["items"][0]
 
+    # searches of the cached blog: full text, parsed fields, order, payload
+    found = li.json("pubsub", "cache", "search", "-f", "second")
+    assert [(hit["id"], hit["node"]) for hit in found["items"]] == [("second", BLOG_NODE)]
+    assert found["total"] == 1 and found["items"][0]["rank"] is not None
+    by_title = li.json("pubsub", "cache", "search", "-t", "blog", "-F", "title", "ilike",
+                       "%POST%", "-o", "item_id", "desc")
+    assert [hit["id"] for hit in by_title["items"]] == ["second", "first"]
+    assert by_title["items"][0]["parsed"]["title"] == "second post"
+    paged = li("pubsub", "cache", "search", "-A", "XEP-0277", "-o", "created", "-l", "2")
+    assert paged.returncode == 0, paged.stderr
+    header, first, second, footer = paged.stdout.splitlines()
+    assert header.split()[:4] == ["ITEM", "SERVICE", "NODE", "UPDATED"]
+    assert first.split()[0] == "first" and first.endswith("first post")
+    assert footer == "(items 1-2 of 3; next page: --index 2)"
+    with_xml = li("pubsub", "cache", "search", "-F", "title", "==", "third", "-P")
+    assert with_xml.returncode == 0, with_xml.stderr
+    assert with_xml.stdout.splitlines()[1:4] == [
+        f'<item xmlns="http://jabber.org/protocol/pubsub" id="{third.stdout.split()[-1]}">',
+        f'  <entry xmlns="{ATOM}">',
+        "    <title>third</title>",
+    ]
+
     stats = li.json("pubsub", "cache", "stats")
     assert stats["nodes_by_state"].get("completed") == 1
     assert stats["items"] == 3

@@ -52,6 +52,22 @@ expected) is shown on standard error: a bar on a terminal, lines otherwise.
 """
 
 
+SEARCH_EPILOG = """\
+Filters (-s, -n, -t, -S, -A) and conditions (-F) must all hold. VALUE of -F is read
+as JSON when it is valid JSON (5, true, ["a", "b"]), else as text. Operators: ==, !=,
+>, >=, <, <=, between (VALUE: [low, high]), in, not_in, overlap, disjoint (VALUE: a
+list), like, ilike (VALUE: a pattern, % for any text). Paths are those of the data
+the node's analyser parsed (for blogs: title, content, published, updated,
+author.name, categories...). Order keys: created, updated, item_id, rank (with -f),
+path FIELD; each followed by asc or desc.
+
+examples:
+  li pubsub cache search -f "xmpp cache" -t blog
+  li pubsub cache search -F title ilike '%hello%' -o path published desc -l 10
+  li pubsub cache search -F categories overlap '["xmpp", "python"]' -P
+"""
+
+
 def register(subparsers: Any) -> None:
     group = add_group(
         subparsers, "pubsub", help="publish-subscribe: items, nodes, subscriptions, cache",
@@ -201,9 +217,103 @@ def _register_cache(group: Any) -> None:
         "nodes are analysed (and synchronised) again when next asked for.",
     )
     add_profile_option(parser)
+    _register_search(cache)
     parser = add_command(cache, "stats", run=cache_stats, render=render_stats,
                          help="nodes by state, items and bytes cached for the profile")
     add_profile_option(parser)
+
+
+def _register_search(cache: Any) -> None:
+    parser = add_command(
+        cache, "search", run=cache_search, render=render_search,
+        help="search cached items: full text, parsed data, node filters",
+        epilog=SEARCH_EPILOG,
+    )
+    add_profile_option(parser)
+    parser.add_argument("-f", "--fts", metavar="TEXT",
+                        help="items whose text holds every word of TEXT (ranked)")
+    parser.add_argument("-F", "--field", dest="conditions", nargs=3, action="append",
+                        metavar=("PATH", "OP", "VALUE"),
+                        help="a condition on parsed data, e.g. -F title ilike '%%xmpp%%' "
+                        "(repeatable)")
+    _node_filters(parser)
+    parser.add_argument("-A", "--analyser", dest="analysers", action="append",
+                        metavar="ANALYSER", help="items of nodes matched by this "
+                        "analyser, e.g. XEP-0277 (repeatable)")
+    parser.add_argument("-o", "--order-by", dest="order", nargs="+", action="append",
+                        metavar="ORDER",
+                        help="ORDER [FIELD] [DIRECTION], e.g. -o updated desc, "
+                        "-o path published (repeatable; default: rank with -f, else "
+                        "created desc)")
+    parser.add_argument("-l", "--limit", type=_count, help="at most LIMIT items "
+                        "(default: 50)")
+    parser.add_argument("-i", "--index", type=_count,
+                        help="skip the first INDEX items (paging)")
+    parser.add_argument("-P", "--payload", action="store_true",
+                        help="show each item's XML")
+
+
+def _json_or_text(value: str) -> Any:
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def cache_search(ctx: Context) -> dict[str, Any]:
+    args = ctx.args
+    query: dict[str, Any] = {}
+    for key in ("services", "nodes", "types", "subtypes", "analysers", "fts", "order",
+                "limit", "index"):
+        value = getattr(args, key)
+        if value is not None:
+            query[key] = value
+    if args.conditions:
+        query["conditions"] = [[path, op, _json_or_text(value)]
+                               for path, op, value in args.conditions]
+    if args.payload:
+        query["payload"] = True
+    return ctx.call("cache_search", profile=resolve_profile(ctx), query=query)
+
+
+def _title(parsed: Any) -> str:
+    if isinstance(parsed, dict):
+        for key in ("title", "content", "name"):
+            if isinstance(parsed.get(key), str) and parsed[key].strip():
+                text = " ".join(parsed[key].split())
+                return text if len(text) <= 60 else text[:59] + "…"
+    return ""
+
+
+def render_search(ctx: Context, result: dict[str, Any]) -> None:
+    from libervia.cli.xml_format import XMLError, indent
+
+    hits = result.get("items") or []
+    if any("xml" in hit for hit in hits):
+        for hit in hits:
+            ctx.out.write(f"# {hit.get('service')} {hit.get('node')} {hit.get('id')} "
+                          f"(updated {hit.get('updated')})\n")
+            try:
+                ctx.out.write(indent(hit["xml"]) + "\n\n")
+            except XMLError:
+                ctx.out.write(hit["xml"] + "\n\n")
+    else:
+        rows = [{**hit, "about": _title(hit.get("parsed")),
+                 "rank": None if hit.get("rank") is None else f"{hit['rank']:.3g}"}
+                for hit in hits]
+        columns = [("id", "ITEM"), ("service", "SERVICE"), ("node", "NODE"),
+                   ("updated", "UPDATED")]
+        if any(hit.get("rank") is not None for hit in hits):
+            columns.append(("rank", "RANK"))
+        output.print_table(rows, [*columns, ("about", "TITLE")], ctx.out,
+                           empty="(no item found)")
+    index = int(result.get("index") or 0)
+    total = result.get("total")
+    shown = f"items {index + 1}-{index + len(hits)}" if hits else "no item"
+    more = f"; next page: --index {index + len(hits)}" if result.get("more") else ""
+    ctx.out.write(f"({shown} of {total}{more})\n")
 
 
 # arguments

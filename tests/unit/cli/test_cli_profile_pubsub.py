@@ -68,7 +68,8 @@ def test_pubsub_get_parses_every_option_of_the_issue():
     ("profile", "create", "alice"),
     ("profile", "create", "alice", "--jid", "a@example.org", "--port", "70000"),
     ("profile", "create", "alice", "--jid", "a@example.org", "--password", SECRET),
-    ("pubsub", "cache", "search", "-f", "x"),
+    ("pubsub", "cache", "search", "-F", "title", "=="),
+    ("pubsub", "cache", "search", "-l", "ten"),
 ])
 def test_usage_errors_exit_with_status_2_before_any_call(argv, capsys):
     status, out, err = run_li_sync(*argv, "--socket", "/nonexistent/bridge.sock")
@@ -470,3 +471,45 @@ async def test_completion_proposes_the_profiles_of_the_running_backend(
     assert await complete("profile", "connect", "b") == ["bob"]
     assert await complete("profile", "info", "--o") == ["--output"]
     assert await complete("profile", "create", "b") == []  # a new name: nothing to propose
+
+
+@pytest_twisted.ensureDeferred
+async def test_cache_search_sends_the_query_and_shows_the_page(
+    run_li_pubsub, pubsub_backend, monkeypatch
+):
+    monkeypatch.setattr("sys.stdin", Stdin(SECRET + "\n"))
+    await run_li_pubsub("profile", "create", "alice", "--jid", "alice@example.org")
+    from libervia.backend.memory.search import Condition, Order
+
+    queries = []
+    search_items = pubsub_backend.storage.search_items
+
+    def spy(query):
+        queries.append(query)
+        return search_items(query)
+
+    monkeypatch.setattr(pubsub_backend.storage, "search_items", spy)
+    status, out, err = await run_li_pubsub(
+        "pubsub", "cache", "search", "-f", "xmpp cache", "-F", "published", ">=",
+        "2024-01-01", "-F", "categories", "overlap", '["xmpp", "python"]', "-F",
+        "rating", "==", "5", "-t", "blog", "-s", "pubsub.example.org", "-A", "XEP-0277",
+        "-o", "rank", "-o", "path", "published", "desc", "-l", "10", "-i", "20")
+    assert (status, err) == (0, ""), err
+    [query] = queries
+    assert (query.profiles, query.fts, query.types, query.services, query.analysers) == (
+        ("alice",), "xmpp cache", ("blog",), ("pubsub.example.org",), ("XEP-0277",))
+    assert (query.limit, query.index, query.payload) == (10, 20, False)
+    # -F values are JSON when they parse as JSON, text otherwise
+    assert query.conditions == (
+        Condition.make("published", ">=", "2024-01-01"),
+        Condition.make("categories", "overlap", ["xmpp", "python"]),
+        Condition.make("rating", "==", 5),
+    )
+    assert query.order == (Order("rank", True), Order("path", True, ("published",)))
+    assert out == "(no item found)\n(no item of 0)\n"
+
+    status, out, err = await run_li_pubsub("pubsub", "cache", "search", "-o", "rank",
+                                           "--output", "json")
+    assert status == 1
+    error = json.loads(out)["error"]
+    assert error["type"] == "InvalidQuery" and "fts" in error["message"]
