@@ -300,11 +300,13 @@ def render_search(ctx: Context, result: dict[str, Any]) -> None:
             except XMLError:
                 ctx.out.write(hit["xml"] + "\n\n")
     else:
+        # ISO 8601 in UTC, to the second: enough to tell items apart in a table
         rows = [{**hit, "about": _title(hit.get("parsed")),
+                 "updated": str(hit.get("updated") or "")[:19].replace("T", " "),
                  "rank": None if hit.get("rank") is None else f"{hit['rank']:.3g}"}
                 for hit in hits]
         columns = [("id", "ITEM"), ("service", "SERVICE"), ("node", "NODE"),
-                   ("updated", "UPDATED")]
+                   ("updated", "UPDATED (UTC)")]
         if any(hit.get("rank") is not None for hit in hits):
             columns.append(("rank", "RANK"))
         output.print_table(rows, [*columns, ("about", "TITLE")], ctx.out,
