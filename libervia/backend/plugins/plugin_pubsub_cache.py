@@ -119,7 +119,7 @@ KNOWN_SOFTWARE = ("prosody", "ejabberd")
 #: traits of a service whose software is unknown (the most common behaviour)
 DEFAULT_TRAITS = {"software": None, "rsm": True, "order_by": False,
                   "republish_moves": False, "ids_in_request_order": False,
-                  "silent_trim": False}
+                  "silent_trim": False, "id_cursors": True}
 
 
 class CacheError(BackendError):
@@ -348,7 +348,12 @@ class PubsubCache:
                 self._spawn(self._sync_in_background(client, service, node))
                 return True, None
             if not self._servable(pubsub_node):
-                return True, None
+                translated = await self._service_cursor(pubsub_node, rsm_request)
+                if translated is None:
+                    return True, None
+                result = await self._xep_0060.get_items_from_service(
+                    client, service, node, max_items, item_ids, translated, order_by)
+                return False, result
             result = await self.get_cached_items(
                 pubsub_node, service, max_items, item_ids, rsm_request, order_by
             )
@@ -361,6 +366,36 @@ class PubsubCache:
                         node=node)
             return True, None
         return False, result
+
+    async def _service_cursor(self, pubsub_node: Any, rsm_request: RSMRequest | None
+                              ) -> RSMRequest | None:
+        """A cursor the cache gave, turned into a request the service understands.
+
+        The cache's RSM cursors are item ids; a caller paging with them goes on doing
+        so when the node stops being served (while it is checked after a connection,
+        for instance).  A service whose cursors are something else (ejabberd: time
+        stamps) would answer nothing: the cursor becomes a position (RSM ``index``)
+        in the cached node.  ``None`` when there is nothing to translate.
+        """
+        if (rsm_request is None or not (rsm_request.after or rsm_request.before)
+                or pubsub_node.sync_state is not SyncState.COMPLETED):
+            return None
+        traits = node_traits(pubsub_node)
+        if not traits["rsm"] or traits["id_cursors"]:
+            return None
+        order = "modification" if traits["republish_moves"] else "creation"
+        try:
+            if rsm_request.after:
+                following, page = await self.storage.get_items(
+                    pubsub_node.id, max_items=1, after=rsm_request.after, order_by=order)
+                index = page.index if following else page.count
+                return RSMRequest(max=rsm_request.max, index=index)
+            preceding, page = await self.storage.get_items(
+                pubsub_node.id, max_items=rsm_request.max, before=rsm_request.before,
+                order_by=order)
+        except NotFound:
+            return None  # not one of ours: the service's own cursor
+        return RSMRequest(max=len(preceding), index=page.index or 0)
 
     def _servable(self, pubsub_node: Any) -> bool:
         return (pubsub_node.sync_state is SyncState.COMPLETED
@@ -592,7 +627,8 @@ class PubsubCache:
                 except PubsubError as e:
                     # events won't come: the node can't be kept in sync
                     raise CacheError(f"can't subscribe to {node!r}: {e}") from None
-            items, traits["rsm"] = await self._fetch_all(client, service, pubsub_node)
+            items, learnt = await self._fetch_all(client, service, pubsub_node)
+            traits |= learnt
             await self._store_fetched(client, service, pubsub_node, items, started, traits)
         except Exception as e:
             reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
@@ -618,22 +654,26 @@ class PubsubCache:
                  service=service.full(), count=len(items))
 
     async def _fetch_all(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
-                         ) -> tuple[list[domish.Element], bool]:
+                         ) -> tuple[list[domish.Element], dict[str, bool]]:
         """Every item of the node, in the service's order, by RSM pages if it pages.
 
-        :return: the items, and whether the service answered with RSM data (a service
-            ignoring RSM answers the whole node at once)
+        :return: the items, and the traits learnt from the answers: ``rsm`` (the
+            service answered with RSM data; a service ignoring RSM answers the whole
+            node at once) and ``id_cursors`` (its RSM cursors are item ids)
         """
         items: list[domish.Element] = []
         seen: set[str] = set()
         request = RSMRequest(max=self.page_size)
         expected: int | None = None
-        paged: bool | None = None
+        learnt: dict[str, bool] = {}
         while True:
             result = await self._xep_0060.get_items_from_service(
                 client, service, pubsub_node.name, rsm_request=request)
-            if paged is None:
-                paged = bool(result.rsm)
+            if not learnt:
+                learnt["rsm"] = bool(result.rsm)
+                learnt["id_cursors"] = not result.items or result.rsm.get(
+                    "first", result.items[0].getAttribute("id")
+                ) == result.items[0].getAttribute("id")
             new = [i for i in result.items
                    if i.getAttribute("id") and i.getAttribute("id") not in seen]
             if len(new) < len(result.items):
@@ -661,7 +701,7 @@ class PubsubCache:
             if expected is not None and len(items) >= expected:
                 break
             request = RSMRequest(max=self.page_size, after=last)
-        return items, bool(paged)
+        return items, learnt
 
     async def _store_fetched(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
                              items: list[domish.Element], started: datetime,
@@ -999,18 +1039,18 @@ class PubsubCache:
 
         async def compare() -> None:
             started = self._stamp()
-            remote, paged = await self._sync_semaphore.run(
+            remote, learnt = await self._sync_semaphore.run(
                 lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
             traits = node_traits(pubsub_node)
             order = "modification" if traits["republish_moves"] else "creation"
             cached, __ = await self.storage.get_items(pubsub_node.id, order_by=order)
             remote_view = [(i["id"], i.toXml()) for i in remote]
             cached_view = [(i.name, i.data) for i in cached]
-            if remote_view != cached_view or paged != traits["rsm"]:
+            if remote_view != cached_view or learnt["rsm"] != traits["rsm"]:
                 log.info("node {node} changed while we were away: refreshing its cache",
                          node=pubsub_node.name)
                 await self._store_fetched(client, service, pubsub_node, remote, started,
-                                          traits | {"rsm": paged})
+                                          traits | learnt)
             verified.append(True)
 
         try:

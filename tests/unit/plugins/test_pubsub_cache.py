@@ -346,13 +346,14 @@ async def test_unknown_node_is_analysed_then_synchronised_with_progress(storage,
     assert traits == {
         "ejabberd": {"software": "ejabberd", "rsm": True, "order_by": False,
                      "republish_moves": False, "ids_in_request_order": False,
-                     "silent_trim": False},
+                     "silent_trim": False, "id_cursors": False},
         "ordering": {"software": "ejabberd", "rsm": True, "order_by": True,
                      "republish_moves": False, "ids_in_request_order": False,
-                     "silent_trim": False},
+                     "silent_trim": False, "id_cursors": False},
         "prosody": {"software": "Prosody PubSub Service", "rsm": False,
                     "order_by": False, "republish_moves": True,
-                    "ids_in_request_order": True, "silent_trim": True},
+                    "ids_in_request_order": True, "silent_trim": True,
+                    "id_cursors": True},
     }[kind]
     rows = await env.cached_rows()
     assert [r.name for r in rows] == [f"i{n:02}" for n in range(12)]
@@ -443,6 +444,27 @@ async def test_a_failing_database_lets_the_service_answer(storage, monkeypatch):
     result = await env.get(max_items=3)
     assert result.cached is False and [i["id"] for i in result.items] == [
         "i09", "i10", "i11"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cache_cursors_still_page_when_the_service_answers(storage):
+    """A caller paging with the cache's cursors (item ids) goes on when the node stops
+    being served: ejabberd, whose cursors are time stamps, gets positions instead."""
+    env = Env(storage, FakePubsubService("ejabberd"))
+    await env.sync()
+    first = await env.get(rsm={"max": 5})
+    last_page = await env.get(rsm={"max": 5, "before": ""})
+    assert first.cached and first.rsm["last"] == "i04"
+    await env.cache.profile_disconnected(env.client)  # not served any more
+    after = await env.get(rsm={"max": 5, "after": first.rsm["last"]})
+    assert after.cached is False
+    assert [i["id"] for i in after.items] == ["i05", "i06", "i07", "i08", "i09"]
+    before = await env.get(rsm={"max": 5, "before": last_page.rsm["first"]})
+    assert [i["id"] for i in before.items] == ["i02", "i03", "i04", "i05", "i06"]
+    start = await env.get(rsm={"max": 5, "before": "i02"})
+    assert [i["id"] for i in start.items] == ["i00", "i01"]
+    end = await env.get(rsm={"max": 5, "after": "i11"})
+    assert end.items == [] and end.rsm["count"] == 12
 
 
 @pytest_twisted.ensureDeferred
