@@ -1,10 +1,13 @@
 """XEP-0060 client: requests as sent, answers as parsed, events as dispatched."""
 
+from types import SimpleNamespace
+
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber.jid import JID
+from wokkel.test.helpers import XmlStreamStub
 
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
@@ -307,3 +310,20 @@ def test_handler_processes_events_in_order(plugin, client, host):
     gate.callback(None)
     assert order == [("start", "first"), ("end", "first"), ("start", "second"),
                      ("end", "second")]
+
+
+def test_handler_announces_presence_and_dispatches_events_from_the_stream(plugin, client,
+                                                                          host):
+    """Notifications to the bare JID only reach available resources: the handler sends
+    an initial presence once the stream is ready, then receives events from it."""
+    stub = XmlStreamStub()
+    handler = PubsubHandler(plugin, client)
+    handler.parent = SimpleNamespace(send=stub.xmlstream.send)
+    handler.makeConnection(stub.xmlstream)
+    handler.connectionInitialized()
+    assert [e.toXml() for e in stub.output] == ["<presence/>"]
+    purged = []
+    host.trigger.add("XEP-0060_purge", lambda client_, service, node, message:
+                     purged.append((service.full(), node)) or True)
+    stub.send(parse_xml(EVENT.format("<purge node='blog'/>")))
+    assert purged == [("pubsub.example.org", "blog")]
