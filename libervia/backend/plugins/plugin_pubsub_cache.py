@@ -196,7 +196,8 @@ class PubsubCache:
             (its first child element) must be in ``namespace``.  When both are given,
             both must match;
         ``order`` (int, default 0)
-            analysers are tried by increasing order, the first matching one wins;
+            analysers are tried by increasing order (by name for equal orders), the
+            first matching one wins;
         ``to_sync`` (bool, default False)
             synchronise matching nodes: keep all their items in the cache and answer
             from it;
@@ -209,8 +210,8 @@ class PubsubCache:
         ``match_cb`` (callable, optional)
             ``match_cb(client, analyse)`` called when the node and namespace match;
             ``analyse`` is a dict describing the node (``service``, ``node``,
-            ``namespace``, ``type``, ``subtype``, ``to_sync``, ``item`` (the sample
-            item or None), ``metadata``); the callback may change ``type``,
+            ``namespace``, ``analyser``, ``type``, ``subtype``, ``to_sync``, ``item``
+            (the sample item or None), ``metadata``); the callback may change ``type``,
             ``subtype`` and ``to_sync`` in it, and returns ``False`` to refuse the
             match (the next analyser is then tried).
 
