@@ -589,12 +589,14 @@ class PubsubCache:
             return
         fresh = await self.storage.get_pubsub_node(
             self._profile(client), _service_key(service), pubsub_node.name)
-        if fresh is None or fresh.id != pubsub_node.id or (
-            fresh.sync_state is not SyncState.COMPLETED
-        ):
-            # the work failed: the node is not served, its events don't matter
+        if fresh is None or fresh.id != pubsub_node.id:
             pending.clear()
             return
+        if fresh.sync_state is not SyncState.COMPLETED:
+            # the work failed: the node is not served, its item events don't matter,
+            # but a deletion or a new configuration does
+            node_events = [e for e in pending if e[0] in ("delete", "configuration")]
+            pending[:] = node_events[-1:]
         while pending:
             kind, data = pending.pop(0)
             if kind == "items":
@@ -631,6 +633,11 @@ class PubsubCache:
             items, learnt = await self._fetch_all(client, service, pubsub_node)
             traits |= learnt
             await self._store_fetched(client, service, pubsub_node, items, started, traits)
+        except ItemNotFound:
+            # deleted meanwhile: forgotten, it will be analysed again if asked for
+            log.info("node {node} does not exist any more", node=node)
+            await self._forget(client, pubsub_node)
+            return
         except Exception as e:
             reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
             if not getattr(client, "is_connected", True):

@@ -638,6 +638,46 @@ async def test_events_during_a_sync_are_not_lost(storage, kind):
     assert "i02" not in rows and "during" in rows and "bare" in rows
 
 
+@pytest.mark.parametrize("event", ["delete", "configure"])
+@pytest_twisted.ensureDeferred
+async def test_node_deleted_or_reconfigured_during_a_sync(storage, event):
+    env = Env(storage, FakePubsubService("ejabberd"), settings={"page_size": 5})
+    env.fill()
+    env.client.hold(is_page_request)
+    await env.get()
+    await env.client.wait_held()
+    if event == "delete":
+        await env.event(env.service.delete(BLOG))
+    else:
+        await env.event(env.service.configure(BLOG, "new title"))
+    env.client.release()
+    await env.cache.wait_background()
+    if event == "delete":
+        assert await env.node() is None
+        with pytest.raises(ItemNotFound):
+            await env.get()
+    else:
+        # analysed and synchronised again, from the new configuration
+        assert await env.state() == "completed"
+        await assert_cache_is_service(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_requests_on_a_new_node_sync_it_once(storage):
+    env = Env(storage, FakePubsubService("ejabberd"))
+    env.fill()
+    answers = await defer.gatherResults(
+        [defer.ensureDeferred(env.get()) for __ in range(5)])
+    assert all(a.cached is False for a in answers)
+    await env.cache.wait_background()
+    assert await env.state() == "completed"
+    subscriptions = [iq for iq in env.client.sent
+                     if iq.getAttribute("type") == "set" and iq.pubsub
+                     and iq.pubsub.subscribe]
+    assert len(subscriptions) == 1
+    assert len(await env.cached_rows()) == 12
+
+
 @pytest_twisted.ensureDeferred
 async def test_restart_during_a_sync_redoes_it_complete_without_duplicates(storage, kind):
     env = Env(storage, FakePubsubService(kind), settings={"page_size": 5})
