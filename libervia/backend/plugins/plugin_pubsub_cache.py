@@ -20,7 +20,9 @@ Services differ in what they answer (see the developer documentation): some page
 RSM, some ignore it and answer the whole node; some keep a re-published item at its
 place, some move it to the end.  The cache learns these *traits* of each service
 (from the answers it gets while synchronising, and from the software name the service
-gives, XEP-0092) and answers as that service would.
+gives, by XEP-0092 or its service discovery identity) and answers as that service
+would.  Items a service drops without telling (Prosody, beyond a node's
+``max_items``) are found by listing the node's item ids after new items.
 
 The cache follows the service through the events it sends (new and updated items,
 retractions, purge, node deletion, configuration changes).  Events are lost while a
