@@ -397,3 +397,30 @@ async def test_changes_made_while_stopped_are_found_after_reconnection(xmpp_serv
 
 async def _served_from_cache(reader: Reader) -> bool:
     return (await reader.get()).cached
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_missed_during_a_connection_drop_are_caught_up(xmpp_server,
+                                                                     make_backend,
+                                                                     monkeypatch):
+    from libervia.backend.core.xmpp import ClientFactory
+
+    # a long enough gap for the publisher to act while the profile is away
+    monkeypatch.setattr(ClientFactory, "initialDelay", 4.0)
+    monkeypatch.setattr(ClientFactory, "jitter", 0.0)
+    node = new_node()
+    publisher = Publisher(xmpp_server)
+    await publisher.create(node, [f"post{n:02}" for n in range(15)])
+    backend = await make_backend()
+    reader = await Reader.connect(backend, xmpp_server, node)
+    await reader.get()
+    await reader.wait_synchronised()
+    reader.client.xmlstream.transport.abortConnection()
+    await publisher.publish(node, [("during_gap", None)])
+    await publisher.retract(node, ["post01"])
+    await until(lambda: defer.succeed(reader.backend.clients.is_connected(reader.name)),
+                "the reconnection")
+    # whether the server kept the notifications for the session or not, the cache
+    # ends up equal to the service, and served again
+    await until(reader.mirrors_service, "the cache caught up after the reconnection")
+    await until(lambda: _served_from_cache(reader), "the node served again")
