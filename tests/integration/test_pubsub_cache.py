@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task, threads
+from twisted.internet.error import ConnectionLost
 from twisted.words.protocols.jabber.jid import JID
 
 from libervia.backend.core.config import Config
@@ -325,6 +326,7 @@ async def test_restart_during_a_sync_ends_complete_without_duplicates(xmpp_serve
     original = xep_0060.get_items_from_service
     pages = []
     stopping: list[defer.Deferred] = []
+    lost: defer.Deferred = defer.Deferred()
 
     async def get_items_from_service(client, service, node, max_items=None,
                                      item_ids=None, rsm_request=None, order_by=None):
@@ -332,7 +334,7 @@ async def test_restart_during_a_sync_ends_complete_without_duplicates(xmpp_serve
             pages.append(rsm_request)
             if len(pages) == (1 if xmpp_server.kind == "prosody" else 2):
                 stopping.append(backend.stopService())
-                await defer.Deferred()  # the answer is lost with the connection
+                await lost  # the answer is lost with the connection
         return await original(client, service, node, max_items, item_ids, rsm_request,
                               order_by)
 
@@ -354,6 +356,8 @@ async def test_restart_during_a_sync_ends_complete_without_duplicates(xmpp_serve
     assert len(names) == len(set(names)) == count
     assert await again.mirrors_service()
     assert (await again.get()).cached is True
+    # let the first backend's abandoned synchronisation end
+    lost.errback(ConnectionLost("backend stopped"))
 
 
 @pytest_twisted.ensureDeferred
