@@ -428,3 +428,42 @@ async def test_changes_missed_during_a_connection_drop_are_caught_up(xmpp_server
     # ends up equal to the service, and served again
     await until(reader.mirrors_service, "the cache caught up after the reconnection")
     await until(lambda: _served_from_cache(reader), "the node served again")
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_finds_cached_items_by_parsed_field_and_by_full_text(xmpp_server,
+                                                                         make_backend):
+    node = new_node()
+    publisher = Publisher(xmpp_server)
+    await publisher.create(node, [])
+    await publisher.publish(node, [("leeks1", "Cooking with leeks"),
+                                   ("trip", "Mountain trip"),
+                                   ("leeks2", "Leeks again, in a soup")])
+    backend = await make_backend()
+    reader = await Reader.connect(backend, xmpp_server, node)
+    await reader.get()
+    await reader.wait_synchronised()
+    search = backend.plugins["PUBSUB_CACHE"]._bridge_search
+
+    # by a field the XEP-0277 parser extracted
+    by_title = await search(reader.name, {
+        "nodes": [node], "conditions": [["title", "==", "Mountain trip"]]})
+    assert [i["id"] for i in by_title["items"]] == ["trip"]
+    assert by_title["items"][0]["parsed"]["author"]["jid"] == "admin@localhost"
+
+    # by full text, best match first, with the payload when asked
+    by_text = await search(reader.name, {"nodes": [node], "fts": "leeks",
+                                         "order": ["rank"], "payload": True})
+    assert sorted(i["id"] for i in by_text["items"]) == ["leeks1", "leeks2"]
+    assert all("<entry" in i["xml"] for i in by_text["items"])
+
+    # an item published later is found once its event reached the cache
+    await publisher.publish(node, [("leeks3", "Leeks for the third time")])
+    await until(reader.mirrors_service, "the new item in the cache")
+    later = await search(reader.name, {"nodes": [node], "fts": "leeks"})
+    assert sorted(i["id"] for i in later["items"]) == ["leeks1", "leeks2", "leeks3"]
+    assert later["total"] == 3
+
+    # another profile of the same backend sees nothing of it
+    other = await Reader.connect(backend, xmpp_server, node)
+    assert (await search(other.name, {"fts": "leeks"}))["items"] == []
