@@ -13,13 +13,15 @@ Security rules of the connection:
 * SASL with :mod:`libervia.backend.core.sasl`: SCRAM (-PLUS when possible), PLAIN
   only over TLS and never once SCRAM has been seen for the account.
 * Stream traffic is never logged: it carries authentication data.
+* A DTD or an entity declaration from the server closes the stream (``restricted-xml``)
+  before anything is expanded.
 
 Reconnection: after an unexpected loss of an established connection, the client
 reconnects with an exponential back-off and jitter (Twisted's
 :class:`~twisted.internet.protocol.ReconnectingClientFactory`).  Failures that a new
 attempt would only repeat stop it: wrong credentials, a SCRAM protocol violation, a
-certificate that does not verify.  A first connection attempt that fails is reported
-to the caller instead of being retried in the background.
+certificate that does not verify, XML that XMPP forbids.  A first connection attempt
+that fails is reported to the caller instead of being retried in the background.
 """
 
 import random
@@ -32,8 +34,10 @@ from OpenSSL import SSL
 from twisted.internet import defer, ssl
 from twisted.internet import error as net_error
 from twisted.python.failure import Failure
+from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.protocols.jabber import xmlstream
+from twisted.words.xish import domish
 from wokkel.client import XMPPClientConnector
 from wokkel.subprotocols import StreamManager
 
@@ -70,6 +74,44 @@ class ConnectionFailed(BackendError):
 
 class CertificateError(ConnectionFailed):
     """The server's certificate was refused."""
+
+
+class RestrictedXMLError(ConnectionFailed):
+    """The server sent XML that XMPP forbids (RFC 6120 §11.1): a DTD, an entity."""
+
+
+class RestrictedXmlStream(xmlstream.XmlStream):
+    """Twisted's XML stream, refusing document type and entity declarations.
+
+    Expat, left to itself, reads an internal DTD subset and expands the entities it
+    declares: a server (or whoever sits before TLS) could inject text into stanzas or
+    try an expansion bomb.  XMPP forbids DTDs, so the first one closes the stream with
+    a ``restricted-xml`` stream error, before anything is expanded.
+    """
+
+    refusal: str | None = None
+
+    def _initializeStream(self) -> None:  # noqa: N802 (Twisted API)
+        super()._initializeStream()
+        parser = self.stream.parser
+        parser.StartDoctypeDeclHandler = lambda *a: self._refuse("a document type "
+                                                                 "declaration (DTD)")
+        parser.EntityDeclHandler = lambda *a: self._refuse("an entity declaration")
+
+    def _refuse(self, what: str) -> None:
+        self.refusal = (
+            f"the server sent {what} on the XMPP stream, which XMPP forbids: connection "
+            "closed; the server is misconfigured or hostile, tell its administrator"
+        )
+        log.warn("{refusal}", refusal=self.refusal)
+        self.sendStreamError(jabber_error.StreamError("restricted-xml"))
+        # stops expat here; Twisted's dataReceived drops the connection on it
+        raise domish.ParserError(self.refusal)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 (Twisted API)
+        if self.refusal is not None:
+            reason = Failure(RestrictedXMLError(self.refusal))
+        super().connectionLost(reason)
 
 
 def tls_options(
@@ -130,6 +172,7 @@ class ClientFactory(xmlstream.XmlStreamFactory):
     factor = 2.0
     jitter = 0.3
     maxDelay = 300.0
+    protocol = RestrictedXmlStream
 
     def __init__(self, authenticator: ProfileAuthenticator, client: "XMPPClient") -> None:
         super().__init__(authenticator)
@@ -449,8 +492,10 @@ class XMPPClient(StreamManager):
             if self.state not in (ConnectionState.FAILED, ConnectionState.DISCONNECTED):
                 self._set_state(ConnectionState.DISCONNECTED)
             return False
-        if not self._ever_connected or _is_certificate_failure(reason):
-            # lost before the stream was ever up (TLS handshake refused...)
+        if (not self._ever_connected or _is_certificate_failure(reason)
+                or reason.check(RestrictedXMLError)):
+            # lost before the stream was ever up (TLS handshake refused...), or a
+            # server that would only send forbidden XML again
             self._fail(reason, fatal=True)
             return False
         self._fail(reason, fatal=False)
