@@ -1,15 +1,24 @@
-"""Hostile XML from the server: a DTD or entity declarations on the XMPP stream.
+"""Hostile input from the server: forbidden XML on the stream, abusive pubsub items.
 
-RFC 6120 §11.1 forbids them; Expat would otherwise read an internal DTD subset and
-expand its entities into stanzas.  The client's real Twisted XML stream is fed through
-an in-memory transport: the stream must be closed with ``restricted-xml`` before
-anything is expanded, the connection attempt must fail with a message saying why, and
-no reconnection must be scheduled (the server would only do it again).
+RFC 6120 §11.1 forbids DTDs and entity declarations; Expat would otherwise read an
+internal DTD subset and expand its entities into stanzas.  The client's real Twisted
+XML stream is fed through an in-memory transport: the stream must be closed with
+``restricted-xml`` before anything is expanded, the connection attempt must fail with
+a message saying why, and no reconnection must be scheduled (the server would only do
+it again).
+
+Pubsub items a service sends (1 MB payloads, thousands of nesting levels, items
+without ids) go to the cache on a real Storage, from a fake service: each is cached
+whole, or skipped with a log line, or makes the service answer for the node (the
+cache never answers without an item the service holds); a normal publication
+afterwards is still served.
 """
 
 import pytest
+import pytest_twisted
 from twisted.internet import error as net_error
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 from libervia.backend.core.profiles import ConnectionOptions, Profile
@@ -18,6 +27,14 @@ from libervia.backend.core.xmpp import (
     RestrictedXMLError,
     RestrictedXmlStream,
     XMPPClient,
+)
+from tests.unit.bridge import test_bridge_protocol as bridge_tests
+from tests.unit.plugins import test_pubsub_cache as cache_tests
+from tests.unit.plugins.fake_pubsub import NS_ATOM, FakePubsubService, entry
+from tests.unit.plugins.test_pubsub_cache import (
+    BLOG,
+    Env,
+    assert_cache_is_service,
 )
 
 STREAM = ("<stream:stream xmlns='jabber:client' "
@@ -148,3 +165,90 @@ def test_a_well_formed_stream_is_still_read():
                      "</message>").encode())
     assert not transport.disconnecting
     assert [str(m.body) for m in received] == ["a & b"]
+
+
+# --- hostile pubsub items from the service -------------------------------------------
+
+
+#: a real Storage (SQLite, and PostgreSQL when available), as in the cache's tests
+storage = cache_tests.storage
+
+
+@pytest.fixture
+def env(storage):
+    return Env(storage, FakePubsubService("ejabberd"))
+
+
+#: every log event of the test
+log_events = bridge_tests.log_events
+
+
+def logged(events, text):
+    return [formatEvent(e) for e in events if text in formatEvent(e)]
+
+
+async def assert_still_served(env, node=BLOG):
+    """A normal publication afterwards is cached, and the node answers like the service."""
+    await env.event(env.service.publish(node, "normal"))
+    answer = await env.get(node)
+    assert [i["id"] for i in answer.items] == [i.id for i in env.service.nodes[node].items]
+
+
+def nested(depth):
+    return (f"<entry xmlns='{NS_ATOM}'><title>deep</title>" + "<d>" * depth + "core"
+            + "</d>" * depth + "</entry>")
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_megabyte_item_is_cached_whole_and_the_node_still_served(env):
+    await env.sync()
+    big = entry("big", "big").replace("Text of big", "x" * 1_000_000)
+    await env.event(env.service.publish(BLOG, "big", big))
+    await assert_cache_is_service(env)
+    rows = {r.name: r for r in await env.cached_rows()}
+    assert len(rows["big"].data) > 1_000_000
+    assert rows["big"].parsed == {"title": "big", "node": BLOG}
+    await assert_still_served(env)
+    await assert_cache_is_service(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deeply_nested_item_in_an_event_makes_the_service_answer(env, log_events):
+    await env.sync()
+    before = sorted(r.name for r in await env.cached_rows())
+    await env.event(env.service.publish(BLOG, "deep", nested(5000)))
+    # the cache can't hold it: it stops answering instead of answering without it
+    assert await env.state() == "error"
+    assert logged(log_events, "'deep' of node")
+    assert "nested too deeply" in (await env.node()).extra["error"]
+    answer = await env.get()
+    assert answer.cached is False
+    assert "deep" in [i["id"] for i in answer.items]
+    assert sorted(r.name for r in await env.cached_rows()) == before  # nothing lost
+    await assert_still_served(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deeply_nested_item_met_during_a_sync_fails_it_with_a_reason(env):
+    env.fill()
+    env.service.publish(BLOG, "deep", nested(5000))
+    first = await env.get()
+    assert first.cached is False and len(first.items) == 13
+    await env.cache.wait_background()
+    assert await env.state() == "error"
+    assert "'deep' of node" in (await env.node()).extra["error"]
+    await assert_still_served(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_without_id_in_an_event_are_skipped_with_a_log_line(env, log_events):
+    await env.sync()
+    env.service.publish(BLOG, "named")  # what the service holds
+    await env.event(env.service._event(
+        f"<items node='{BLOG}'><item>{entry('x')}</item><item id=''>{entry('y')}</item>"
+        f"<item id='named'>{entry('named')}</item></items>"))
+    assert logged(log_events, "ignoring 2 item(s) without id")
+    await assert_cache_is_service(env)
+    await assert_still_served(env)
+    await assert_cache_is_service(env)
+

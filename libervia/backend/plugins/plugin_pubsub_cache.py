@@ -140,6 +140,20 @@ def _payload_namespace(item: domish.Element | None) -> str | None:
     return None
 
 
+def _serialise(item: domish.Element, node: str) -> str:
+    """The XML text of ``item``, as stored.
+
+    :raise CacheError: the item is nested too deeply for the serialiser (recursive)
+    """
+    try:
+        return item.toXml()
+    except RecursionError:
+        raise CacheError(
+            f"item {item.getAttribute('id')!r} of node {node!r} is nested too deeply "
+            "to be cached"
+        ) from None
+
+
 def _service_key(service: jabber_jid.JID) -> str:
     return service.userhost() if service.user else service.host
 
@@ -650,18 +664,24 @@ class PubsubCache:
                 return
             log.error("synchronisation of node {node} failed: {reason}", node=node,
                       reason=reason)
-            try:
-                await self.storage.set_pubsub_node(
-                    self._profile(client), _service_key(service), node,
-                    sync_state=SyncState.ERROR, extra={"error": reason})
-            except Exception:
-                log.failure("can't record the failed synchronisation of {node}",
-                            node=node)
-            self._emit_progress(client, pubsub_node, SyncState.ERROR, 0, None)
+            await self._give_up(client, service, pubsub_node, reason)
             return
         self._verified.add(node_id)
         log.info("node {node} of {service} synchronised ({count} items)", node=node,
                  service=service.full(), count=len(items))
+
+    async def _give_up(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                       reason: str) -> None:
+        """The node can't be kept equal to the service: ERROR, the service answers."""
+        self._verified.discard(pubsub_node.id)
+        try:
+            await self.storage.set_pubsub_node(
+                self._profile(client), _service_key(service), pubsub_node.name,
+                sync_state=SyncState.ERROR, extra={"error": reason})
+        except Exception:
+            log.failure("can't record the failed synchronisation of {node}",
+                        node=pubsub_node.name)
+        self._emit_progress(client, pubsub_node, SyncState.ERROR, 0, None)
 
     async def _fetch_all(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
                          ) -> tuple[list[domish.Element], dict[str, bool]]:
@@ -724,7 +744,7 @@ class PubsubCache:
         for position, item in enumerate(items):
             stamp = started - timedelta(microseconds=count - position)
             rows.append({
-                "name": item["id"], "data": item.toXml(),
+                "name": item["id"], "data": _serialise(item, pubsub_node.name),
                 "parsed": await self._parse(client, pubsub_node, item, service),
                 "created": stamp, "updated": stamp,
             })
@@ -910,13 +930,25 @@ class PubsubCache:
     async def _upsert(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
                       items: list[domish.Element]) -> None:
         rows = []
+        refused: list[str] = []
         for item in items:
+            try:
+                data = _serialise(item, pubsub_node.name)
+            except CacheError as e:
+                refused.append(str(e))
+                continue
             parsed = await self._parse(client, pubsub_node, item, service)
             stamp = self._stamp()
             # a new item gets this creation time; an existing one keeps its own (the
             # update time orders items of services moving re-published items)
-            rows.append({"name": item["id"], "data": item.toXml(), "parsed": parsed,
+            rows.append({"name": item["id"], "data": data, "parsed": parsed,
                          "updated": stamp, "created": stamp})
+        if refused:
+            # the cache would miss these items: it stops answering for the node
+            reason = "; ".join(refused)
+            log.warn("{reason}: the service answers for node {node} from now on",
+                     reason=reason, node=pubsub_node.name)
+            await self._give_up(client, service, pubsub_node, reason)
         async with _locked(self._lock(pubsub_node.id)):
             await self.storage.cache_pubsub_items(pubsub_node.id, rows)
         if node_traits(pubsub_node)["silent_trim"]:
