@@ -12,15 +12,24 @@ without ids) go to the cache on a real Storage, from a fake service: each is cac
 whole, or skipped with a log line, or makes the service answer for the node (the
 cache never answers without an item the service holds); a normal publication
 afterwards is still served.
+
+Invalid service JIDs and node names given by a frontend (pubsub_* and cache_* bridge
+methods) get a typed error, never an internal one or a traceback, never reach the
+server (a control character in a node name would make it close the stream), and the
+next normal call is served.
 """
+
+import json
 
 import pytest
 import pytest_twisted
 from twisted.internet import error as net_error
+from twisted.internet import reactor, task
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
+from libervia.backend.bridge.protocol import BridgeFactory
 from libervia.backend.core.profiles import ConnectionOptions, Profile
 from libervia.backend.core.xmpp import (
     ConnectionState,
@@ -29,10 +38,12 @@ from libervia.backend.core.xmpp import (
     XMPPClient,
 )
 from tests.unit.bridge import test_bridge_protocol as bridge_tests
+from tests.unit.bridge.helpers import Client
 from tests.unit.plugins import test_pubsub_cache as cache_tests
 from tests.unit.plugins.fake_pubsub import NS_ATOM, FakePubsubService, entry
 from tests.unit.plugins.test_pubsub_cache import (
     BLOG,
+    SERVICE,
     Env,
     assert_cache_is_service,
 )
@@ -252,3 +263,79 @@ async def test_items_without_id_in_an_event_are_skipped_with_a_log_line(env, log
     await assert_still_served(env)
     await assert_cache_is_service(env)
 
+
+# --- invalid JIDs and node names through the bridge ----------------------------------
+
+
+async def bridge_answer(frontend, timeout=10.0):
+    """The next answer the frontend gets (storage calls run in threads)."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        messages = frontend.received()
+        if messages:
+            assert len(messages) == 1, messages
+            return messages[0]
+        if reactor.seconds() > deadline:
+            pytest.fail("no answer from the bridge")
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+BAD_CALLS = [
+    ("pubsub_get", {"service": "a@b@c"}, "InvalidRequest", "invalid service JID"),
+    ("pubsub_get", {"service": "\x00"}, "InvalidRequest", "invalid service JID"),
+    ("pubsub_get", {"service": 5}, "InvalidRequest", "invalid service JID"),
+    ("pubsub_get", {"service": ["x"]}, "InvalidRequest", "invalid service JID"),
+    ("pubsub_get", {"node": ""}, "InvalidRequest", "node name"),
+    ("pubsub_get", {"node": 5}, "InvalidRequest", "node name"),
+    ("pubsub_get", {"node": "a\x01b"}, "InvalidRequest", "node name"),
+    ("pubsub_get", {"node": "a\ud800b"}, "InvalidRequest", "node name"),
+    ("pubsub_get", {"node": "\ufffe"}, "InvalidRequest", "node name"),
+    ("pubsub_get", {"node": "x" * 5000}, "InvalidRequest", "node name"),
+    ("pubsub_publish", {"service": "a@b@c", "items": ["<a/>"]}, "InvalidRequest",
+     "invalid service JID"),
+    ("pubsub_publish", {"node": "a\x1fb", "items": ["<a/>"]}, "InvalidRequest",
+     "node name"),
+    ("pubsub_publish", {"items": [5]}, "InvalidRequest", "list of XML texts"),
+    ("pubsub_publish", {"items": "<a/>"}, "InvalidRequest", "list of XML texts"),
+    ("pubsub_publish", {"items": ["<!DOCTYPE a [<!ENTITY x 'boom'>]><a>&x;</a>"]},
+     "InvalidRequest", "invalid XML"),
+    ("cache_get", {"service": "a@b@c"}, "InvalidRequest", "invalid service JID"),
+    ("cache_get", {"node": "a\x01b"}, "InvalidRequest", "node name"),
+    ("cache_get", {"node": 5}, "InvalidRequest", "node name"),
+    ("cache_node_state", {"service": "@"}, "InvalidRequest", "invalid service JID"),
+    ("cache_node_state", {"node": None}, "InvalidRequest", "node name"),
+    ("cache_sync", {"service": "a@b@c"}, "InvalidRequest", "invalid service JID"),
+    ("cache_sync", {"node": "a\x01b"}, "InvalidRequest", "node name"),
+    ("cache_sync", {"node": None}, "InvalidRequest", "node name"),
+    ("cache_search", {"query": {"services": ["a@b@c"]}}, "InvalidQuery",
+     "invalid service JID"),
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_jids_and_node_names_get_typed_errors_and_the_bridge_serves_on(
+        env, log_events):
+    await env.sync()
+    before = [(r.name, r.data) for r in await env.cached_rows()]
+    frontend = Client(BridgeFactory(env.host.bridge, max_frame_size=1_000_000))
+    normal = {"service": SERVICE.full(), "node": BLOG}
+    for method, params, error_type, message in BAD_CALLS:
+        # cache_search takes a query, not a node
+        frontend.call(method, profile="alice",
+                      **(params if method == "cache_search" else normal | params))
+        answer = await bridge_answer(frontend)
+        what = f"{method} {params!r}"
+        assert "result" not in answer, what
+        error = answer["error"]
+        assert (error["data"]["type"], error["code"]) == (error_type, -32000), what
+        assert message in error["message"], what
+        assert "Traceback" not in json.dumps(answer), what
+        # a normal request right after is served, from the cache
+        frontend.call("pubsub_get", profile="alice", **normal)
+        served = (await bridge_answer(frontend))["result"]
+        assert served["metadata"]["cached"] is True, what
+        assert len(served["items"]) == 12, what
+    # none of them reached the service as a stanza, or changed the cache
+    assert not [iq for iq in env.client.sent if "\x01" in iq.toXml()]
+    assert [(r.name, r.data) for r in await env.cached_rows()] == before
+    assert not [e for e in log_events if e.get("log_failure") is not None]

@@ -59,6 +59,7 @@ from libervia.backend.plugins.plugin_xep_0060 import (
     ItemNotFound,
     ItemsResult,
     PubsubError,
+    check_node,
 )
 
 log = getLogger(__name__)
@@ -1136,6 +1137,7 @@ class PubsubCache:
                           rsm: dict[str, Any] | None = None, order_by: str | None = None
                           ) -> dict[str, Any]:
         """Items of a cached node, from the cache only (never the service)."""
+        check_node(node)
         client = self.host.clients.get(profile)
         service_jid = self._xep_0060.service_jid(client, service)
         pubsub_node = await self.get_node(profile, service_jid.full(), node)
@@ -1150,6 +1152,7 @@ class PubsubCache:
     async def _bridge_sync(self, profile: str, service: str | None, node: str
                            ) -> dict[str, Any]:
         """Synchronise a node now (again if it was), answering once done."""
+        check_node(node)
         client = self.host.clients.get(profile)
         service_jid = self._xep_0060.service_jid(client, service)
         return await self.synchronise(client, service_jid, node, force=True)
@@ -1157,6 +1160,7 @@ class PubsubCache:
     async def _bridge_node_state(self, profile: str, service: str | None, node: str
                                  ) -> dict[str, Any]:
         """Cache state of a node."""
+        check_node(node)
         client = self.host.clients.get(profile)
         service_jid = self._xep_0060.service_jid(client, service)
         return self.node_state(await self.get_node(profile, service_jid.full(), node))

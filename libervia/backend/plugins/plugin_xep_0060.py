@@ -20,6 +20,7 @@ Items are Wokkel/domish ``<item/>`` elements, kept exactly as the service sent t
 The service ``None`` means the profile's own account (PEP).
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,9 +143,21 @@ def _pubsub_error(exc: BaseException, service: str, node: str | None) -> BaseExc
                        exc.condition)
 
 
+#: characters XML 1.0 can't carry: sent in a stanza, they would make the server close
+#: the stream (control characters, surrogates, U+FFFE and U+FFFF)
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def check_node(node: Any) -> str:
-    if not isinstance(node, str) or not node or len(node) > 1024 or "\0" in node:
-        raise InvalidRequest("a node name must be a non-empty string (1024 characters max)")
+    """``node`` if it can be a node name.
+
+    :raise InvalidRequest: not a string, empty, too long, or with characters XML can't
+        carry
+    """
+    if (not isinstance(node, str) or not node or len(node) > 1024
+            or _NOT_XML_CHAR.search(node)):
+        raise InvalidRequest("a node name must be a non-empty string (1024 characters "
+                             "max) of characters XML allows (no control character)")
     return node
 
 
@@ -195,6 +208,8 @@ class XEP_0060:  # noqa: N801
             return service
         if not service:
             return client.jid.userhostJID()
+        if not isinstance(service, str):
+            raise InvalidRequest(f"invalid service JID {service!r}: a JID is a string")
         try:
             return jabber_jid.JID(service)
         except (jabber_jid.InvalidFormat, TypeError):
@@ -577,6 +592,8 @@ class XEP_0060:  # noqa: N801
                               items: list[str], options: dict[str, Any] | None = None
                               ) -> list[str]:
         """Publish items given as XML text (``<item/>`` or a bare payload)."""
+        if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
+            raise InvalidRequest("items must be a list of XML texts")
         elements = []
         for text in items:
             try:
