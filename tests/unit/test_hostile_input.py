@@ -10,8 +10,9 @@ it again).
 Pubsub items a service sends (1 MB payloads, thousands of nesting levels, items
 without ids) go to the cache on a real Storage, from a fake service: each is cached
 whole, or skipped with a log line, or makes the service answer for the node (the
-cache never answers without an item the service holds); a normal publication
-afterwards is still served.
+cache never answers without an item the service holds; a frontend asking for a too
+deeply nested item gets an error naming it); a normal publication afterwards is still
+served.
 
 Invalid service JIDs and node names given by a frontend (pubsub_* and cache_* bridge
 methods) get a typed error, never an internal one or a traceback, never reach the
@@ -339,3 +340,20 @@ async def test_invalid_jids_and_node_names_get_typed_errors_and_the_bridge_serve
     assert not [iq for iq in env.client.sent if "\x01" in iq.toXml()]
     assert [(r.name, r.data) for r in await env.cached_rows()] == before
     assert not [e for e in log_events if e.get("log_failure") is not None]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deeply_nested_item_asked_through_the_bridge_gets_a_typed_error(env):
+    await env.sync()
+    env.service.publish(BLOG, "deep", nested(5000))
+    frontend = Client(BridgeFactory(env.host.bridge, max_frame_size=1_000_000))
+    normal = {"service": SERVICE.full(), "node": BLOG}
+    frontend.call("pubsub_get", profile="alice", use_cache=False, **normal)
+    error = (await bridge_answer(frontend))["error"]
+    assert (error["data"]["type"], error["code"]) == ("PubsubError", -32000)
+    assert "'deep'" in error["message"] and "nested too deeply" in error["message"]
+    # the other items are still served
+    frontend.call("pubsub_get", profile="alice", use_cache=False,
+                  item_ids=["i00", "i01"], **normal)
+    served = (await bridge_answer(frontend))["result"]
+    assert len(served["items"]) == 2

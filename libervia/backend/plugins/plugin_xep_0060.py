@@ -112,8 +112,22 @@ class ItemsResult:
                 "cached": self.cached, **self.extra}
 
     def serialise(self) -> dict[str, Any]:
-        """JSON form for the bridge: items as XML text."""
-        return {"items": [item.toXml() for item in self.items], "metadata": self.metadata}
+        """JSON form for the bridge: items as XML text.
+
+        :raise PubsubError: an item is nested too deeply to be serialised (domish
+            serialises recursively)
+        """
+        items = []
+        for item in self.items:
+            try:
+                items.append(item.toXml())
+            except RecursionError:
+                raise PubsubError(
+                    f"item {item.getAttribute('id')!r} of node {self.node!r} is nested "
+                    "too deeply to be sent to frontends; ask for the other items by id",
+                    "too-deep",
+                ) from None
+        return {"items": items, "metadata": self.metadata}
 
 
 class IQRequest(generic.Request):
