@@ -54,6 +54,18 @@ def fake_stream():
                                  transport=None)
 
 
+def next_delay(reactor):
+    """Seconds until the reconnection the factory scheduled."""
+    return reactor.getDelayedCalls()[0].getTime() - reactor.seconds()
+
+
+def assert_failed_for_good(results, client, reactor, error_class):
+    """The first attempt failed with ``error_class`` and nothing is retried."""
+    assert results[0].check(error_class)
+    assert client.state is ConnectionState.FAILED
+    assert reactor.getDelayedCalls() == []
+
+
 def connected(client):
     """Simulate a successful stream initialization."""
     client._authd(fake_stream())
@@ -103,7 +115,7 @@ def test_lost_connection_reconnects_with_growing_jittered_delays():
         assert client.state is ConnectionState.RECONNECTING
         calls = reactor.getDelayedCalls()
         assert len(calls) == 1
-        delays.append(calls[0].getTime() - reactor.seconds())
+        delays.append(next_delay(reactor))
         before = connector.attempts
         reactor.advance(delays[-1])
         assert connector.attempts == before + 1
@@ -122,10 +134,10 @@ def test_successful_reconnection_resets_the_delay():
     connector = Connector()
     for __ in range(5):
         client.factory.clientConnectionLost(connector, Failure(net_error.ConnectionLost()))
-        reactor.advance(reactor.getDelayedCalls()[0].getTime() - reactor.seconds())
+        reactor.advance(next_delay(reactor))
     connected(client)
     client.factory.clientConnectionLost(connector, Failure(net_error.ConnectionLost()))
-    delay = reactor.getDelayedCalls()[0].getTime() - reactor.seconds()
+    delay = next_delay(reactor)
     assert delay <= 1.0
 
 
@@ -149,7 +161,7 @@ def test_wrong_password_after_a_reconnection_also_stops():
     connected(client)
     connector = Connector()
     client.factory.clientConnectionLost(connector, Failure(net_error.ConnectionLost()))
-    reactor.advance(reactor.getDelayedCalls()[0].getTime() - reactor.seconds())
+    reactor.advance(next_delay(reactor))
     # the password was changed on the server meanwhile
     client.initializationFailed(Failure(sasl_errors.InvalidCredentials("wrong password")))
     client.factory.clientConnectionLost(connector, Failure(net_error.ConnectionDone()))
@@ -163,7 +175,7 @@ def test_temporary_auth_failure_is_retried_after_a_connection():
     connected(client)
     connector = Connector()
     client.factory.clientConnectionLost(connector, Failure(net_error.ConnectionLost()))
-    reactor.advance(reactor.getDelayedCalls()[0].getTime() - reactor.seconds())
+    reactor.advance(next_delay(reactor))
     client.initializationFailed(Failure(sasl_errors.TemporaryAuthFailure("try later")))
     assert client.state is ConnectionState.RECONNECTING
     client.factory.clientConnectionLost(connector, Failure(net_error.ConnectionDone()))
@@ -175,10 +187,8 @@ def test_certificate_failure_is_fatal_and_explained():
     results = collect(client.connect())
     ssl_error = SSL.Error([("SSL routines", "", "certificate verify failed")])
     client.factory.clientConnectionLost(Connector(), Failure(ssl_error))
-    assert results[0].check(CertificateError)
+    assert_failed_for_good(results, client, reactor, CertificateError)
     assert "CA file" in results[0].getErrorMessage()
-    assert client.state is ConnectionState.FAILED
-    assert reactor.getDelayedCalls() == []
 
 
 def test_host_name_mismatch_is_told_from_the_stream_not_the_connector():
@@ -190,10 +200,8 @@ def test_host_name_mismatch_is_told_from_the_stream_not_the_connector():
     # gets service_identity's verdict first
     client._disconnected(Failure(VerificationError(errors=[])))
     client.factory.clientConnectionLost(Connector(), Failure(net_error.ConnectionAborted()))
-    assert results[0].check(CertificateError)
+    assert_failed_for_good(results, client, reactor, CertificateError)
     assert "not valid for example.org" in results[0].getErrorMessage()
-    assert client.state is ConnectionState.FAILED
-    assert reactor.getDelayedCalls() == []
 
 
 def test_disconnect_stops_reconnection():
