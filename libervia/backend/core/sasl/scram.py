@@ -557,14 +557,8 @@ class ScramClient:
         self._expect(_State.FINAL_SENT)
         with self._failing():
             text = _decode(data, "server-final-message")
-            attributes = _parse_attributes(text, "server-final-message")
+            attributes = _server_attributes(text, "server-final-message")
             names = [name for name, _ in attributes]
-            if names[0] == "e":
-                _raise_server_error(attributes[0][1])
-            if "m" in names:
-                raise errors.UnsupportedExtension(
-                    "the server requires a SCRAM extension we don't support"
-                )
             if names[0] != "v":
                 raise errors.MalformedServerMessage("server-final-message has no 'v='")
             signature = b64decode_strict(attributes[0][1], "the server signature")
@@ -602,14 +596,8 @@ class ScramClient:
         return _FailOnError(self)
 
     def _parse_server_first(self, text: str) -> _ServerFirst:
-        attributes = _parse_attributes(text, "server-first-message")
+        attributes = _server_attributes(text, "server-first-message")
         names = [name for name, _ in attributes]
-        if names[0] == "e":
-            _raise_server_error(attributes[0][1])
-        if "m" in names:
-            raise errors.UnsupportedExtension(
-                "the server requires a SCRAM extension (m=) we don't support"
-            )
         if names[:3] != ["r", "s", "i"]:
             raise errors.MalformedServerMessage(
                 "server-first-message must start with the r=, s= and i= attributes"
@@ -747,6 +735,18 @@ _SERVER_ERRORS_CHANNEL_BINDING = {
     "channel-binding-not-supported",
     "unsupported-channel-binding-type",
 }
+
+
+def _server_attributes(text: str, what: str) -> list[tuple[str, str]]:
+    """Attributes of a server message, raising for ``e=`` and for a mandatory ``m=``."""
+    attributes = _parse_attributes(text, what)
+    if attributes[0][0] == "e":
+        _raise_server_error(attributes[0][1])
+    if any(name == "m" for name, _ in attributes):
+        raise errors.UnsupportedExtension(
+            "the server requires a SCRAM extension (m=) we don't support"
+        )
+    return attributes
 
 
 def _raise_server_error(value: str) -> None:
