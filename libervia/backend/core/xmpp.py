@@ -351,10 +351,18 @@ class XMPPClient(StreamManager):
 
     @staticmethod
     def _chain(d: defer.Deferred) -> defer.Deferred:
-        new: defer.Deferred = defer.Deferred()
-        d.addBoth(lambda result: (new.callback(result) if not isinstance(result, Failure)
-                                  else new.errback(result), result)[1])
-        return new
+        """A new Deferred fired with ``d``'s result, which ``d`` keeps for others."""
+        observer: defer.Deferred = defer.Deferred()
+
+        def relay(result: Any) -> Any:
+            if isinstance(result, Failure):
+                observer.errback(result)
+            else:
+                observer.callback(result)
+            return result
+
+        d.addBoth(relay)
+        return observer
 
     def _open_connection(self) -> Any:
         options = self.profile.options
