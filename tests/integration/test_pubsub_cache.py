@@ -9,133 +9,24 @@ get-items requests exactly as the service does.
 
 from __future__ import annotations
 
-import asyncio
-import importlib.metadata
-import itertools
-import secrets
-import shutil
-import tempfile
-import time
-import xml.etree.ElementTree as ET
-from pathlib import Path
-from typing import Any
-
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
-from twisted.words.protocols.jabber.jid import JID
 
-from libervia.backend.core.config import Config
-from libervia.backend.core.constants import C
-from libervia.backend.core.main import Backend
-from libervia.backend.core.profiles import ConnectionOptions
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 
-slixmpp = pytest.importorskip("slixmpp")
+pytest.importorskip("slixmpp")
+
+from tests.pubsub_support import (  # noqa: E402 - only once slixmpp is known there
+    BackendFactory,
+    Publisher,
+    Reader,
+    new_node,
+    until,
+)
 
 pytestmark = pytest.mark.integration
-
-TIMEOUT = 30
-PLUGINS = ("XEP-0059", "XEP-0060", "PUBSUB_CACHE", "XEP-0277")
-NS_ATOM = "http://www.w3.org/2005/Atom"
-
-_names = itertools.count()
-
-
-def atom(item_id: str, title: str | None = None) -> ET.Element:
-    return ET.fromstring(
-        f"<entry xmlns='{NS_ATOM}'><title>{title or 'Post ' + item_id}</title>"
-        f"<id>{item_id}</id><published>2024-03-01T10:00:00Z</published>"
-        f"<author><name>Admin</name><uri>xmpp:admin@localhost</uri></author>"
-        f"<category term='test'/><content type='text'>Body of {item_id} &amp; more"
-        "</content></entry>")
-
-
-class Publisher:
-    """The independent client: runs pubsub operations with slixmpp, in a thread."""
-
-    def __init__(self, info: Any) -> None:
-        self.info = info
-        self.service = info.pubsub_service
-
-    def run(self, body) -> defer.Deferred:
-        """``await body(xmpp, pubsub)`` in a fresh slixmpp session, in a thread."""
-        return threads.deferToThread(self._run, body)
-
-    def _run(self, body) -> Any:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        user = self.info.admin
-        xmpp = slixmpp.ClientXMPP(user.jid, user.password)
-        xmpp.loop = loop
-        for plugin in ("xep_0004", "xep_0030", "xep_0060"):
-            xmpp.register_plugin(plugin)
-        xmpp.ca_certs = str(self.info.ca_file)
-
-        async def session():
-            started = loop.create_future()
-            xmpp.add_event_handler(
-                "session_start", lambda _: started.done() or started.set_result(True))
-            xmpp.add_event_handler(
-                "failed_all_auth",
-                lambda _: started.done() or started.set_exception(
-                    RuntimeError("publisher could not log in")))
-            xmpp.connect(self.info.address, self.info.c2s_port)
-            try:
-                await asyncio.wait_for(started, TIMEOUT)
-                return await asyncio.wait_for(body(xmpp, xmpp.plugin["xep_0060"]),
-                                              TIMEOUT * 4)
-            finally:
-                await asyncio.wait_for(xmpp.disconnect(), TIMEOUT)
-
-        try:
-            return loop.run_until_complete(session())
-        finally:
-            for pending in asyncio.all_tasks(loop):
-                pending.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
-            loop.close()
-            asyncio.set_event_loop(None)
-
-    def create(self, node: str, items: list[str], max_items: int = 1000) -> defer.Deferred:
-        async def body(xmpp, pubsub):
-            form = xmpp.plugin["xep_0004"].make_form("submit")
-            form.add_field(var="FORM_TYPE", ftype="hidden",
-                           value="http://jabber.org/protocol/pubsub#node_config")
-            for var, value in (("pubsub#max_items", str(max_items)),
-                               ("pubsub#access_model", "open"),
-                               ("pubsub#notify_retract", "1"),
-                               ("pubsub#notify_delete", "1"),
-                               ("pubsub#deliver_payloads", "1"),
-                               ("pubsub#persist_items", "1")):
-                form.add_field(var=var, value=value)
-            await pubsub.create_node(self.service, node, config=form)
-            for item_id in items:
-                await pubsub.publish(self.service, node, id=item_id, payload=atom(item_id))
-
-        return self.run(body)
-
-    def publish(self, node: str, items: list[tuple[str, str | None]]) -> defer.Deferred:
-        async def body(xmpp, pubsub):
-            for item_id, title in items:
-                await pubsub.publish(self.service, node, id=item_id,
-                                     payload=atom(item_id, title))
-
-        return self.run(body)
-
-    def retract(self, node: str, item_ids: list[str]) -> defer.Deferred:
-        async def body(xmpp, pubsub):
-            for item_id in item_ids:
-                await pubsub.retract(self.service, node, item_id, notify=True)
-
-        return self.run(body)
-
-    def purge(self, node: str) -> defer.Deferred:
-        return self.run(lambda xmpp, pubsub: pubsub.purge(self.service, node))
-
-    def delete(self, node: str) -> defer.Deferred:
-        return self.run(lambda xmpp, pubsub: pubsub.delete_node(self.service, node))
 
 
 @pytest.fixture
@@ -144,98 +35,9 @@ def make_backend(tmp_path, db_url):
 
     Those still running at the end of the test are stopped.
     """
-    entry_points = [ep for ep in importlib.metadata.entry_points(
-        group=C.PLUGINS_ENTRY_POINT_GROUP) if ep.name in PLUGINS]
-    # a short folder: a UNIX socket path must fit in about 100 bytes
-    sockets = Path(tempfile.mkdtemp(prefix="li-"))
-    config = Config.from_dict({
-        "DEFAULT": {"local_dir": tmp_path / "local"},
-        "bridge": {"socket": sockets / "bridge.sock"},
-        "storage": {"url": db_url},
-        "plugin PUBSUB_CACHE": {"page_size": 10},
-    })
-    backends: list[Backend] = []
-
-    def make() -> defer.Deferred:
-        backends.append(Backend(config, reactor=reactor, plugin_entry_points=entry_points))
-        return backends[-1].startService().addCallback(lambda __: backends[-1])
-
-    yield make
-    running = [b.stopService() for b in backends if b.running]
-    pytest_twisted.blockon(defer.DeferredList(running, consumeErrors=True))
-    shutil.rmtree(sockets, ignore_errors=True)
-
-
-async def until(check, what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``await check()`` until it is truthy; fail saying ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await task.deferLater(reactor, 0.1, lambda: None)
-
-
-class Reader:
-    """A backend profile reading the node."""
-
-    def __init__(self, backend: Backend, name: str, info: Any, node: str) -> None:
-        self.backend = backend
-        self.name = name
-        self.service = JID(info.pubsub_service)
-        self.node = node
-        self.xep_0060 = backend.plugins["XEP-0060"]
-        self.cache = backend.plugins["PUBSUB_CACHE"]
-
-    @classmethod
-    async def connect(cls, backend: Backend, info: Any, node: str,
-                      name: str | None = None) -> Reader:
-        if name is None:
-            name = f"reader{next(_names)}"
-            user = info.user(0)
-            await backend.profiles.create(name, user.jid, user.password, ConnectionOptions(
-                host=info.address, port=info.c2s_port, ca_file=str(info.ca_file)))
-        await defer.ensureDeferred(backend.clients.connect(name)).addTimeout(TIMEOUT,
-                                                                             reactor)
-        return cls(backend, name, info, node)
-
-    @property
-    def client(self) -> Any:
-        return self.backend.clients.get(self.name)
-
-    async def get(self, **kwargs: Any) -> Any:
-        return await self.xep_0060.get_items(self.client, self.service, self.node,
-                                             **kwargs)
-
-    async def pubsub_node(self) -> Any:
-        return await self.backend.storage.get_pubsub_node(self.name, self.service.full(),
-                                                          self.node)
-
-    async def state(self) -> str | None:
-        node = await self.pubsub_node()
-        return None if node is None else self.cache.node_state(node)["state"]
-
-    async def cached(self) -> list[tuple[str, str]]:
-        node = await self.pubsub_node()
-        if node is None:
-            return []
-        items, __ = await self.backend.storage.get_items(node.id)
-        return sorted((i.name, i.data) for i in items)
-
-    async def remote(self) -> list[tuple[str, str]]:
-        result = await self.get(use_cache=False)
-        return sorted((i["id"], i.toXml()) for i in result.items)
-
-    async def mirrors_service(self) -> bool:
-        return await self.cached() == await self.remote()
-
-    async def wait_synchronised(self) -> None:
-        await until(lambda: self._is("completed"), f"node {self.node} synchronised")
-
-    async def _is(self, state: str) -> bool:
-        return await self.state() == state
+    factory = BackendFactory(tmp_path / "local", db_url)
+    yield factory
+    pytest_twisted.blockon(factory.close())
 
 
 async def assert_answers_like_the_service(reader: Reader, ids: list[str]) -> None:
@@ -258,10 +60,6 @@ async def assert_answers_like_the_service(reader: Reader, ids: list[str]) -> Non
         second = await reader.get(rsm_request=RSMRequest(max=7, after=first.rsm["last"]))
         assert second.cached
         assert [i["id"] for i in first.items + second.items] == ids[:14]
-
-
-def new_node() -> str:
-    return f"urn:xmpp:microblog:0:test-{secrets.token_hex(4)}"
 
 
 @pytest_twisted.ensureDeferred

@@ -41,7 +41,7 @@ from libervia.backend.core.xmpp import (
     RestrictedXMLError,
 )
 from tests.integration import test_xmpp_connection as xmpp_tests
-from tests.integration.test_pubsub_cache import (
+from tests.pubsub_support import (
     PLUGINS,
     TIMEOUT,
     Publisher,
