@@ -219,14 +219,18 @@ class Bench:
     def on_close(self, closer: Callable[[], Any]) -> None:
         self._closers.append(closer)
 
-    def server(self, kind: str) -> Any:
-        """A running private server of ``kind`` (``prosody``/``ejabberd``): ServerInfo."""
+    def server(self, kind: str, **options: Any) -> Any:
+        """A running private server of ``kind`` (``prosody``/``ejabberd``): ServerInfo.
+
+        ``options`` are those of ``ServerPool.get`` (e.g. ``max_items``, the per-node
+        cap of the pubsub service); one server is started per distinct set of options.
+        """
         if self._pool is None:
             from tests.servers.fixtures import ServerPool
 
             self._pool = ServerPool()
             self.on_close(self._pool.close)
-        return self._pool.get(kind)
+        return self._pool.get(kind, **options)
 
     async def close(self) -> None:
         """Run the clean-ups, latest first; report the failures after running them all."""
