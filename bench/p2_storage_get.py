@@ -1,0 +1,104 @@
+"""P2: the storage's get-items for the latest 20 items vs a raw ``sqlite3`` SELECT.
+
+A node of 10,000 cached items (quick: 1,000) is stored through the storage's own code
+(:mod:`bench.cache_data`). The measured call is the one the pubsub cache makes to
+answer "the last 20 items" (``get_items(max_items=20, before="")``): a count for the
+RSM answer, then the page, mapped to ``PubsubItem`` objects, in a storage thread, back
+to the reactor. The baseline is the same rows read with the standard ``sqlite3``
+module on the same file (same columns, order and limit, a connection kept open), run
+in a thread of its own too: the storage must never block the reactor, so crossing to a
+thread and back is part of any storage call, raw or not. The raw query run in line,
+without crossing, is in the details.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict
+from pathlib import Path
+
+from twisted.internet import reactor, threads
+from twisted.python.threadpool import ThreadPool
+
+from bench.cache_data import fill_cache, open_storage
+from bench.harness import Bench, Result, Stats, measure, measure_pair, ratio_result
+
+LATEST = 20
+
+RAW_LATEST = (
+    "SELECT id, node_id, name, data, created, updated, parsed FROM pubsub_items "
+    "WHERE node_id = ? ORDER BY created DESC, id DESC LIMIT ?"
+)
+
+
+class RawReader:
+    """The baseline: the stdlib ``sqlite3`` module, one open connection, one thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="raw-sqlite")
+        self.pool.start()
+        self._conn: sqlite3.Connection | None = None
+
+    def latest(self, node_id: int, count: int) -> list[tuple]:
+        if self._conn is None:
+            # used by one thread at a time: the pool's, or the reactor's in line
+            self._conn = sqlite3.connect(self.path, check_same_thread=False)
+        rows = self._conn.execute(RAW_LATEST, (node_id, count)).fetchall()
+        rows.reverse()
+        return rows
+
+    def latest_in_thread(self, node_id: int, count: int):
+        return threads.deferToThreadPool(reactor, self.pool, self.latest, node_id, count)
+
+    def close(self) -> None:
+        def close_conn() -> None:
+            if self._conn is not None:
+                self._conn.close()
+
+        self.pool.callInThread(close_conn)
+        self.pool.stop()
+
+
+async def run(bench: Bench) -> list[Result]:
+    size = bench.size(full=10_000, quick=1_000)
+    path = bench.tempdir("p2") / "libervia.db"
+    storage = await open_storage(path)
+    bench.on_close(storage.stop)
+    cached = await fill_cache(storage, size, nodes=1)
+    node_id = next(iter(cached.nodes.values()))
+    raw = RawReader(path)
+    bench.on_close(raw.close)
+
+    async def storage_latest() -> None:
+        items, page = await storage.get_items(node_id, max_items=LATEST, before="")
+        assert len(items) == LATEST and page.count == size
+
+    # both return the same items, in the same order
+    items, __ = await storage.get_items(node_id, max_items=LATEST, before="")
+    rows = await raw.latest_in_thread(node_id, LATEST)
+    assert [i.name for i in items] == [r[2] for r in rows], "not the same rows"
+
+    calls = bench.size(full=200, quick=50)
+    repeat = bench.repeat
+
+    async def batch(fn):
+        for __ in range(calls):
+            await fn()
+
+    measured, baseline = await measure_pair(
+        lambda: batch(storage_latest),
+        lambda: batch(lambda: raw.latest_in_thread(node_id, LATEST)), repeat)
+    inline = measure(lambda: [raw.latest(node_id, LATEST) for __ in range(calls)],
+                     repeat)
+    per_call = [s / calls for s in measured]
+    base_per_call = [s / calls for s in baseline]
+    inline_stats = Stats.of([s / calls for s in inline])
+    result = ratio_result(
+        "P2", f"Storage.get_items, latest {LATEST}", f"SQLite, {size:,} items",
+        per_call, "raw sqlite3 SELECT in a thread", base_per_call, "<= 2x",
+        lambda r: r <= 2,
+        notes=f"raw SELECT in line: {inline_stats.text()}",
+        details={"calls_per_sample": calls, "raw_inline": asdict(inline_stats),
+                 "ratio_to_inline": Stats.of(per_call).ratio_to(inline_stats)})
+    return [result]
