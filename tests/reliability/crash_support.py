@@ -1,0 +1,132 @@
+"""What the crash and fault tests share: a backend process, and checks of its database.
+
+The checks open their own SQLAlchemy engine on the database (never the backend's): they
+see what a backend starting on it would see.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from twisted.internet import threads
+
+from tests.support import BackendProcess, venv_script
+
+#: set to run the crash tests with their full sizes (larger nodes, larger databases)
+FULL_ENV = "LIBERVIA_RELIABILITY_FULL"
+
+
+def full_size() -> bool:
+    return os.environ.get(FULL_ENV, "").lower() in ("1", "true", "yes")
+
+
+def sized(ci: int, full: int) -> int:
+    """``full`` when the full sizes are asked for (see :data:`FULL_ENV`), else ``ci``."""
+    return full if full_size() else ci
+
+
+def is_sqlite(db_url: str) -> bool:
+    return make_url(db_url).get_backend_name() == "sqlite"
+
+
+def start_backend_process(tmp_path: Path, local_dir: Path, db_url: str, socket: Path,
+                          settings: dict[str, dict[str, Any]] | None = None
+                          ) -> BackendProcess:
+    """Start ``libervia-backend`` with a configuration file written for it."""
+    sections: dict[str, dict[str, Any]] = {
+        "DEFAULT": {"local_dir": local_dir},
+        "bridge": {"socket": socket},
+        "storage": {"url": db_url},
+    }
+    for section, values in (settings or {}).items():
+        sections.setdefault(section, {}).update(values)
+    config = tmp_path / "backend.conf"
+    config.write_text("".join(
+        f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+        for section, values in sections.items()))
+    env = dict(os.environ)
+    # keep the user's own configuration out of the test
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
+    env.pop("LIBERVIA_CONFIG", None)
+    return BackendProcess(
+        [venv_script("libervia-backend"), "--config", str(config), "--log-level", "info"],
+        env=env, cwd=tmp_path)
+
+
+def kill(process: BackendProcess) -> None:
+    """SIGKILL: no clean-up code of the backend runs."""
+    status = process.stop(signal.SIGKILL)
+    assert status == -signal.SIGKILL, process.output
+
+
+def wait_in_thread(check: Callable[[], Any], what: str, timeout: float = 120,
+                   interval: float = 0.02):
+    """Poll the blocking ``check()`` in a thread until truthy; Deferred of its result."""
+    def poll() -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(interval)
+
+    return threads.deferToThread(poll)
+
+
+class DatabaseProbe:
+    """A connection of the test's own to the backend's database."""
+
+    def __init__(self, db_url: str) -> None:
+        self.url = db_url
+        self.sqlite = is_sqlite(db_url)
+        # NullPool: nothing stays open between two checks (a SQLite file can be
+        # inspected while the backend is dead, a PostgreSQL server stopped)
+        self.engine = sa.create_engine(db_url, poolclass=sa.NullPool)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def scalar(self, query: str, **params: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(query), params).scalar()
+
+    def rows(self, query: str, **params: Any) -> list[tuple]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(query), params)]
+
+    def node(self, name: str) -> tuple[str | None, int, int] | None:
+        """``(sync_state, sync_items_done, items stored)`` of a node, or None."""
+        found = self.rows(
+            "SELECT n.sync_state, n.sync_items_done, "
+            "(SELECT count(*) FROM pubsub_items i WHERE i.node_id = n.id) "
+            "FROM pubsub_nodes n WHERE n.name = :name", name=name)
+        return found[0] if found else None
+
+    def assert_consistent(self) -> None:
+        """The file is sound and the constraints hold: what a crash must never break."""
+        if self.sqlite:
+            assert self.rows("PRAGMA integrity_check") == [("ok",)]
+            assert self.rows("PRAGMA foreign_key_check") == []
+        else:
+            # every constraint is enforced at each commit: a row breaking one can only
+            # come from a damaged server; check the ones the cache relies on anyway
+            orphans = self.scalar(
+                "SELECT count(*) FROM pubsub_items i LEFT JOIN pubsub_nodes n "
+                "ON n.id = i.node_id WHERE n.id IS NULL")
+            assert orphans == 0
+            invalid = self.rows(
+                "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid")
+            assert invalid == []
+        duplicates = self.rows(
+            "SELECT node_id, name, count(*) FROM pubsub_items GROUP BY node_id, name "
+            "HAVING count(*) > 1")
+        assert duplicates == []

@@ -1,0 +1,132 @@
+"""Crashes: the backend killed (SIGKILL) during a sync and during a migration, the XMPP
+server stopped during a sync.  On SQLite and PostgreSQL.
+
+After each, the database must be sound (SQLite ``PRAGMA integrity_check``, constraints,
+no duplicate item), no node may be served half-synchronised, and the cache must end up
+equal to the service.  The backend is killed from outside, as the kernel or a user
+would, at a moment read from its database (not after a guessed delay).
+
+Sizes are small enough for CI; ``LIBERVIA_RELIABILITY_FULL=1`` runs the full ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+
+from libervia.backend.core.profiles import ConnectionOptions
+
+pytest.importorskip("slixmpp")
+
+from tests.pubsub_support import (  # noqa: E402 - only once slixmpp is known there
+    BackendFactory,
+    Publisher,
+    Reader,
+    atom,
+    new_node,
+    until,
+)
+from tests.reliability.crash_support import (  # noqa: E402
+    DatabaseProbe,
+    kill,
+    sized,
+    start_backend_process,
+    wait_in_thread,
+)
+
+pytestmark = pytest.mark.integration
+
+PROFILE = "crashed"
+PAGE_SIZE = 5
+
+
+@pytest.fixture
+def make_backend(tmp_path, db_url):
+    """``make_backend()``: an in-process backend on the test's database."""
+    factory = BackendFactory(tmp_path / "local", db_url,
+                             {"plugin PUBSUB_CACHE": {"page_size": PAGE_SIZE}})
+    yield factory
+    pytest_twisted.blockon(factory.close())
+
+
+@pytest.fixture
+def probe(db_url):
+    probe = DatabaseProbe(db_url)
+    yield probe
+    probe.close()
+
+
+def fill(publisher: Publisher, node: str, ids: list[str]) -> defer.Deferred:
+    """Create ``node`` holding ``ids``, publishing many at once (faster than in turn)."""
+    async def body(xmpp, pubsub):
+        for start in range(0, len(ids), 50):
+            await asyncio.gather(*(
+                pubsub.publish(publisher.service, node, id=item_id, payload=atom(item_id))
+                for item_id in ids[start:start + 50]))
+
+    return publisher.create(node, [], max_items=len(ids) + 100).addCallback(
+        lambda __: publisher.run(body))
+
+
+async def add_autoconnect_profile(backend, info, node: str) -> None:
+    """A profile connecting at start-up, with ``node`` analysed but never synchronised:
+    the backend synchronises it as soon as the profile is connected."""
+    user = info.user(0)
+    await backend.profiles.create(PROFILE, user.jid, user.password, ConnectionOptions(
+        host=info.address, port=info.c2s_port, ca_file=str(info.ca_file),
+        autoconnect=True))
+    await backend.storage.set_pubsub_node(PROFILE, info.pubsub_service, node,
+                                          analyser="XEP-0277", type_="blog")
+
+
+@pytest_twisted.ensureDeferred
+async def test_backend_killed_during_a_sync_restarts_without_serving_a_half_node(
+        ejabberd_server, make_backend, probe, tmp_path, db_url):
+    info = ejabberd_server
+    node = new_node()
+    count = sized(600, 3000)
+    ids = [f"post{n:05}" for n in range(count)]
+    await fill(Publisher(info), node, ids)
+    backend = await make_backend()
+    await add_autoconnect_profile(backend, info, node)
+    await backend.stopService()
+
+    process = start_backend_process(
+        tmp_path, make_backend.config.local_dir, db_url, make_backend.sockets / "p.sock",
+        {"plugin PUBSUB_CACHE": {"page_size": PAGE_SIZE}})
+    try:
+        # ejabberd pages: the progress is written after each page
+        def mid_sync():
+            state = probe.node(node)
+            return state if state and state[0] == "IN_PROGRESS" and state[1] > 0 else None
+
+        state = await wait_in_thread(mid_sync, "the synchronisation to be under way")
+    finally:
+        kill(process)
+    assert state[1] < count, "the sync ended before the kill: make the node larger"
+    probe.assert_consistent()
+    sync_state, done, stored = probe.node(node)
+    # the items are written at once with the COMPLETED state: none of them yet
+    assert (sync_state, stored) == ("IN_PROGRESS", 0), process.output
+    assert "synchronised (" not in process.output
+
+    restarted = await make_backend()
+    reader = await Reader.connect(restarted, info, node, name=PROFILE)
+    # while the node is synchronised again, the cache either lets the service answer
+    # or answers with the whole node: never with a part of it
+    async def served_whole() -> bool:
+        answer = await reader.get(max_items=5)
+        assert probe.node(node)[2] in (0, count)
+        if not answer.cached:
+            return False
+        assert [i["id"] for i in answer.items] == ids[-5:]
+        return True
+
+    await until(served_whole, "the node served from the cache", timeout=120)
+    await reader.wait_synchronised()
+    probe.assert_consistent()
+    assert [name for name, __ in await reader.cached()] == ids
+    assert await reader.mirrors_service()
