@@ -1,0 +1,97 @@
+"""A backend run as a separate process, as users run it (P7, P8).
+
+:class:`ProcessSetup` writes a configuration into a folder of its own (data folder,
+bridge socket) and starts the ``libervia-backend`` launcher on it, with an environment
+that keeps the user's own configuration and backend out. Its methods block: call them
+from a thread (``threads.deferToThread``) while the reactor runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from libervia.cli.bridge_client import BridgeClient
+from tests.support import BackendProcess, venv_script
+
+#: the line the backend logs once migrated, plugins loaded and the bridge listening
+READY_LINE = "backend ready"
+
+#: seconds a start-up may take on a loaded machine
+START_TIMEOUT = 120
+
+
+def read_vm_hwm(pid: int) -> int:
+    """Peak resident memory of process ``pid`` (``VmHWM``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            value, unit = line.split()[1:3]
+            assert unit == "kB", line
+            return int(value) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+@dataclass
+class ProcessSetup:
+    """Configuration of a backend process living in ``folder``.
+
+    :param database: the SQLite file to use (default: ``libervia.db`` in the data
+        folder, created and migrated at start-up)
+    """
+
+    folder: Path
+    database: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.local_dir = self.folder / "local"
+        # short: a UNIX socket path must fit in about 100 bytes
+        self.socket = self.folder / "bridge.sock"
+        self.config = self.folder / "libervia.conf"
+        text = f"[DEFAULT]\nlocal_dir = {self.local_dir}\n[bridge]\nsocket = {self.socket}\n"
+        if self.database is not None:
+            text += f"[storage]\nurl = sqlite:///{self.database}\n"
+        self.config.write_text(text)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["XDG_CONFIG_HOME"] = str(self.folder / "xdg-config")
+        for name in ("LIBERVIA_CONFIG", "LIBERVIA_BRIDGE_SOCKET", "XDG_RUNTIME_DIR"):
+            env.pop(name, None)
+        return env
+
+    def command(self) -> list[str]:
+        return [venv_script("libervia-backend"), "--config", str(self.config)]
+
+    def start(self) -> BackendProcess:
+        """Start the backend (without waiting for it to be ready)."""
+        return BackendProcess(self.command(), env=self.env(), cwd=self.folder)
+
+    def start_ready(self) -> BackendProcess:
+        """Start the backend and wait until it says it is ready."""
+        process = self.start()
+        try:
+            process.wait_for(READY_LINE, timeout=START_TIMEOUT)
+        except BaseException:
+            process.stop(signal.SIGKILL)
+            raise
+        return process
+
+    def bridge(self, timeout: float = 120) -> BridgeClient:
+        """A client of the backend's bridge (connected on first call)."""
+        return BridgeClient(self.socket, timeout=timeout)
+
+
+def stop(process: BackendProcess) -> None:
+    """Stop a backend cleanly (as Ctrl-C does); raise if it did not exit cleanly."""
+    status = process.stop(signal.SIGINT, timeout=60)
+    if status != 0:
+        raise RuntimeError(f"the backend exited with status {status}:\n{process.output}")
+
+
+def python_command(code: str) -> list[str]:
+    """``python -c code`` with the interpreter running the benchmarks (the venv's)."""
+    return [sys.executable, "-c", code]
+

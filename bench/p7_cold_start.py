@@ -1,0 +1,62 @@
+"""P7: cold start of a backend process to ready vs ``python -c "import twisted"``.
+
+Each start is a first start: a new folder with a new configuration and no database, so
+the time covers the interpreter, the imports, the creation of the schema (migrations),
+the loading of the plugins and the bridge listening: until the launcher logs that the
+backend is ready (which it does once the bridge listens; the bridge is then asked for
+the backend's status, outside of the timing, to check it answers). The baseline is
+the same interpreter (the venv's) starting and importing Twisted, the floor of any
+Twisted program. Both are alternated; the figure is reported, with no target.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from twisted.internet import threads
+
+from bench.backend_process import ProcessSetup, python_command, stop
+from bench.harness import Bench, Result, ratio_result
+
+
+def _timed_start(setup: ProcessSetup) -> float:
+    started = time.perf_counter()
+    process = setup.start_ready()
+    elapsed = time.perf_counter() - started
+    try:
+        with setup.bridge() as bridge:
+            status = bridge.call("backend_status")
+        if not status.get("ready"):
+            raise RuntimeError(f"the backend said it was ready, its bridge says {status}")
+    finally:
+        stop(process)
+    return elapsed
+
+
+def _timed_import() -> float:
+    started = time.perf_counter()
+    subprocess.run(python_command("import twisted"), check=True, timeout=60)
+    return time.perf_counter() - started
+
+
+def _alternate(bench: Bench, repeat: int) -> tuple[list[float], list[float]]:
+    # one warm-up of each (file system caches), then alternately
+    _timed_start(ProcessSetup(bench.tempdir("p7")))
+    _timed_import()
+    starts, imports = [], []
+    for __ in range(repeat):
+        starts.append(_timed_start(ProcessSetup(bench.tempdir("p7"))))
+        imports.append(_timed_import())
+    return starts, imports
+
+
+async def run(bench: Bench) -> list[Result]:
+    repeat = bench.size(full=11, quick=3)
+    starts, imports = await threads.deferToThread(_alternate, bench, repeat)
+    result = ratio_result(
+        "P7", "cold start to ready (launcher, new database)", "SQLite, fresh folder",
+        starts, 'python -c "import twisted"', imports, "reported", lambda r: True,
+        notes="ready: the launcher's ready line, the bridge answering")
+    result.met = None
+    return [result]
