@@ -2,7 +2,10 @@
 
 import base64
 
+import precis_i18n
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from libervia.backend.core.sasl import errors
 from libervia.backend.core.sasl.scram import (
@@ -232,6 +235,27 @@ def test_password_is_prepared_with_opaque_string():
     assert "bad\x07password" not in str(info.value)
     with pytest.raises(errors.UnusableCredentials):
         ScramClient("SCRAM-SHA-256", "user", "")
+
+
+PRINTABLE_ASCII = "".join(map(chr, range(0x20, 0x7F)))
+
+
+@given(st.text(alphabet=PRINTABLE_ASCII, min_size=1))
+def test_printable_ascii_is_prepared_as_the_precis_profile_prepares_it(value):
+    # saslprep takes a short cut for these: it must not change the result
+    assert saslprep(value) == precis_i18n.get_profile("OpaqueString").enforce(value)
+
+
+@pytest.mark.parametrize("nonce", ["with space", "with,comma", "caf\u00e9", "del\x7f",
+                                   "tab\t"])
+def test_nonce_outside_printable_ascii_is_refused(nonce):
+    with pytest.raises(ValueError):
+        ScramClient("SCRAM-SHA-256", "user", "pencil", nonce=nonce)
+    client = ScramClient("SCRAM-SHA-256", "user", "pencil", nonce="abc")
+    client.client_first()
+    server_first = f"r=abc{nonce},s=MDEyMzQ1Njc4OWFiY2RlZg==,i=4096".encode()
+    with pytest.raises(errors.MalformedServerMessage):
+        client.receive_server_first(server_first)
 
 
 def test_prepared_password_gives_the_same_proof_as_its_canonical_form():
