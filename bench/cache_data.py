@@ -13,11 +13,14 @@ Generation is deterministic (seeded), so that two runs search the same data.
 from __future__ import annotations
 
 import random
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import defer, reactor, threads
+from twisted.python.threadpool import ThreadPool
 from twisted.words.xish import domish
 
 from libervia.backend.memory.sqla import Storage
@@ -55,6 +58,11 @@ async def open_storage(path: Path) -> Storage:
     return storage
 
 
+def published(number: int) -> datetime:
+    """When the post ``number`` (counted from 0 over the whole cache) was published."""
+    return FIRST_POST + timedelta(minutes=7 * number)
+
+
 def blog_item(rng: random.Random, number: int) -> domish.Element:
     """A pubsub ``<item/>`` holding an Atom entry, as a blog service sends it."""
     item = domish.Element((NS_PUBSUB, "item"))
@@ -66,9 +74,9 @@ def blog_item(rng: random.Random, number: int) -> domish.Element:
         words[rng.randrange(len(words))] = rng.choice(RARE_WORDS)
     entry.addElement("title", content=" ".join(words[:4]).capitalize())
     entry.addElement("id", content=f"xmpp:{SERVICE}?;node={NS_MICROBLOG};item={item_id}")
-    published = FIRST_POST + timedelta(minutes=7 * number)
-    entry.addElement("published", content=published.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    entry.addElement("updated", content=published.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    stamp = published(number).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry.addElement("published", content=stamp)
+    entry.addElement("updated", content=stamp)
     author = entry.addElement("author")
     author.addElement("name", content=rng.choice(AUTHORS))
     author.addElement("uri", content=f"xmpp:{SERVICE}")
@@ -130,3 +138,27 @@ async def fill_cache(storage: Storage, total: int, nodes: int, seed: int = 8,
             node.id, item_rows(items, datetime.now(UTC)), sync_state=SyncState.COMPLETED)
         stored[name] = node.id
     return CachedNodes(profile, SERVICE, stored, number)
+
+
+class RawSqlite:
+    """The baselines: the standard ``sqlite3`` module on the same file.
+
+    One connection kept open, used by one thread at a time: a thread of its own
+    (:meth:`fetch_in_thread`, as the storage never blocks the reactor either) or the
+    caller's (:meth:`fetch`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="raw-sqlite")
+        self.pool.start()
+        self._conn = sqlite3.connect(path, check_same_thread=False)
+
+    def fetch(self, sql: str, args: tuple | dict = ()) -> list[tuple]:
+        return self._conn.execute(sql, args).fetchall()
+
+    def fetch_in_thread(self, sql: str, args: tuple | dict = ()) -> defer.Deferred:
+        return threads.deferToThreadPool(reactor, self.pool, self.fetch, sql, args)
+
+    def close(self) -> None:
+        self.pool.stop()
+        self._conn.close()

@@ -13,14 +13,9 @@ without crossing, is in the details.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict
-from pathlib import Path
 
-from twisted.internet import reactor, threads
-from twisted.python.threadpool import ThreadPool
-
-from bench.cache_data import fill_cache, open_storage
+from bench.cache_data import RawSqlite, fill_cache, open_storage
 from bench.harness import Bench, Result, Stats, measure, measure_pair, ratio_result
 
 LATEST = 20
@@ -31,35 +26,6 @@ RAW_LATEST = (
 )
 
 
-class RawReader:
-    """The baseline: the stdlib ``sqlite3`` module, one open connection, one thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="raw-sqlite")
-        self.pool.start()
-        self._conn: sqlite3.Connection | None = None
-
-    def latest(self, node_id: int, count: int) -> list[tuple]:
-        if self._conn is None:
-            # used by one thread at a time: the pool's, or the reactor's in line
-            self._conn = sqlite3.connect(self.path, check_same_thread=False)
-        rows = self._conn.execute(RAW_LATEST, (node_id, count)).fetchall()
-        rows.reverse()
-        return rows
-
-    def latest_in_thread(self, node_id: int, count: int):
-        return threads.deferToThreadPool(reactor, self.pool, self.latest, node_id, count)
-
-    def close(self) -> None:
-        def close_conn() -> None:
-            if self._conn is not None:
-                self._conn.close()
-
-        self.pool.callInThread(close_conn)
-        self.pool.stop()
-
-
 async def run(bench: Bench) -> list[Result]:
     size = bench.size(full=10_000, quick=1_000)
     path = bench.tempdir("p2") / "libervia.db"
@@ -67,8 +33,15 @@ async def run(bench: Bench) -> list[Result]:
     bench.on_close(storage.stop)
     cached = await fill_cache(storage, size, nodes=1)
     node_id = next(iter(cached.nodes.values()))
-    raw = RawReader(path)
+    raw = RawSqlite(path)
     bench.on_close(raw.close)
+
+    def raw_latest() -> list[tuple]:
+        # the rows come newest first: reversed, as get_items does
+        return raw.fetch(RAW_LATEST, (node_id, LATEST))[::-1]
+
+    async def raw_latest_in_thread() -> list[tuple]:
+        return (await raw.fetch_in_thread(RAW_LATEST, (node_id, LATEST)))[::-1]
 
     async def storage_latest() -> None:
         items, page = await storage.get_items(node_id, max_items=LATEST, before="")
@@ -76,7 +49,7 @@ async def run(bench: Bench) -> list[Result]:
 
     # both return the same items, in the same order
     items, __ = await storage.get_items(node_id, max_items=LATEST, before="")
-    rows = await raw.latest_in_thread(node_id, LATEST)
+    rows = await raw_latest_in_thread()
     assert [i.name for i in items] == [r[2] for r in rows], "not the same rows"
 
     calls = bench.size(full=200, quick=50)
@@ -88,9 +61,8 @@ async def run(bench: Bench) -> list[Result]:
 
     measured, baseline = await measure_pair(
         lambda: batch(storage_latest),
-        lambda: batch(lambda: raw.latest_in_thread(node_id, LATEST)), repeat)
-    inline = measure(lambda: [raw.latest(node_id, LATEST) for __ in range(calls)],
-                     repeat)
+        lambda: batch(raw_latest_in_thread), repeat)
+    inline = measure(lambda: [raw_latest() for __ in range(calls)], repeat)
     per_call = [s / calls for s in measured]
     base_per_call = [s / calls for s in baseline]
     inline_stats = Stats.of([s / calls for s in inline])
