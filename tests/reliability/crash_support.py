@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from twisted.internet import threads
+from twisted.internet import defer, threads
 
 from tests.support import BackendProcess, venv_script
 
@@ -66,20 +67,23 @@ def kill(process: BackendProcess) -> None:
     assert status == -signal.SIGKILL, process.output
 
 
-def wait_in_thread(check: Callable[[], Any], what: str, timeout: float = 120,
-                   interval: float = 0.02):
-    """Poll the blocking ``check()`` in a thread until truthy; Deferred of its result."""
-    def poll() -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(interval)
+def poll(check: Callable[[], Any], what: str, timeout: float = 120,
+         interval: float = 0.02) -> Any:
+    """Call the blocking ``check()`` until it is truthy; return its result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
-    return threads.deferToThread(poll)
+
+def poll_in_thread(check: Callable[[], Any], what: str, timeout: float = 120
+                   ) -> defer.Deferred:
+    """:func:`poll` in a thread, out of the reactor's way."""
+    return threads.deferToThread(poll, check, what, timeout)
 
 
 class DatabaseProbe:
@@ -110,6 +114,24 @@ class DatabaseProbe:
             "(SELECT count(*) FROM pubsub_items i WHERE i.node_id = n.id) "
             "FROM pubsub_nodes n WHERE n.name = :name", name=name)
         return found[0] if found else None
+
+    def locked_by_a_writer(self) -> bool:
+        """Whether another connection is in the middle of a transaction changing the
+        schema or writing (what a migration does from its first statement on)."""
+        if self.sqlite:
+            conn = sqlite3.connect(make_url(self.url).database, timeout=0)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return True
+            finally:
+                conn.close()
+            return False
+        return bool(self.scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE a.datname = current_database() AND l.pid <> pg_backend_pid() "
+            "AND l.granted AND l.locktype = 'relation' "
+            "AND l.mode IN ('ShareLock', 'AccessExclusiveLock')"))
 
     def assert_consistent(self) -> None:
         """The file is sound and the constraints hold: what a crash must never break."""

@@ -12,12 +12,18 @@ Sizes are small enough for CI; ``LIBERVIA_RELIABILITY_FULL=1`` runs the full one
 from __future__ import annotations
 
 import asyncio
+import shutil
+import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer
 
 from libervia.backend.core.profiles import ConnectionOptions
+from libervia.backend.memory import schema
+from tests.unit.storage import migration_helpers
 
 pytest.importorskip("slixmpp")
 
@@ -32,9 +38,10 @@ from tests.pubsub_support import (  # noqa: E402 - only once slixmpp is known th
 from tests.reliability.crash_support import (  # noqa: E402
     DatabaseProbe,
     kill,
+    poll,
+    poll_in_thread,
     sized,
     start_backend_process,
-    wait_in_thread,
 )
 
 pytestmark = pytest.mark.integration
@@ -103,7 +110,7 @@ async def test_backend_killed_during_a_sync_restarts_without_serving_a_half_node
             state = probe.node(node)
             return state if state and state[0] == "IN_PROGRESS" and state[1] > 0 else None
 
-        state = await wait_in_thread(mid_sync, "the synchronisation to be under way")
+        state = await poll_in_thread(mid_sync, "the synchronisation to be under way")
     finally:
         kill(process)
     assert state[1] < count, "the sync ended before the kill: make the node larger"
@@ -130,3 +137,71 @@ async def test_backend_killed_during_a_sync_restarts_without_serving_a_half_node
     probe.assert_consistent()
     assert [name for name, __ in await reader.cached()] == ids
     assert await reader.mirrors_service()
+
+
+def insert_bulk_items(db_url: str, count: int) -> None:
+    """Items enough for the migration to last a while (it indexes them all)."""
+    sa_engine = migration_helpers.connect(db_url)
+    try:
+        with sa_engine.begin() as conn:
+            for start in range(0, count, 5000):
+                conn.execute(migration_helpers.pubsub_items.insert(), [
+                    {"node_id": 1, "name": f"bulk{i:06}", "data": migration_helpers.item_xml(
+                        "bulk", i) + f"<!-- words to index for item {i} -->",
+                     "created": migration_helpers.T0, "updated": migration_helpers.T0,
+                     "parsed": {"i": i}}
+                    for i in range(start, min(count, start + 5000))])
+    finally:
+        sa_engine.dispose()
+
+
+def first_revision_content(probe: DatabaseProbe) -> list[list[tuple]]:
+    """What a migration must keep: the rows of the first revision's tables."""
+    return [probe.rows(query) for query in (
+        "SELECT id, name FROM profiles ORDER BY id",
+        "SELECT category, name, profile_id, value FROM param_ind ORDER BY name",
+        "SELECT namespace, key, value FROM private_gen_bin ORDER BY key",
+        "SELECT id, name, sync_state FROM pubsub_nodes ORDER BY id",
+        "SELECT node_id, name, data FROM pubsub_items ORDER BY node_id, name",
+    )]
+
+
+@pytest.fixture
+def socket_dir():
+    # a short folder: a UNIX socket path must fit in about 100 bytes
+    path = Path(tempfile.mkdtemp(prefix="li-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_backend_killed_during_a_migration_leaves_the_old_revision_then_completes_it(
+        db_url, probe, tmp_path, socket_dir):
+    first = migration_helpers.revisions()[0]
+    migration_helpers.migrate(db_url, first)
+    migration_helpers.insert_first_revision_data(db_url)
+    insert_bulk_items(db_url, sized(60_000, 500_000))
+    before = first_revision_content(probe)
+    local_dir = tmp_path / "local"
+
+    process = start_backend_process(tmp_path, local_dir, db_url, socket_dir / "b.sock")
+    try:
+        poll(probe.locked_by_a_writer, "the migration to start")
+    finally:
+        kill(process)
+    assert "database upgraded" not in process.output
+    probe.assert_consistent()
+    # the migration runs in one transaction: nothing of it is left
+    assert migration_helpers.current_revision(db_url) == first
+    assert first_revision_content(probe) == before
+
+    process = start_backend_process(tmp_path, local_dir, db_url, socket_dir / "b.sock")
+    try:
+        process.wait_for("backend ready", timeout=300)
+    finally:
+        assert process.stop() in (0, -signal.SIGTERM), process.output
+    assert "database upgraded from schema revision" in process.output
+    assert migration_helpers.current_revision(db_url) == schema.head_revision()
+    probe.assert_consistent()
+    after = first_revision_content(probe)
+    # the nodes gained columns, but kept their rows; everything else is untouched
+    assert after == before
