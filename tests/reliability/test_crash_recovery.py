@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, threads
 
 from libervia.backend.core.profiles import ConnectionOptions
 from libervia.backend.memory import schema
@@ -205,3 +205,44 @@ def test_backend_killed_during_a_migration_leaves_the_old_revision_then_complete
     after = first_revision_content(probe)
     # the nodes gained columns, but kept their rows; everything else is untouched
     assert after == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_xmpp_server_stopped_during_a_sync_ends_complete_after_reconnection(
+        xmpp_server_factory, make_backend, probe, monkeypatch):
+    from libervia.backend.core.xmpp import ClientFactory
+
+    # the client retries often, so that it is back soon after the server
+    monkeypatch.setattr(ClientFactory, "maxDelay", 3.0)
+    # a server of this test's own: the others' are not disturbed by its stop
+    info = xmpp_server_factory("ejabberd", max_items=100_001)
+    node = new_node()
+    count = sized(600, 3000)
+    ids = [f"post{n:05}" for n in range(count)]
+    publisher = Publisher(info)
+    await fill(publisher, node, ids)
+    backend = await make_backend()
+    reader = await Reader.connect(backend, info, node)
+    assert (await reader.get(max_items=1)).cached is False
+
+    def mid_sync():
+        state = probe.node(node)
+        return state if state and state[0] == "IN_PROGRESS" and state[1] > 0 else None
+
+    state = await poll_in_thread(mid_sync, "the synchronisation to be under way")
+    await threads.deferToThread(info.stop)
+    try:
+        assert probe.node(node)[2] == 0, state
+        await until(lambda: defer.succeed(not backend.clients.is_connected(reader.name)),
+                    "the disconnection to be noticed")
+        # what the server answers meanwhile: nothing, the cache can't answer either
+        assert probe.node(node)[0] == "IN_PROGRESS", probe.rows("SELECT extra FROM pubsub_nodes")
+    finally:
+        await threads.deferToThread(info.start)
+    await until(lambda: defer.succeed(backend.clients.is_connected(reader.name)),
+                "the reconnection", timeout=120)
+    await reader.wait_synchronised()
+    probe.assert_consistent()
+    assert [name for name, __ in await reader.cached()] == ids
+    assert await reader.mirrors_service()
+    assert (await reader.get(max_items=5)).cached is True

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionClosed
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
@@ -657,9 +658,11 @@ class PubsubCache:
             return
         except Exception as e:
             reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
-            if not getattr(client, "is_connected", True):
+            if not getattr(client, "is_connected", True) or isinstance(e, ConnectionClosed):
                 # interrupted (disconnection, backend stopping), not failed: the node
-                # stays IN_PROGRESS and is synchronised again at the next connection
+                # stays IN_PROGRESS and is synchronised again at the next connection.
+                # The requests of a lost stream fail before the client knows it is
+                # disconnected: their error tells it too
                 log.info("synchronisation of node {node} interrupted ({reason}), it "
                          "will be done again", node=node, reason=reason)
                 return

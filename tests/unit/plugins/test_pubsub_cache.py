@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.error import ConnectionLost
 from twisted.words.protocols.jabber.jid import JID
 
 from libervia.backend.bridge.server import Bridge
@@ -704,6 +705,24 @@ async def test_restart_during_a_sync_redoes_it_complete_without_duplicates(stora
 
 
 @pytest_twisted.ensureDeferred
+async def test_stream_lost_during_a_sync_leaves_it_to_redo_not_in_error(storage):
+    env = Env(storage, FakePubsubService("ejabberd"), settings={"page_size": 5})
+    env.fill()
+    env.client.hold(is_page_request)
+    await env.get()
+    await env.client.wait_held()
+    # the requests of a lost stream fail before the client knows it is disconnected
+    __, held = env.client.held.pop()
+    held.errback(ConnectionLost("the server went away"))
+    await env.cache.wait_background()
+    assert await env.state() == "in_progress"
+    env.client.release()
+    await env.cache.profile_connected(env.client)
+    await env.cache.wait_background()
+    await assert_cache_is_service(env)
+
+
+@pytest_twisted.ensureDeferred
 async def test_verification_after_connection_fixes_a_diverged_cache(env):
     await env.sync()
     service = env.service
@@ -725,6 +744,18 @@ async def test_verification_after_connection_fixes_a_diverged_cache(env):
     await restarted.cache.profile_connected(restarted.client)
     await restarted.cache.wait_background()
     assert await restarted.node() is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_unchanged_while_away_is_served_again_once_verified(env):
+    await env.sync()
+    await env.cache.profile_disconnected(env.client)
+    restarted = env.restart()
+    await restarted.cache.profile_connected(restarted.client)
+    await restarted.cache.wait_background()
+    # checking the node does not leave it looking like a synchronisation in progress
+    assert await restarted.state() == "completed"
+    assert (await restarted.get()).cached is True
 
 
 # parsers
