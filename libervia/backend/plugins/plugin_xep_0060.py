@@ -14,13 +14,15 @@ methods ``pubsub_*``), and lets plugins hook in through triggers:
 ``XEP-0060_items``, ``XEP-0060_retract``, ``XEP-0060_purge``, ``XEP-0060_delete``,
 ``XEP-0060_configuration`` (async points)
     events received from services: ``(client, service, node, ...)``; see
-    :class:`PubsubHandler`.
+    :class:`PubsubHandler`.  New items of one node notified in a row while the
+    previous notifications were being handled come in one ``XEP-0060_items`` call.
 
 Items are Wokkel/domish ``<item/>`` elements, kept exactly as the service sent them.
 The service ``None`` means the profile's own account (PEP).
 """
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -533,13 +535,19 @@ class XEP_0060:  # noqa: N801
 
     # events (called by the handler)
 
-    async def on_event(self, client: Any, message: domish.Element) -> None:
-        """Dispatch a pubsub event notification to the trigger points."""
+    @staticmethod
+    def _event_service(client: Any, message: domish.Element) -> jabber_jid.JID | None:
         sender = message.getAttribute("from")
         try:
-            service = jabber_jid.JID(sender) if sender else client.jid.userhostJID()
+            return jabber_jid.JID(sender) if sender else client.jid.userhostJID()
         except jabber_jid.InvalidFormat:
             log.warn("ignoring a pubsub event from an invalid JID")
+            return None
+
+    async def on_event(self, client: Any, message: domish.Element) -> None:
+        """Dispatch a pubsub event notification to the trigger points."""
+        service = self._event_service(client, message)
+        if service is None:
             return
         event = next(message.elements(NS_PUBSUB_EVENT, "event"), None)
         if event is None:
@@ -573,6 +581,25 @@ class XEP_0060:  # noqa: N801
                            if form_elt is not None else None)
                 await trigger.async_point("XEP-0060_configuration", client, service, node,
                                           options, message)
+
+    async def on_items_burst(self, client: Any, messages: list[domish.Element]) -> None:
+        """Dispatch notifications of new items of one node as one ``XEP-0060_items``.
+
+        ``messages`` are plain item notifications (see :func:`items_notification`) of
+        the same service and node, in the order they came, no item id repeated; the
+        trigger gets all their items, and the last message.  A burst of notifications
+        then costs the cache one database transaction, not one each.
+        """
+        service = self._event_service(client, messages[0])
+        if service is None:
+            return
+        items: list[domish.Element] = []
+        for message in messages:
+            action = _event_actions(message)[0]
+            items.extend(action.elements(NS_PUBSUB_EVENT, "item"))
+        node = _event_actions(messages[0])[0].getAttribute("node")
+        await self.host.trigger.async_point("XEP-0060_items", client, service, node,
+                                            items, messages[-1])
 
     # bridge
 
@@ -682,7 +709,8 @@ class PubsubHandler(XMPPHandler):
         self.client = client
         # events are handled one after the other, in the order they came: a retraction
         # must not overtake the publication it retracts
-        self._lock = defer.DeferredLock()
+        self._queue: deque[domish.Element] = deque()
+        self._draining = False
 
     def connectionInitialized(self) -> None:  # noqa: N802 (Wokkel API)
         self.xmlstream.addObserver(
@@ -697,6 +725,72 @@ class PubsubHandler(XMPPHandler):
         if message.getAttribute("type") == "error":
             return
         message.handled = True
-        d = self._lock.run(lambda: defer.ensureDeferred(self.plugin.on_event(self.client,
-                                                                             message)))
-        d.addErrback(lambda f: log.failure("error while handling a pubsub event", f))
+        self._queue.append(message)
+        if not self._draining:
+            self._draining = True
+            d = defer.ensureDeferred(self._drain())
+            d.addErrback(lambda f: log.failure("error while handling pubsub events", f))
+
+    async def _drain(self) -> None:
+        """Handle the queued events; new items of a node queued in a row go together."""
+        try:
+            while self._queue:
+                burst = self._next_burst()
+                try:
+                    if len(burst) == 1:
+                        await self.plugin.on_event(self.client, burst[0])
+                    else:
+                        await self.plugin.on_items_burst(self.client, burst)
+                except Exception:
+                    log.failure("error while handling a pubsub event")
+        finally:
+            self._draining = False
+
+    def _next_burst(self) -> list[domish.Element]:
+        first = self._queue.popleft()
+        key = items_notification(first)
+        burst = [first]
+        if key is None:
+            return burst
+        source, seen = key[:2], set(key[2])
+        while self._queue and len(burst) < MAX_BURST:
+            following = items_notification(self._queue[0])
+            # an id seen again ends the burst: each notification of it is handled on
+            # its own, as the first one sets the item's creation time
+            if following is None or following[:2] != source or seen & following[2]:
+                break
+            seen.update(following[2])
+            burst.append(self._queue.popleft())
+        return burst
+
+
+#: item notifications handled together at most (bounds a transaction and a delay)
+MAX_BURST = 500
+
+
+def _event_actions(message: domish.Element) -> list[domish.Element]:
+    event = next(message.elements(NS_PUBSUB_EVENT, "event"), None)
+    if event is None:
+        return []
+    return [a for a in event.elements() if a.uri == NS_PUBSUB_EVENT]
+
+
+def items_notification(message: domish.Element
+                       ) -> tuple[str | None, str, frozenset[str]] | None:
+    """``(sender, node, item ids)`` of a plain notification of new items, else None.
+
+    Plain: one ``<items/>`` of a named node holding ``<item/>`` elements only, each
+    with its own id (no retraction, nothing else in the event).
+    """
+    actions = _event_actions(message)
+    if len(actions) != 1 or actions[0].name != "items":
+        return None
+    node = actions[0].getAttribute("node")
+    ids = []
+    for child in actions[0].elements():
+        if child.uri != NS_PUBSUB_EVENT or child.name != "item":
+            return None
+        ids.append(child.getAttribute("id"))
+    if not node or not ids or None in ids or len(set(ids)) < len(ids):
+        return None
+    return message.getAttribute("from"), node, frozenset(ids)

@@ -312,6 +312,81 @@ def test_handler_processes_events_in_order(plugin, client, host):
                      ("end", "second")]
 
 
+def record_events(host, gate_on: str):
+    """Record the item and retraction trigger calls; the first holds until ``gate``."""
+    calls = []
+    gate = defer.Deferred()
+
+    async def items(client_, service, node, items, message):
+        calls.append(("items", node, [i["id"] for i in items]))
+        if items[0]["id"] == gate_on:
+            await gate
+        return True
+
+    host.trigger.add("XEP-0060_items", items)
+    host.trigger.add("XEP-0060_retract", lambda client_, service, node, ids, message:
+                     calls.append(("retract", node, ids)) or True)
+    return calls, gate
+
+
+def items_event(node, *ids, sender="pubsub.example.org"):
+    items = "".join(f"<item id='{i}'/>" for i in ids)
+    return parse_xml(EVENT.format(f"<items node='{node}'>{items}</items>").replace(
+        "pubsub.example.org", sender))
+
+
+def test_new_items_of_a_node_queued_in_a_row_come_in_one_trigger_call(plugin, client,
+                                                                       host):
+    """A burst of notifications costs the cache one transaction, not one each."""
+    calls, gate = record_events(host, gate_on="first")
+    handler = PubsubHandler(plugin, client)
+    handler._on_event(items_event("blog", "first"))
+    for item_id in ("a", "b", "c"):
+        handler._on_event(items_event("blog", item_id))
+    handler._on_event(items_event("blog", "d", "e"))
+    assert calls == [("items", "blog", ["first"])]
+    gate.callback(None)
+    assert calls == [("items", "blog", ["first"]),
+                     ("items", "blog", ["a", "b", "c", "d", "e"])]
+
+
+def test_a_burst_of_items_ends_at_any_other_event_node_service_or_repeated_id(
+        plugin, client, host):
+    """Events keep their order: nothing is merged across a retraction, another node or
+    service, or an id notified twice (its first publication sets its place)."""
+    calls, gate = record_events(host, gate_on="first")
+    handler = PubsubHandler(plugin, client)
+    handler._on_event(items_event("blog", "first"))
+    for message in (items_event("blog", "a"), items_event("blog", "b"),
+                    parse_xml(EVENT.format(
+                        "<items node='blog'><retract id='a'/></items>")),
+                    items_event("blog", "c"), items_event("other", "d"),
+                    items_event("other", "e"), items_event("other", "e"),
+                    items_event("other", "f", sender="pubsub.example.net")):
+        handler._on_event(message)
+    gate.callback(None)
+    assert calls == [("items", "blog", ["first"]), ("items", "blog", ["a", "b"]),
+                     ("retract", "blog", ["a"]), ("items", "blog", ["c"]),
+                     ("items", "other", ["d", "e"]), ("items", "other", ["e"]),
+                     ("items", "other", ["f"])]
+
+
+def test_an_event_failing_does_not_stop_the_following_ones(plugin, client, host):
+    seen = []
+
+    def items(client_, service, node, items, message):
+        seen.append(node)
+        if node == "broken":
+            raise ValueError("handler bug")
+        return True
+
+    host.trigger.add("XEP-0060_items", items)
+    handler = PubsubHandler(plugin, client)
+    handler._on_event(items_event("broken", "a"))
+    handler._on_event(items_event("blog", "b"))
+    assert seen == ["broken", "blog"]
+
+
 def test_handler_announces_presence_and_dispatches_events_from_the_stream(plugin, client,
                                                                           host):
     """Notifications to the bare JID only reach available resources: the handler sends

@@ -1,0 +1,288 @@
+"""P5: pubsub item notifications ingested per second into the cache of a synced node.
+
+A backend profile (the *reader*) has a blog node on ejabberd synchronised: from then
+on the cache follows it through the notifications the service sends.  Two rows:
+
+* **through ejabberd**: independent publishers (slixmpp clients, each in its own
+  process so that they don't share the backend's CPU time slot, the GIL) publish N
+  items as fast as the server takes them, keeping many requests in flight instead of
+  waiting for each answer.  The time runs from the first notification the reader's
+  XML stream receives to the moment the last item is written into the cache;
+* **backend alone**: the same ``<message><event/>`` stanzas, as ejabberd sends them,
+  are fed into the reader's connected XML stream (``dataReceived``, where the bytes
+  from TLS go) in chunks, yielding to the reactor between chunks, as fast as the
+  backend reads them: this is the rate the backend sustains when the server is not
+  the limit.
+
+In both, every item id must end up in the cache exactly once: the cache's writes are
+watched (a wrapper counts how many times each id is written) and the node's items are
+read back from the database at the end.  Target: at least 2,000 items per second,
+nothing lost, nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.internet import defer, reactor, task, threads
+from twisted.words.xish import domish
+
+from bench.backend import add_profile, start_backend, wait_served
+from bench.harness import Bench, Result, Stats
+from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB_EVENT
+from tests.pubsub_support import Publisher, atom, new_node
+
+TARGET = 2000
+#: publish requests each publisher keeps in flight
+WINDOW = 64
+#: independent publishing processes
+PUBLISHERS = 2
+#: items fed into the XML stream per reactor turn (backend alone)
+FEED_CHUNK = 50
+#: seconds allowed per item for the whole burst to be cached (the machine is shared)
+SECONDS_PER_ITEM = 0.01
+
+
+class Ingestion:
+    """Watches the reader's stream and cache while a burst of items arrives."""
+
+    def __init__(self, reader: Any, expected: list[str]) -> None:
+        self.reader = reader
+        self.expected = set(expected)
+        self.missing = set(expected)
+        self.writes: Counter[str] = Counter()
+        self.first_notification: float | None = None
+        self.last_notification: float | None = None
+        self.notifications = 0
+        self.last_stored: float | None = None
+        self.done = defer.Deferred()
+        self._storage = reader.backend.storage
+        self._original = self._storage.cache_pubsub_items
+        self._storage.cache_pubsub_items = self._cache_pubsub_items
+        self._xmlstream = reader.client.xmlstream
+        # priority: seen before the plugin's handler, as soon as the stanza is parsed
+        self._xmlstream.addObserver(f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]',
+                                    self._on_event, priority=100)
+
+    def close(self) -> None:
+        self._storage.cache_pubsub_items = self._original
+        self._xmlstream.removeObserver(f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]',
+                                       self._on_event)
+
+    def _on_event(self, message: domish.Element) -> None:
+        now = time.perf_counter()
+        if self.first_notification is None:
+            self.first_notification = now
+        self.last_notification = now
+        self.notifications += 1
+
+    def _cache_pubsub_items(self, node_id: int, items: Any, **kwargs: Any
+                            ) -> defer.Deferred:
+        items = list(items)
+        d = self._original(node_id, items, **kwargs)
+
+        def written(result: Any) -> Any:
+            names = [i["name"] for i in items if i["name"] in self.expected]
+            self.writes.update(names)
+            self.missing.difference_update(names)
+            if names and not self.missing and not self.done.called:
+                self.last_stored = time.perf_counter()
+                self.done.callback(None)
+            return result
+
+        return d.addCallback(written)
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await self.done.addTimeout(timeout, reactor)
+        except defer.TimeoutError:
+            pass  # reported as lost items
+
+    async def check(self) -> dict[str, Any]:
+        """What reached the cache: lost and duplicated ids, and the rate."""
+        node = await self.reader.pubsub_node()
+        items, __ = await self.reader.backend.storage.get_items(node.id)
+        cached = Counter(i.name for i in items if i.name in self.expected)
+        lost = len(self.expected - set(cached))
+        duplicated = sum(n - 1 for n in cached.values() if n > 1) + sum(
+            n - 1 for n in self.writes.values() if n > 1)
+        seconds = None
+        if self.last_stored is not None and self.first_notification is not None:
+            seconds = self.last_stored - self.first_notification
+        delivery = None
+        if self.notifications > 1 and self.last_notification != self.first_notification:
+            delivery = (self.notifications - 1) / (self.last_notification
+                                                  - self.first_notification)
+        return {"items": len(self.expected), "lost": lost, "duplicated": duplicated,
+                "seconds": seconds, "notifications": self.notifications,
+                "delivery_rate": delivery,
+                "rate": len(self.expected) / seconds if seconds else 0.0}
+
+
+def burst_ids(label: str, count: int) -> list[str]:
+    return [f"{label}-{n:06}" for n in range(count)]
+
+
+# the independent publishers (separate processes)
+
+
+def _publish_main(argv: list[str]) -> None:
+    """Entry of a publishing process: ``publish <json>``; prints a JSON result."""
+    params = json.loads(argv[0])
+    info = SimpleNamespace(
+        admin=SimpleNamespace(jid=params["jid"], password=params["password"]),
+        pubsub_service=params["service"], ca_file=params["ca_file"],
+        address=params["address"], c2s_port=params["port"])
+    ids: list[str] = params["ids"]
+    payloads = [atom(i) for i in ids]
+    # the same session code as the tests' publisher, without its thread
+    publisher = Publisher(info)
+
+    async def body(xmpp: Any, pubsub: Any) -> dict[str, float]:
+        window = asyncio.Semaphore(params["window"])
+
+        async def publish(item_id: str, payload: Any) -> None:
+            async with window:
+                await pubsub.publish(info.pubsub_service, params["node"], id=item_id,
+                                     payload=payload)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(publish(i, p) for i, p in zip(ids, payloads,
+                                                                strict=True)))
+        return {"seconds": time.perf_counter() - started}
+
+    print(json.dumps(publisher._run(body)), flush=True)
+
+
+def _publish_command(info: Any, node: str, ids: list[str]) -> list[str]:
+    params = {"jid": info.admin.jid, "password": info.admin.password,
+              "service": info.pubsub_service, "ca_file": str(info.ca_file),
+              "address": info.address, "port": info.c2s_port, "node": node,
+              "ids": ids, "window": WINDOW}
+    return [sys.executable, "-m", "bench.p5_event_ingestion", "publish",
+            json.dumps(params)]
+
+
+def _run_publisher(command: list[str]) -> dict[str, Any]:
+    root = Path(__file__).parent.parent
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"publisher failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+async def through_server(bench: Bench, info: Any, reader: Any, node: str, label: str,
+                         count: int) -> dict[str, Any]:
+    ids = burst_ids(label, count)
+    ingestion = Ingestion(reader, ids)
+    try:
+        shares = [ids[n::PUBLISHERS] for n in range(PUBLISHERS)]
+        publishers = [threads.deferToThread(_run_publisher,
+                                            _publish_command(info, node, share))
+                      for share in shares if share]
+        published = await defer.gatherResults(publishers, consumeErrors=True)
+        await ingestion.wait(30 + count * SECONDS_PER_ITEM)
+        outcome = await ingestion.check()
+    finally:
+        ingestion.close()
+    outcome["publish_rate"] = count / max(p["seconds"] for p in published)
+    return outcome
+
+
+# the backend alone
+
+
+def event_stanzas(reader: Any, node: str, ids: list[str]) -> list[bytes]:
+    """The notifications ejabberd would send the reader for ``ids``, serialised."""
+    import xml.etree.ElementTree as ET
+
+    to = reader.client.jid.full()
+    stanzas = []
+    for item_id in ids:
+        entry = ET.tostring(atom(item_id), encoding="unicode")
+        stanzas.append(
+            f"<message from='{reader.service.full()}' to='{to}' type='headline' "
+            f"id='{item_id}'><event xmlns='{NS_PUBSUB_EVENT}'><items node='{node}'>"
+            f"<item id='{item_id}'>{entry}</item></items></event></message>".encode())
+    return stanzas
+
+
+async def backend_alone(reader: Any, node: str, label: str, count: int
+                        ) -> dict[str, Any]:
+    ids = burst_ids(label, count)
+    stanzas = event_stanzas(reader, node, ids)
+    ingestion = Ingestion(reader, ids)
+    stream = reader.client.xmlstream
+    try:
+        for start in range(0, len(stanzas), FEED_CHUNK):
+            stream.dataReceived(b"".join(stanzas[start:start + FEED_CHUNK]))
+            # let the reactor run (database answers, event handlers) between chunks
+            await task.deferLater(reactor, 0, lambda: None)
+        await ingestion.wait(30 + count * SECONDS_PER_ITEM)
+        return await ingestion.check()
+    finally:
+        ingestion.close()
+
+
+def rate_result(what: str, setting: str, runs: list[dict[str, Any]], notes: str
+                ) -> Result:
+    rates = [r["rate"] for r in runs]
+    lost = sum(r["lost"] for r in runs)
+    duplicated = sum(r["duplicated"] for r in runs)
+    measured = Stats.of(rates, unit="items/s")
+    return Result(
+        id="P5", what=what, setting=setting, measured=measured,
+        target=f">= {TARGET:,}/s, 0 lost", met=(measured.median >= TARGET and not lost
+                                                and not duplicated),
+        notes=f"{notes}; lost {lost}, duplicated {duplicated} over {len(runs)} runs",
+        details={"runs": runs, "lost": lost, "duplicated": duplicated})
+
+
+async def run(bench: Bench) -> list[Result]:
+    count = bench.size(full=10_000, quick=1_000)
+    runs = bench.size(full=5, quick=2)
+    info = bench.server("ejabberd")
+    backend, __ = await start_backend(bench, "p5")
+    node = new_node()
+    # the node keeps every item of every burst: nothing is dropped by the service
+    await Publisher(info).create(node, burst_ids("initial", 5),
+                                 max_items=count * runs + 10)
+    reader = await add_profile(backend, info, info.user(0), "reader")
+    reader.node = node
+    await reader.get(max_items=1)
+    await wait_served(reader, 5)
+    await reader.cache.wait_background()
+
+    server_runs = []
+    alone_runs = []
+    for n in range(runs):
+        server_runs.append(await through_server(bench, info, reader, node, f"s{n}",
+                                                count))
+        alone_runs.append(await backend_alone(reader, node, f"a{n}", count))
+    delivery = Stats.of([r["delivery_rate"] or 0.0 for r in server_runs], "items/s")
+    publish = Stats.of([r["publish_rate"] for r in server_runs], "items/s")
+    return [
+        rate_result("item notifications cached, through ejabberd",
+                    f"ejabberd, bursts of {count:,} items, {PUBLISHERS} publishers",
+                    server_runs,
+                    f"through ejabberd: notifications arrived at {delivery.text()}, "
+                    f"published at {publish.text()} (server-limited rate)"),
+        rate_result("item notifications cached, backend alone",
+                    f"stanzas fed to the XML stream, bursts of {count:,} items",
+                    alone_runs, "backend alone"),
+    ]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["publish"]:
+        _publish_main(sys.argv[2:])
+    else:
+        sys.exit("usage: python -m bench.p5_event_ingestion publish PARAMETERS")
