@@ -35,7 +35,8 @@ Settings (section ``[plugin PUBSUB_CACHE]``): ``max_items_per_node``, ``page_siz
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -648,9 +649,9 @@ class PubsubCache:
                 except PubsubError as e:
                     # events won't come: the node can't be kept in sync
                     raise CacheError(f"can't subscribe to {node!r}: {e}") from None
-            items, learnt = await self._fetch_all(client, service, pubsub_node)
+            rows, learnt = await self._fetch_rows(client, service, pubsub_node)
             traits |= learnt
-            await self._store_fetched(client, service, pubsub_node, items, started, traits)
+            await self._store_fetched(client, service, pubsub_node, rows, started, traits)
         except ItemNotFound:
             # deleted meanwhile: forgotten, it will be analysed again if asked for
             log.info("node {node} does not exist any more", node=node)
@@ -672,7 +673,7 @@ class PubsubCache:
             return
         self._verified.add(node_id)
         log.info("node {node} of {service} synchronised ({count} items)", node=node,
-                 service=service.full(), count=len(items))
+                 service=service.full(), count=len(rows))
 
     async def _give_up(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
                        reason: str) -> None:
@@ -687,71 +688,117 @@ class PubsubCache:
                         node=pubsub_node.name)
         self._emit_progress(client, pubsub_node, SyncState.ERROR, 0, None)
 
-    async def _fetch_all(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
-                         ) -> tuple[list[domish.Element], dict[str, bool]]:
+    async def _fetch_pages(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                           learnt: dict[str, bool], record_progress: bool
+                           ) -> AsyncIterator[list[domish.Element]]:
         """Every item of the node, in the service's order, by RSM pages if it pages.
 
-        :return: the items, and the traits learnt from the answers: ``rsm`` (the
+        The request for the next page is sent before a page is given: the service
+        prepares it while the caller handles this one (a synchronisation would
+        otherwise wait for the service, then the service for it, at every page).
+
+        :param learnt: filled with the traits learnt from the answers: ``rsm`` (the
             service answered with RSM data; a service ignoring RSM answers the whole
             node at once) and ``id_cursors`` (its RSM cursors are item ids)
+        :param record_progress: record the items fetched as the progress of the node's
+            synchronisation (a verification leaves the node's state alone)
         """
-        items: list[domish.Element] = []
         seen: set[str] = set()
-        request = RSMRequest(max=self.page_size)
         expected: int | None = None
+        pending: defer.Deferred | None = self._request_page(
+            client, service, pubsub_node, RSMRequest(max=self.page_size))
+        try:
+            while pending is not None:
+                result = await pending
+                pending = None
+                if not learnt:
+                    learnt["rsm"] = bool(result.rsm)
+                    learnt["id_cursors"] = not result.items or result.rsm.get(
+                        "first", result.items[0].getAttribute("id")
+                    ) == result.items[0].getAttribute("id")
+                new = [i for i in result.items
+                       if i.getAttribute("id") and i.getAttribute("id") not in seen]
+                if len(new) < len(result.items):
+                    log.debug("{n} item(s) of {node} without id or already seen, skipped",
+                              n=len(result.items) - len(new), node=pubsub_node.name)
+                seen.update(i["id"] for i in new)
+                count = result.rsm.get("count")
+                if count is not None:
+                    expected = count
+                if max(expected or 0, len(seen)) > self.max_items_per_node:
+                    raise CacheError(
+                        f"node {pubsub_node.name!r} has more than "
+                        f"{self.max_items_per_node} items (max_items_per_node): it is "
+                        "not cached"
+                    )
+                if record_progress:
+                    await self.storage.update_pubsub_node_sync_state(
+                        pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(seen),
+                        items_expected=expected if expected is not None else None)
+                    self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS,
+                                        len(seen), expected)
+                last = result.rsm.get("last")
+                # no RSM: the service does not page (it answered everything)
+                done = (not result.rsm or not new or last is None
+                        or (expected is not None and len(seen) >= expected))
+                if not done:
+                    pending = self._request_page(
+                        client, service, pubsub_node,
+                        RSMRequest(max=self.page_size, after=last))
+                yield new
+        finally:
+            if pending is not None:
+                # the caller stopped early: nobody waits for that page any more
+                pending.addErrback(lambda __: None)
+
+    def _request_page(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                      request: RSMRequest) -> defer.Deferred:
+        return defer.ensureDeferred(self._xep_0060.get_items_from_service(
+            client, service, pubsub_node.name, rsm_request=request))
+
+    async def _fetch_all(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
+                         ) -> tuple[list[domish.Element], dict[str, bool]]:
+        """Every item of the node (see :meth:`_fetch_pages`), and the traits learnt."""
+        items: list[domish.Element] = []
         learnt: dict[str, bool] = {}
-        while True:
-            result = await self._xep_0060.get_items_from_service(
-                client, service, pubsub_node.name, rsm_request=request)
-            if not learnt:
-                learnt["rsm"] = bool(result.rsm)
-                learnt["id_cursors"] = not result.items or result.rsm.get(
-                    "first", result.items[0].getAttribute("id")
-                ) == result.items[0].getAttribute("id")
-            new = [i for i in result.items
-                   if i.getAttribute("id") and i.getAttribute("id") not in seen]
-            if len(new) < len(result.items):
-                log.debug("{n} item(s) of {node} without id or already seen, skipped",
-                          n=len(result.items) - len(new), node=pubsub_node.name)
-            for item in new:
-                seen.add(item["id"])
-                items.append(item)
-            count = result.rsm.get("count")
-            if count is not None:
-                expected = count
-            if max(expected or 0, len(items)) > self.max_items_per_node:
-                raise CacheError(
-                    f"node {pubsub_node.name!r} has more than {self.max_items_per_node} "
-                    "items (max_items_per_node): it is not cached"
-                )
-            await self.storage.update_pubsub_node_sync_state(
-                pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(items),
-                items_expected=expected if expected is not None else None)
-            self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, len(items),
-                                expected)
-            last = result.rsm.get("last")
-            if not result.rsm or not new or last is None:
-                break  # the service does not page (it answered everything) or is done
-            if expected is not None and len(items) >= expected:
-                break
-            request = RSMRequest(max=self.page_size, after=last)
+        async with aclosing(self._fetch_pages(client, service, pubsub_node, learnt,
+                                              record_progress=False)) as pages:
+            async for page in pages:
+                items.extend(page)
         return items, learnt
 
+    async def _fetch_rows(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
+                          ) -> tuple[list[dict[str, Any]], dict[str, bool]]:
+        """Every item of the node as rows to store, recording the sync's progress.
+
+        Each page is serialised and parsed while the service prepares the next one.
+        """
+        rows: list[dict[str, Any]] = []
+        learnt: dict[str, bool] = {}
+        async with aclosing(self._fetch_pages(client, service, pubsub_node, learnt,
+                                              record_progress=True)) as pages:
+            async for page in pages:
+                for item in page:
+                    rows.append(await self._row(client, service, pubsub_node, item))
+        return rows, learnt
+
+    async def _row(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
+                   item: domish.Element) -> dict[str, Any]:
+        """A fetched item as stored, time stamps apart: its XML and parsed data."""
+        return {"name": item["id"], "data": _serialise(item, pubsub_node.name),
+                "parsed": await self._parse(client, pubsub_node, item, service)}
+
     async def _store_fetched(self, client: Any, service: jabber_jid.JID, pubsub_node: Any,
-                             items: list[domish.Element], started: datetime,
+                             rows: list[dict[str, Any]], started: datetime,
                              traits: dict[str, Any]) -> None:
-        """Replace the node's items by ``items`` at once; the node becomes COMPLETED."""
+        """Replace the node's items by ``rows`` (see :meth:`_row`) at once; the node
+        becomes COMPLETED."""
         # the service's order is kept as time stamps just before the sync started, so
         # that items arriving later (events) come after them
-        count = len(items)
-        rows = []
-        for position, item in enumerate(items):
-            stamp = started - timedelta(microseconds=count - position)
-            rows.append({
-                "name": item["id"], "data": _serialise(item, pubsub_node.name),
-                "parsed": await self._parse(client, pubsub_node, item, service),
-                "created": stamp, "updated": stamp,
-            })
+        count = len(rows)
+        for position, row in enumerate(rows):
+            row["created"] = row["updated"] = started - timedelta(
+                microseconds=count - position)
         async with _locked(self._lock(pubsub_node.id)):
             # the traits first: a node is never COMPLETED without them
             await self.storage.set_pubsub_node(
@@ -1095,7 +1142,9 @@ class PubsubCache:
             if remote_view != cached_view or learnt["rsm"] != traits["rsm"]:
                 log.info("node {node} changed while we were away: refreshing its cache",
                          node=pubsub_node.name)
-                await self._store_fetched(client, service, pubsub_node, remote, started,
+                rows = [await self._row(client, service, pubsub_node, item)
+                        for item in remote]
+                await self._store_fetched(client, service, pubsub_node, rows, started,
                                           traits | learnt)
             verified.append(True)
 

@@ -746,6 +746,18 @@ async def test_verification_after_connection_fixes_a_diverged_cache(env):
     assert await restarted.node() is None
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_node_unchanged_while_away_is_served_again_once_verified(env):
+    await env.sync()
+    await env.cache.profile_disconnected(env.client)
+    restarted = env.restart()
+    await restarted.cache.profile_connected(restarted.client)
+    await restarted.cache.wait_background()
+    # checking the node does not leave it looking like a synchronisation in progress
+    assert await restarted.state() == "completed"
+    assert (await restarted.get()).cached is True
+
+
 # parsers
 
 
