@@ -8,12 +8,15 @@ whose cache synchronises it.  What is started is stopped through ``bench.on_clos
 - :func:`start_backend`: an in-process backend on a temporary SQLite database;
 - :func:`add_profile`: a profile for an account of a server, connected;
 - :func:`fill_node`: create a node and publish N Atom items into it;
-- :func:`synced_node`: all of the above, until the reader's cache serves the node.
+- :func:`synced_node`: all of the above, until the reader's cache serves the node;
+- :func:`shared_synced_node`: the same, made once per run for the benchmarks that only
+  read the node (filling a big node on Prosody takes minutes).
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,10 @@ PUBLISH_CONCURRENCY = 32
 
 #: seconds allowed per item published or synchronised (the machine may be slow)
 SECONDS_PER_ITEM = 0.05
+
+#: items per request of the cache's synchronisation: the plugin's default (the test
+#: backends ask for 10, to page small nodes)
+PAGE_SIZE = 100
 
 #: per-node item cap of the test servers when not given (``max_items`` option)
 SERVER_MAX_ITEMS = 100_000
@@ -158,7 +165,10 @@ async def synced_node(bench: Bench, info: Any, count: int,
     The server's admin creates and fills the node, its first user reads it: the first
     get-items request makes the cache analyse the node and synchronise it.
     """
-    backend, factory = await start_backend(bench, label, settings)
+    merged = {"plugin PUBSUB_CACHE": {"page_size": PAGE_SIZE}}
+    for section, values in (settings or {}).items():
+        merged.setdefault(section, {}).update(values)
+    backend, factory = await start_backend(bench, label, merged)
     publisher = await add_profile(backend, info, info.admin, "publisher")
     reader = await add_profile(backend, info, info.user(0), "reader")
     node = publisher.node = reader.node = new_node()
@@ -170,3 +180,21 @@ async def synced_node(bench: Bench, info: Any, count: int,
     synced = time.perf_counter()
     return SyncedNode(backend, factory, info, publisher, reader, node, count,
                       filled - started, synced - filled)
+
+
+#: the nodes of :func:`shared_synced_node`, by run
+_shared: weakref.WeakKeyDictionary[Bench, dict[tuple[str, int], SyncedNode]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def shared_synced_node(bench: Bench, kind: str, count: int) -> SyncedNode:
+    """A :func:`synced_node` of ``count`` items on the ``kind`` server, shared in the run.
+
+    Benchmarks using it must leave the node as they found it (same items, synchronised)
+    and must not stop its backend: it is stopped at the end of the run.
+    """
+    nodes = _shared.setdefault(bench, {})
+    if (kind, count) not in nodes:
+        nodes[kind, count] = await synced_node(
+            bench, server_for(bench, kind, count), count, label=f"shared-{kind}")
+    return nodes[kind, count]
