@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 import weakref
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.words.xish import domish
 
-from bench.harness import Bench
+from bench.harness import Bench, Result
 from libervia.backend.core.profiles import ConnectionOptions
 from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB
 from tests.pubsub_support import BackendFactory, Reader, atom, new_node, until
@@ -198,3 +199,25 @@ async def shared_synced_node(bench: Bench, kind: str, count: int) -> SyncedNode:
         nodes[kind, count] = await synced_node(
             bench, server_for(bench, kind, count), count, label=f"shared-{kind}")
     return nodes[kind, count]
+
+
+#: node sizes of the benchmarks reading a node on each server (full, quick): large on
+#: ejabberd, smaller on Prosody, whose publications are slow
+NODE_SIZES = (("ejabberd", 10_000, 200), ("prosody", 1_000, 50))
+
+
+async def on_each_server(bench: Bench, bench_id: str, what: str,
+                         measure: Callable[[str, int], Awaitable[Result]]
+                         ) -> list[Result]:
+    """``await measure(kind, items)`` for each server of :data:`NODE_SIZES`.
+
+    A server failing is reported as such; the other one still runs.
+    """
+    results = []
+    for kind, full, quick in NODE_SIZES:
+        try:
+            results.append(await measure(kind, bench.size(full=full, quick=quick)))
+        except Exception as e:  # noqa: BLE001 - reported, the other server still runs
+            results.append(Result.failed(bench_id, f"{what} on {kind}",
+                                         f"{type(e).__name__}: {e}"))
+    return results

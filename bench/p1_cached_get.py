@@ -7,7 +7,7 @@ max_items=20)``, by the same connected profile: once answered by the cache, once
 
 from __future__ import annotations
 
-from bench.backend import shared_synced_node
+from bench.backend import on_each_server, shared_synced_node
 from bench.harness import Bench, Result, measure_pair, ratio_result
 
 LATEST = 20
@@ -15,15 +15,8 @@ SPEEDUP = 20
 
 
 async def run(bench: Bench) -> list[Result]:
-    results = []
-    for kind, count in (("ejabberd", bench.size(full=10_000, quick=200)),
-                        ("prosody", bench.size(full=1_000, quick=50))):
-        try:
-            results.append(await measure_node(bench, kind, count))
-        except Exception as e:  # noqa: BLE001 - reported, the other server still runs
-            results.append(Result.failed("P1", f"latest {LATEST} items on {kind}",
-                                         f"{type(e).__name__}: {e}"))
-    return results
+    return await on_each_server(bench, "P1", f"latest {LATEST} items",
+                                lambda kind, count: measure_node(bench, kind, count))
 
 
 async def measure_node(bench: Bench, kind: str, count: int) -> Result:

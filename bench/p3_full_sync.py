@@ -14,7 +14,7 @@ A service ignoring RSM (Prosody) answers the whole node to the first request, fo
 
 from __future__ import annotations
 
-from bench.backend import PAGE_SIZE, shared_synced_node
+from bench.backend import PAGE_SIZE, on_each_server, shared_synced_node
 from bench.harness import Bench, Result, measure_pair, ratio_result
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 
@@ -22,15 +22,8 @@ MAX_RATIO = 1.25
 
 
 async def run(bench: Bench) -> list[Result]:
-    results = []
-    for kind, count in (("ejabberd", bench.size(full=10_000, quick=200)),
-                        ("prosody", bench.size(full=1_000, quick=50))):
-        try:
-            results.append(await measure_node(bench, kind, count))
-        except Exception as e:  # noqa: BLE001 - reported, the other server still runs
-            results.append(Result.failed("P3", f"full sync on {kind}",
-                                         f"{type(e).__name__}: {e}"))
-    return results
+    return await on_each_server(bench, "P3", "full sync",
+                                lambda kind, count: measure_node(bench, kind, count))
 
 
 async def page_all(reader, page_size: int) -> list:
