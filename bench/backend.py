@@ -141,6 +141,11 @@ class SyncedNode:
     def setting(self) -> str:
         return f"{self.info.kind}, {self.count:,} items"
 
+    @property
+    def folder(self) -> Path:
+        """The folder of the backend's data: ``local`` (data folder), ``libervia.db``."""
+        return self.factory.config.local_dir.parent
+
 
 async def wait_served(reader: Reader, count: int) -> None:
     """Until the reader's cache has synchronised its node and answers from it."""

@@ -1,30 +1,27 @@
 """P9: ``li pubsub get -M 20`` on a synced node, the whole command, as a user runs it.
 
 A node is created, filled and synchronised through an in-process backend (see
-:mod:`bench.backend`), which is then stopped; a real backend process (``twistd
-libervia-backend`` with a temporary configuration file) is started on the same
-database, and its profile connected, so that its cache serves the node.  The figure is
-the wall time of the installed ``li`` script, run as a subprocess (interpreter start,
-imports, bridge call, answer printed), alternated with ``python -c pass`` run by the
-same interpreter: the floor of any Python command.
+:mod:`bench.backend`), which is then stopped; a real backend process (the
+``libervia-backend`` launcher with a temporary configuration file, see
+:mod:`bench.backend_process`) is started on the same data, and its profile connected,
+so that its cache serves the node.  The figure is the wall time of the installed
+``li`` script, run as a subprocess (interpreter start, imports, bridge call, answer
+printed), alternated with ``python -c pass`` run by the same interpreter: the floor
+of any Python command.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 from twisted.internet import threads
 
 from bench.backend import server_for, synced_node
+from bench.backend_process import ProcessSetup, python_command, stop
 from bench.harness import Bench, Result, measure_pair, ratio_result
-from tests.support import BackendProcess, venv_script
+from tests.support import venv_script
 
 LATEST = 20
 LIMIT = 0.150
@@ -35,46 +32,25 @@ async def run(bench: Bench) -> list[Result]:
     count = bench.size(full=1_000, quick=50)
     synced = await synced_node(bench, server_for(bench, "ejabberd", count), count,
                                label="p9")
-    config = synced.factory.config
-    local_dir = config.local_dir
-    db_url = config.get_str("storage", "url")
     await synced.factory.close()
-
-    # a short folder: a UNIX socket path must fit in about 100 bytes
-    run_dir = Path(tempfile.mkdtemp(prefix="li-"))
-    bench.on_close(lambda: shutil.rmtree(run_dir, ignore_errors=True))
-    config_file = run_dir / "libervia.conf"
-    config_file.write_text(
-        f"[DEFAULT]\nlocal_dir = {local_dir}\n"
-        f"[bridge]\nsocket = {run_dir / 'bridge.sock'}\n"
-        f"[storage]\nurl = {db_url}\n")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LIBERVIA_CONFIG", "LIBERVIA_BRIDGE_SOCKET", "LIBERVIA_PROFILE",
-                        "XDG_RUNTIME_DIR")}
-    # the user's own configuration stays out of the benchmark
-    env["XDG_CONFIG_HOME"] = str(run_dir / "xdg-config")
-    env["LIBERVIA_CONFIG"] = str(config_file)
-    process = BackendProcess(
-        [venv_script("twistd"), "--nodaemon", "--pidfile=", "libervia-backend",
-         "--config", str(config_file)], env=env, cwd=run_dir)
-    bench.on_close(lambda: threads.deferToThread(process.stop))
-    await threads.deferToThread(process.wait_for, "backend ready", TIMEOUT)
+    # the same data folder (the profile's password is encrypted with a key kept there)
+    setup = ProcessSetup(synced.folder, database=synced.folder / "libervia.db")
+    process = await threads.deferToThread(setup.start_ready)
+    bench.on_close(lambda: threads.deferToThread(stop, process))
+    # li finds the backend's socket through the same configuration file
+    env = {**setup.env(), "LIBERVIA_CONFIG": str(setup.config)}
 
     li = venv_script("li")
     profile = synced.reader.name
     get = [li, "pubsub", "get", "-p", profile, "-s", synced.info.pubsub_service,
            "-n", synced.node, "-M", str(LATEST)]
-    try:
-        await threads.deferToThread(ready, [li, "profile", "connect", profile], get, env)
-    except RuntimeError as e:
-        raise RuntimeError(f"{e}\nbackend output:\n{''.join(process.lines[-30:])}"
-                           ) from None
+    await threads.deferToThread(ready, [li, "profile", "connect", profile], get, env)
 
     def command() -> None:
         subprocess.run(get, env=env, check=True, stdout=subprocess.DEVNULL, timeout=60)
 
     def python_pass() -> None:
-        subprocess.run([sys.executable, "-c", "pass"], env=env, check=True, timeout=60)
+        subprocess.run(python_command("pass"), env=env, check=True, timeout=60)
 
     # blocking calls: nothing else runs meanwhile, the clock sees the whole command
     measured, baseline = await measure_pair(command, python_pass, bench.repeat)
