@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.metadata
 import itertools
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -54,32 +56,47 @@ class Publisher:
     def __init__(self, info: Any) -> None:
         self.info = info
         self.service = info.pubsub_service
+        self._kept: tuple[asyncio.AbstractEventLoop, slixmpp.ClientXMPP,
+                          threading.Thread] | None = None
 
     def run(self, body) -> defer.Deferred:
-        """``await body(xmpp, pubsub)`` in a fresh slixmpp session, in a thread."""
+        """``await body(xmpp, pubsub)`` in a thread, in a fresh slixmpp session unless
+        one is kept (:meth:`keep_session`)."""
+        if self._kept is not None:
+            loop, xmpp, __ = self._kept
+            future = asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(body(xmpp, xmpp.plugin["xep_0060"]), TIMEOUT * 4), loop)
+            return threads.deferToThread(future.result)
         return threads.deferToThread(self._run, body)
 
-    def _run(self, body) -> Any:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+    def _client(self, loop: asyncio.AbstractEventLoop) -> slixmpp.ClientXMPP:
         user = self.info.admin
         xmpp = slixmpp.ClientXMPP(user.jid, user.password)
         xmpp.loop = loop
         for plugin in ("xep_0004", "xep_0030", "xep_0060"):
             xmpp.register_plugin(plugin)
         xmpp.ca_certs = str(self.info.ca_file)
+        return xmpp
+
+    async def _log_in(self, xmpp: slixmpp.ClientXMPP) -> None:
+        started = xmpp.loop.create_future()
+        xmpp.add_event_handler(
+            "session_start", lambda _: started.done() or started.set_result(True))
+        xmpp.add_event_handler(
+            "failed_all_auth",
+            lambda _: started.done() or started.set_exception(
+                RuntimeError("publisher could not log in")))
+        xmpp.connect(self.info.address, self.info.c2s_port)
+        await asyncio.wait_for(started, TIMEOUT)
+
+    def _run(self, body) -> Any:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        xmpp = self._client(loop)
 
         async def session():
-            started = loop.create_future()
-            xmpp.add_event_handler(
-                "session_start", lambda _: started.done() or started.set_result(True))
-            xmpp.add_event_handler(
-                "failed_all_auth",
-                lambda _: started.done() or started.set_exception(
-                    RuntimeError("publisher could not log in")))
-            xmpp.connect(self.info.address, self.info.c2s_port)
             try:
-                await asyncio.wait_for(started, TIMEOUT)
+                await self._log_in(xmpp)
                 return await asyncio.wait_for(body(xmpp, xmpp.plugin["xep_0060"]),
                                               TIMEOUT * 4)
             finally:
@@ -88,11 +105,54 @@ class Publisher:
         try:
             return loop.run_until_complete(session())
         finally:
-            for pending in asyncio.all_tasks(loop):
-                pending.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
-            loop.close()
-            asyncio.set_event_loop(None)
+            _close_loop(loop)
+
+    def keep_session(self) -> defer.Deferred:
+        """Log in once for all the operations that follow, until :meth:`close`.
+
+        Logging in costs more than an operation: a long series of small operations
+        (the differential test) would spend most of its time there.
+        """
+        return threads.deferToThread(self._keep_session)
+
+    def _keep_session(self) -> None:
+        loop = asyncio.new_event_loop()
+        xmpp = self._client(loop)
+        logged_in: concurrent.futures.Future = concurrent.futures.Future()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._log_in(xmpp))
+            except BaseException as e:
+                logged_in.set_exception(e)
+                _close_loop(loop)
+                return
+            logged_in.set_result(None)
+            loop.run_forever()
+            _close_loop(loop)
+
+        thread = threading.Thread(target=serve, name="publisher", daemon=True)
+        thread.start()
+        logged_in.result(TIMEOUT * 2)
+        self._kept = (loop, xmpp, thread)
+
+    def close(self) -> defer.Deferred:
+        """End the session kept by :meth:`keep_session`, if any."""
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return defer.succeed(None)
+        loop, xmpp, thread = kept
+
+        def end() -> None:
+            try:
+                asyncio.run_coroutine_threadsafe(
+                    asyncio.wait_for(xmpp.disconnect(), TIMEOUT), loop).result()
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(TIMEOUT)
+
+        return threads.deferToThread(end)
 
     def create(self, node: str, items: list[str], max_items: int = 1000) -> defer.Deferred:
         async def body(xmpp, pubsub):
@@ -247,6 +307,14 @@ class Reader:
     async def _is(self, state: str) -> bool:
         return await self.state() == state
 
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    for pending in asyncio.all_tasks(loop):
+        pending.cancel()
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    asyncio.set_event_loop(None)
 
 
 def new_node() -> str:
