@@ -116,20 +116,26 @@ async def measure_async(fn: Callable[[], Awaitable[Any] | Any], repeat: int,
 
 
 async def measure_pair(fn: Callable[[], Any], baseline: Callable[[], Any], repeat: int,
-                       warmup: int = 1, clock: Clock = time.perf_counter
+                       warmup: int = 1, clock: Clock = time.perf_counter,
+                       prepare: Callable[[], Any] | None = None
                        ) -> tuple[list[float], list[float]]:
     """Measure ``fn`` and ``baseline`` alternately (each may be sync or async).
 
     Alternating puts both under the same noise: the ratio of their medians is the figure
-    that holds from one run (and machine) to the next.
+    that holds from one run (and machine) to the next.  ``prepare``, if given, is called
+    (untimed) before each call of ``fn``, e.g. to reset what ``fn`` builds.
     """
     for __ in range(warmup):
+        if prepare is not None:
+            await _settle(prepare())
         await _settle(fn())
         await _settle(baseline())
     measured: list[float] = []
     base: list[float] = []
     for __ in range(repeat):
         for target, samples in ((fn, measured), (baseline, base)):
+            if prepare is not None and target is fn:
+                await _settle(prepare())
             start = clock()
             await _settle(target())
             samples.append(clock() - start)
