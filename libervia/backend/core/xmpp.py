@@ -294,6 +294,9 @@ class XMPPClient(StreamManager):
         self._lost_waiters: list[defer.Deferred] = []
         self._stream_lost_reason: Failure | None = None
         self._ever_connected = False
+        # flow control (see hold_reading)
+        self._reading_held = False
+        self._reading_paused = False
 
     def __repr__(self) -> str:
         return f"<XMPPClient {self.profile.name} {self.state}>"
@@ -328,6 +331,40 @@ class XMPPClient(StreamManager):
             "tls_version": sasl.tls_version if sasl else None,
             "downgrade_protection": sasl.downgrade_protection if sasl else None,
         }
+
+    # flow control
+
+    def hold_reading(self, hold: bool) -> None:
+        """Stop (``True``) or resume reading what the server sends.
+
+        A handler with a backlog of stanzas to process holds the reading, so that a
+        server sending faster than the backend can handle fills the socket buffers
+        and the server's queue (TCP flow control), not the backend's memory.  Reading
+        goes on while an IQ answer is awaited: handling the backlog may need it.
+        """
+        self._reading_held = hold
+        self._update_reading()
+
+    def request(self, request: Any) -> defer.Deferred:
+        d = super().request(request)
+        self._update_reading()
+        d.addBoth(self._answered)
+        return d
+
+    def _answered(self, result: Any) -> Any:
+        self._update_reading()
+        return result
+
+    def _update_reading(self) -> None:
+        transport = getattr(self.xmlstream, "transport", None)
+        pause = self._reading_held and not self._iqDeferreds
+        if transport is None or pause == self._reading_paused:
+            return
+        self._reading_paused = pause
+        if pause:
+            transport.pauseProducing()
+        else:
+            transport.resumeProducing()
 
     # life cycle
 
@@ -511,6 +548,8 @@ class XMPPClient(StreamManager):
 
     def _disconnected(self, reason: Failure) -> None:
         self._stream_lost_reason = reason
+        # the next stream has a transport of its own, reading
+        self._reading_paused = False
         super()._disconnected(reason)
         if self.state is ConnectionState.CONNECTED:
             self._set_state(ConnectionState.RECONNECTING, _describe(reason))

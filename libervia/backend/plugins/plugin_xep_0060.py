@@ -711,6 +711,8 @@ class PubsubHandler(XMPPHandler):
         # must not overtake the publication it retracts
         self._queue: deque[domish.Element] = deque()
         self._draining = False
+        # reading from the server held while the queue is long (see MAX_BACKLOG)
+        self._holding = False
 
     def connectionInitialized(self) -> None:  # noqa: N802 (Wokkel API)
         self.xmlstream.addObserver(
@@ -726,6 +728,8 @@ class PubsubHandler(XMPPHandler):
             return
         message.handled = True
         self._queue.append(message)
+        if len(self._queue) >= MAX_BACKLOG:
+            self._hold_reading(True)
         if not self._draining:
             self._draining = True
             d = defer.ensureDeferred(self._drain())
@@ -736,6 +740,8 @@ class PubsubHandler(XMPPHandler):
         try:
             while self._queue:
                 burst = self._next_burst()
+                if len(self._queue) <= MAX_BACKLOG // 2:
+                    self._hold_reading(False)
                 try:
                     if len(burst) == 1:
                         await self.plugin.on_event(self.client, burst[0])
@@ -745,6 +751,14 @@ class PubsubHandler(XMPPHandler):
                     log.failure("error while handling a pubsub event")
         finally:
             self._draining = False
+            self._hold_reading(False)
+
+    def _hold_reading(self, hold: bool) -> None:
+        """Stop or resume reading the stream (a client without flow control reads on)."""
+        hold_reading = getattr(self.client, "hold_reading", None)
+        if hold != self._holding and hold_reading is not None:
+            self._holding = hold
+            hold_reading(hold)
 
     def _next_burst(self) -> list[domish.Element]:
         first = self._queue.popleft()
@@ -766,6 +780,10 @@ class PubsubHandler(XMPPHandler):
 
 #: item notifications handled together at most (bounds a transaction and a delay)
 MAX_BURST = 500
+#: notifications waiting to be handled beyond which the stream is not read any more,
+#: until half of them are handled: a server notifying faster than the backend handles
+#: makes its own queue grow, not the backend's memory
+MAX_BACKLOG = MAX_BURST
 
 
 def _event_actions(message: domish.Element) -> list[domish.Element]:

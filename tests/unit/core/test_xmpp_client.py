@@ -227,3 +227,66 @@ def test_info_reports_the_negotiation():
 def test_client_never_logs_traffic(secret):
     client, __, __ = make_client()
     assert client.logTraffic is False
+
+
+class Transport:
+    """Records whether the stream is read."""
+
+    def __init__(self):
+        self.calls = []
+
+    def pauseProducing(self):  # noqa: N802 (Twisted API)
+        self.calls.append("pause")
+
+    def resumeProducing(self):  # noqa: N802 (Twisted API)
+        self.calls.append("resume")
+
+
+def reading_stream(client):
+    """A stream up and initialized, with a recording transport; it keeps what is sent."""
+    stream = types.SimpleNamespace(addObserver=lambda *a, **k: None, sent=[],
+                                   transport=Transport())
+    stream.send = stream.sent.append
+    client._connected(stream)
+    client._authd(stream)
+    return stream
+
+
+def test_held_reading_pauses_the_stream_until_released():
+    client, __, __ = make_client()
+    stream = reading_stream(client)
+    client.hold_reading(True)
+    client.hold_reading(True)
+    assert stream.transport.calls == ["pause"]
+    client.hold_reading(False)
+    assert stream.transport.calls == ["pause", "resume"]
+
+
+def test_held_reading_goes_on_while_an_iq_answer_is_awaited():
+    """What holds the reading may be waiting for that answer: no deadlock."""
+    from twisted.words.xish import domish
+
+    from libervia.backend.plugins.plugin_xep_0060 import IQRequest
+
+    client, __, __ = make_client()
+    stream = reading_stream(client)
+    client.hold_reading(True)
+    answer = collect(client.request(IQRequest(None, "get", domish.Element(("q", "q")))))
+    assert stream.transport.calls == ["pause", "resume"]
+    iq = domish.Element((None, "iq"))
+    iq["type"], iq["id"] = "result", stream.sent[0]["id"]
+    client._onIQResponse(iq)
+    assert answer == [iq]
+    assert stream.transport.calls == ["pause", "resume", "pause"]
+
+
+def test_a_new_stream_is_read_whatever_the_previous_one_was():
+    client, __, __ = make_client()
+    stream = reading_stream(client)
+    client.hold_reading(True)
+    client._disconnected(Failure(net_error.ConnectionLost()))
+    client.hold_reading(False)
+    assert stream.transport.calls == ["pause"]
+    new = reading_stream(client)
+    client.hold_reading(True)
+    assert new.transport.calls == ["pause"]

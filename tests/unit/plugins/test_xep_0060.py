@@ -371,6 +371,28 @@ def test_a_burst_of_items_ends_at_any_other_event_node_service_or_repeated_id(
                      ("items", "other", ["f"])]
 
 
+def test_a_long_backlog_holds_the_reading_until_half_of_it_is_handled(plugin, client,
+                                                                     host):
+    """A server notifying faster than the backend handles fills its own queue: the
+    backend's memory holds at most MAX_BACKLOG waiting notifications."""
+    from libervia.backend.plugins.plugin_xep_0060 import MAX_BACKLOG
+
+    holds = []
+    client.hold_reading = holds.append
+    calls, gate = record_events(host, gate_on="first")
+    handler = PubsubHandler(plugin, client)
+    handler._on_event(items_event("blog", "first"))
+    for n in range(MAX_BACKLOG - 1):
+        handler._on_event(items_event("blog", f"i{n}"))
+    assert holds == []
+    handler._on_event(items_event("blog", "last"))
+    handler._on_event(items_event("blog", "read before the hold took effect"))
+    assert holds == [True]
+    gate.callback(None)
+    assert holds == [True, False]
+    assert sum(len(ids) for __, __, ids in calls) == MAX_BACKLOG + 2
+
+
 def test_an_event_failing_does_not_stop_the_following_ones(plugin, client, host):
     seen = []
 
