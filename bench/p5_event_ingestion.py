@@ -153,7 +153,6 @@ def _publish_main(argv: list[str]) -> None:
         address=params["address"], c2s_port=params["port"])
     ids: list[str] = params["ids"]
     payloads = [atom(i) for i in ids]
-    # the same session code as the tests' publisher, without its thread
     publisher = Publisher(info)
 
     async def body(xmpp: Any, pubsub: Any) -> dict[str, float]:
@@ -169,7 +168,7 @@ def _publish_main(argv: list[str]) -> None:
                                                                 strict=True)))
         return {"seconds": time.perf_counter() - started}
 
-    print(json.dumps(publisher._run(body)), flush=True)
+    print(json.dumps(publisher.run_here(body)), flush=True)
 
 
 def _publish_command(info: Any, node: str, ids: list[str]) -> list[str]:

@@ -69,6 +69,11 @@ class Publisher:
             return threads.deferToThread(future.result)
         return threads.deferToThread(self._run, body)
 
+    def run_here(self, body) -> Any:
+        """``body`` in a fresh session, in the calling thread (blocking): for a process
+        of its own, such as the benchmarks' publishers."""
+        return self._run(body)
+
     def _client(self, loop: asyncio.AbstractEventLoop) -> slixmpp.ClientXMPP:
         user = self.info.admin
         xmpp = slixmpp.ClientXMPP(user.jid, user.password)
