@@ -226,6 +226,10 @@ class CacheVersusService(RuleBasedStateMachine):
         served = await view.get()
         if not served.cached:
             pubsub_node = await view.pubsub_node()
+            if pubsub_node is None and not served.items:
+                # nothing tells yet what a new empty node will hold: the cache leaves
+                # it alone until it has items (and has nothing of it meanwhile)
+                return True
             self.difference = f"{view.node} not served from the cache, " + (
                 "unknown to it" if pubsub_node is None
                 else f"state {view.cache.node_state(pubsub_node)}")
@@ -262,23 +266,57 @@ def monkeypatched_reconnection(monkeypatch):
     monkeypatch.setattr(ClientFactory, "jitter", 0.0)
 
 
+@pytest.fixture
+def backends(tmp_path, db_url):
+    """``backends()`` starts a backend; all share one database, and are stopped at the
+    end."""
+    factory = BackendFactory(tmp_path / "local", db_url)
+    yield factory
+    pytest_twisted.blockon(factory.close())
+
+
+@pytest.fixture
+def publisher(xmpp_server):
+    """The independent client, with one session for the whole test."""
+    publisher = Publisher(xmpp_server)
+    pytest_twisted.blockon(publisher.keep_session())
+    yield publisher
+    pytest_twisted.blockon(publisher.close())
+
+
 @pytest_twisted.ensureDeferred
 async def test_cache_equals_the_service_after_random_operations(
-        xmpp_server, db_url, tmp_path, monkeypatched_reconnection):
+        xmpp_server, backends, publisher, monkeypatched_reconnection):
     print(f"differential test: seed {SEED}, {EXAMPLES} sequences of up to {STEPS} "
           "steps (LIBERVIA_DIFFERENTIAL_SEED, _EXAMPLES, _STEPS)")
-    factory = BackendFactory(tmp_path / "local", db_url)
-    publisher = Publisher(xmpp_server)
-    await publisher.keep_session()
     machine = seed(SEED)(type("CacheVersusService", (CacheVersusService,), {
-        "env": Environment(xmpp_server, factory, publisher)}))
-    try:
-        await threads.deferToThread(
-            run_state_machine_as_test, machine, settings=settings(
-                max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-                database=None, print_blob=True, report_multiple_bugs=False,
-                suppress_health_check=list(hypothesis.HealthCheck)))
-    finally:
-        await publisher.close()
-        await factory.close()
+        "env": Environment(xmpp_server, backends, publisher)}))
+    await threads.deferToThread(
+        run_state_machine_as_test, machine, settings=settings(
+            max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+            database=None, print_blob=True, report_multiple_bugs=False,
+            suppress_health_check=list(hypothesis.HealthCheck)))
 
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_created_again_while_the_backend_was_stopped_is_followed_again(
+        xmpp_server, backends, publisher):
+    """The subscription went with the deleted node, though its name and items are
+    the same: the verification after the connection subscribes again."""
+    node = new_node()
+    await publisher.create(node, ["a"])
+    reader = await Reader.connect(await backends(), xmpp_server, node)
+    await reader.get()
+    await reader.wait_synchronised()
+    await reader.backend.stopService()
+    await publisher.delete(node)
+    await publisher.create(node, ["a"])
+    again = await Reader.connect(await backends(), xmpp_server, node, name=reader.name)
+    await until(lambda: _served(again), "the node verified and served again")
+    await publisher.publish(node, [("b", None)])
+    await until(again.mirrors_service, "the item published afterwards in the cache")
+    await publisher.delete(node)
+
+
+async def _served(reader: Reader) -> bool:
+    return (await reader.get()).cached

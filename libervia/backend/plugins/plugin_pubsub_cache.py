@@ -1132,6 +1132,7 @@ class PubsubCache:
 
         async def compare() -> None:
             started = self._stamp()
+            await self._subscribe_again(client, service, pubsub_node)
             remote, learnt = await self._sync_semaphore.run(
                 lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
             traits = node_traits(pubsub_node)
@@ -1160,6 +1161,23 @@ class PubsubCache:
             return
         if verified:
             self._verified.add(pubsub_node.id)
+
+    async def _subscribe_again(self, client: Any, service: jabber_jid.JID,
+                               pubsub_node: Any) -> None:
+        """Subscribe to the node again; servers take it as a no-op when subscribed.
+
+        A node deleted and created again while the profile was away has the same name,
+        maybe the same items, but not its former subscribers: without a new
+        subscription its events would never come, and the cache, served once verified,
+        would stay behind.  Asking first is no help: Prosody goes on listing the
+        subscriptions to the deleted node.
+        """
+        try:
+            await self._xep_0060.subscribe(client, service, pubsub_node.name)
+        except ItemNotFound:
+            raise
+        except PubsubError as e:
+            raise CacheError(f"can't subscribe to {pubsub_node.name!r}: {e}") from None
 
     # management
 

@@ -747,6 +747,22 @@ async def test_verification_after_connection_fixes_a_diverged_cache(env):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_node_created_again_while_away_is_subscribed_to_again(env):
+    await env.sync()
+    service = env.service
+    await env.cache.profile_disconnected(env.client)
+    # the same name, and the same items: only the subscription went with the deletion
+    items = service.nodes[BLOG].items
+    service.delete(BLOG)
+    service.create(BLOG).items = items
+    restarted = env.restart()
+    await restarted.cache.profile_connected(restarted.client)
+    await restarted.cache.wait_background()
+    assert "alice@example.org" in service.nodes[BLOG].subscribers
+    assert (await restarted.get()).cached is True
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_node_unchanged_while_away_is_served_again_once_verified(env):
     await env.sync()
     await env.cache.profile_disconnected(env.client)
