@@ -104,6 +104,10 @@ class ThrowawayPostgres:
             str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
             "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C",
         )
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after :meth:`halt`); return once it accepts clients."""
         options = (
             f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
@@ -121,10 +125,14 @@ class ThrowawayPostgres:
             database="postgres",
         )
 
+    def halt(self) -> None:
+        """Stop the server, keeping its data for :meth:`resume` (clients are cut off)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
+                  "-w", "stop")
+
     def stop(self) -> None:
         try:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
-                      "-w", "stop")
+            self.halt()
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
 
@@ -139,6 +147,15 @@ def postgresql_server_url(request: pytest.FixtureRequest) -> Iterator[URL]:
             pytest.fail(f"--db-url / {DB_URL_ENV} must be a postgresql+psycopg:// URL")
         yield url
         return
+    server = start_throwaway_postgres()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def start_throwaway_postgres() -> ThrowawayPostgres:
+    """Start a :class:`ThrowawayPostgres`; skip (fail under CI) when that can't be done."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -155,10 +172,7 @@ def postgresql_server_url(request: pytest.FixtureRequest) -> Iterator[URL]:
     except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
         shutil.rmtree(server.base, ignore_errors=True)
         unavailable(f"can't start a throwaway PostgreSQL server: {e}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    return server
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from sqlalchemy import (
     table,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.dml import Insert
 
 from libervia.backend.core.config import Config
@@ -92,6 +92,11 @@ class DatabaseEngine:
     def is_transient(self, exc: BaseException) -> bool:
         """Tell whether ``exc`` is an error that may not happen again if retried."""
         return False
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        """Tell whether ``exc`` says the database can't be reached at all (server
+        stopped, connection lost, file gone), rather than refusing a statement."""
+        return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
     def upsert(
         self, table: Table, index_elements: Iterable[str], update_columns: Iterable[str]
@@ -262,6 +267,11 @@ class SqliteEngine(DatabaseEngine):
         message = str(orig).lower()
         return "database is locked" in message or "database table is locked" in message
 
+    def is_unavailable(self, exc: BaseException) -> bool:
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        return super().is_unavailable(exc) or _sqlite_error_code(orig) in (
+            sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR)
+
     def byte_length(self, column: Any) -> Any:
         # length() counts characters of a text, bytes of a blob
         return func.length(cast(column, LargeBinary))
@@ -350,6 +360,17 @@ class PostgresEngine(DatabaseEngine):
         # psycopg 3 names it sqlstate, psycopg2 pgcode
         code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
         return code in self.TRANSIENT_SQLSTATES
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        if super().is_unavailable(exc):
+            return True
+        if not isinstance(exc, OperationalError):
+            return False
+        orig = exc.orig
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        # no SQLSTATE: the connection could not be made; class 08: connection
+        # exception; class 57: the server is shutting down or starting
+        return code is None or code[:2] in ("08", "57")
 
     def fulltext_search(self, words: list[str]) -> tuple[Any, Any, Any]:
         from libervia.backend.memory.sqla_mapping import FULLTEXT_PG_CONFIG, PubsubItem

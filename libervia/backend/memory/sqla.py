@@ -76,6 +76,14 @@ class StorageError(BackendError):
     """The storage can't do what was asked (for instance: it is not running)."""
 
 
+class StorageUnavailable(StorageError):
+    """The database can't be reached: its server is stopped, the connection was lost.
+
+    The call fails at once rather than waiting; the next calls reconnect by themselves
+    once the database is back (connections are checked before use).
+    """
+
+
 class OrderBy(StrEnum):
     """Orders in which :meth:`Storage.get_items` can return items."""
 
@@ -325,6 +333,13 @@ class Storage:
             except DBAPIError as e:
                 if (not retry or attempt >= self.max_attempts
                         or not self._retryable(e, read_only)):
+                    if self.db_engine.is_unavailable(e):
+                        reason = str(e.orig).strip().splitlines()[0] if e.orig else e
+                        raise StorageUnavailable(
+                            f"the database is unavailable ({reason}); storage call "
+                            f"{name!r} failed. Check that the database server is "
+                            "running: the backend uses it again as soon as it is back"
+                        ) from e
                     raise
                 delay = min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay)
                 self._sleep(delay * (0.5 + random.random()))

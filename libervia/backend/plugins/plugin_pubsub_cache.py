@@ -40,7 +40,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.error import ConnectionClosed
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
@@ -51,6 +51,7 @@ from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import BackendError, ConflictError, NotFound
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import XMLError, parse_xml
+from libervia.backend.memory.sqla import StorageError
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.plugin_xep_0060 import (
@@ -117,6 +118,8 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
 #: seconds to wait for a service's software name or features
 TRAITS_TIMEOUT = 10
+#: longest wait between two checks of a database that could not store an event
+MISSED_CHECK_MAX_DELAY = 10.0
 
 #: server software whose behaviour is known (see DEFAULT_TRAITS and the documentation)
 KNOWN_SOFTWARE = ("prosody", "ejabberd")
@@ -188,14 +191,17 @@ class PubsubCache:
         self._analysing: dict[tuple[str, str, str], defer.Deferred] = {}
         #: Deferreds of background work, so that tests and shutdown can wait for them
         self._background: set[defer.Deferred] = set()
+        #: (service, node) whose events could not be stored: not served until checked
+        self._missed: set[tuple[str, str]] = set()
         trigger = host.trigger
         # high priority: the cache answers before anything else asks the service
         trigger.add("XEP-0060_get_items", self._on_get_items, priority=500)
-        trigger.add("XEP-0060_items", self._on_items_event)
-        trigger.add("XEP-0060_retract", self._on_retract_event)
-        trigger.add("XEP-0060_purge", self._on_purge_event)
-        trigger.add("XEP-0060_delete", self._on_delete_event)
-        trigger.add("XEP-0060_configuration", self._on_configuration_event)
+        trigger.add("XEP-0060_items", self._storing_event(self._on_items_event))
+        trigger.add("XEP-0060_retract", self._storing_event(self._on_retract_event))
+        trigger.add("XEP-0060_purge", self._storing_event(self._on_purge_event))
+        trigger.add("XEP-0060_delete", self._storing_event(self._on_delete_event))
+        trigger.add("XEP-0060_configuration",
+                    self._storing_event(self._on_configuration_event))
         self._register_bridge()
 
     # analysers
@@ -420,7 +426,8 @@ class PubsubCache:
     def _servable(self, pubsub_node: Any) -> bool:
         return (pubsub_node.sync_state is SyncState.COMPLETED
                 and pubsub_node.id in self._verified
-                and pubsub_node.id not in self._syncing)
+                and pubsub_node.id not in self._syncing
+                and (pubsub_node.service, pubsub_node.name) not in self._missed)
 
     async def get_cached_items(
         self, pubsub_node: Any, service: jabber_jid.JID, max_items: int | None = None,
@@ -928,6 +935,50 @@ class PubsubCache:
         }
 
     # events
+
+    def _storing_event(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` of a node's events, whose storage failures lose no event.
+
+        An event the database can't take (it is down, or busy for too long) is lost:
+        the node is not served any more, and is checked against the service once the
+        database answers again.
+        """
+        async def on_event(client: Any, service: jabber_jid.JID, node: str,
+                           *args: Any) -> bool:
+            try:
+                return await handler(client, service, node, *args)
+            except StorageError as e:
+                key = (_service_key(service), node)
+                log.warn("an event of node {node} could not be stored ({error}); the "
+                         "node is checked against the service once the database "
+                         "answers", node=node, error=e)
+                if key not in self._missed:
+                    self._missed.add(key)
+                    self._spawn(self._check_missed(client, service, node))
+                return True
+
+        return on_event
+
+    async def _check_missed(self, client: Any, service: jabber_jid.JID, node: str
+                            ) -> None:
+        """Wait for the database, then verify a node whose events were lost."""
+        key = (_service_key(service), node)
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    pubsub_node = await self.storage.get_pubsub_node(
+                        self._profile(client), key[0], node)
+                    break
+                except StorageError:
+                    await task.deferLater(self.host.reactor, delay, lambda: None)
+                    delay = min(delay * 2, MISSED_CHECK_MAX_DELAY)
+            if pubsub_node is None or pubsub_node.sync_state is not SyncState.COMPLETED:
+                return
+            self._verified.discard(pubsub_node.id)
+            await self._verify(client, service, pubsub_node)
+        finally:
+            self._missed.discard(key)
 
     async def _cached_node(self, client: Any, service: jabber_jid.JID, node: str) -> Any:
         pubsub_node = await self.storage.get_pubsub_node(

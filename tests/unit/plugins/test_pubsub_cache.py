@@ -17,9 +17,10 @@ from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
-from libervia.backend.memory.sqla import Storage, StorageError
+from libervia.backend.memory.sqla import Storage, StorageError, StorageUnavailable
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_pubsub_cache import (
+    MISSED_CHECK_MAX_DELAY,
     CacheError,
     InvalidAnalyser,
     PubsubCache,
@@ -575,6 +576,26 @@ async def test_every_event_kind_keeps_the_cache_equal_to_the_service(env):
     assert await env.node() is None
     with pytest.raises(ItemNotFound):
         await env.get()
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_the_database_could_not_store_are_caught_up_once_it_answers(
+        env, monkeypatch):
+    await env.sync()
+    storage = env.storage
+    answering = storage.get_pubsub_node
+    monkeypatch.setattr(storage, "get_pubsub_node", lambda *a, **k: defer.fail(
+        StorageUnavailable("the database is unavailable")))
+    waiting = env.host.reactor.next_call()
+    await env.event(env.service.publish(BLOG, "missed"))
+    await env.event(env.service.retract(BLOG, ["i02"]))
+    await waiting  # for the database to answer again
+    monkeypatch.setattr(storage, "get_pubsub_node", answering)
+    # the cache would miss the events: the service answers until the node is checked
+    assert (await env.get()).cached is False
+    env.host.reactor.advance(MISSED_CHECK_MAX_DELAY)
+    await env.cache.wait_background()
+    await assert_cache_is_service(env)
 
 
 @pytest_twisted.ensureDeferred

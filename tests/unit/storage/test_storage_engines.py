@@ -20,7 +20,7 @@ from libervia.backend.memory.engines import (
     create_database_engine,
     database_url,
 )
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.sqla import Storage, StorageUnavailable
 
 SERVICE = "pubsub.example.org"
 
@@ -83,6 +83,17 @@ def test_sqlite_busy_and_locked_errors_are_transient(error, transient):
 def test_postgresql_serialization_and_deadlock_errors_are_transient(error, transient):
     engine = PostgresEngine(make_url("postgresql+psycopg://me@/db"))
     assert engine.is_transient(OperationalError("SELECT 1", {}, error)) is transient
+
+
+@pytest.mark.parametrize("error, unavailable", [
+    (psycopg.OperationalError("connection failed: Connection refused"), True),
+    (psycopg.errors.AdminShutdown("terminating connection"), True),
+    (psycopg.errors.SerializationFailure("could not serialize access"), False),
+    (psycopg.errors.LockNotAvailable("could not obtain lock"), False),
+])
+def test_postgresql_server_gone_is_told_apart_from_refused_statements(error, unavailable):
+    engine = PostgresEngine(make_url("postgresql+psycopg://me@/db"))
+    assert engine.is_unavailable(OperationalError("SELECT 1", {}, error)) is unavailable
 
 
 # threads and retries
@@ -361,8 +372,9 @@ async def test_write_losing_its_connection_is_not_retried(make_storage, postgres
     # it may have been committed: only the caller knows whether doing it again is safe
     storage = await make_storage(postgresql_url, sleep=lambda delay: None)
     attempts = []
-    with pytest.raises(OperationalError):
+    with pytest.raises(StorageUnavailable, match="database is unavailable") as raised:
         await storage.run_in_session("lost_write", thd_lose_connection_once, attempts)
+    assert isinstance(raised.value.__cause__, OperationalError)
     assert len(attempts) == 1
     assert await storage.get_profiles() == {}
 
