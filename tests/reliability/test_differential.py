@@ -103,9 +103,12 @@ class CacheVersusService(RuleBasedStateMachine):
         self.profile: str | None = None
         self.settled = True
         self.difference: str | None = None
+        #: what was done, for the failure message (also when the failure does not
+        #: happen again while Hypothesis shrinks the sequence)
+        self.steps: list[str] = []
         for node in NODES:
             self.items[node] = {IDS[0]}
-            self.env.call(self.env.publisher.create, self.names[node], [IDS[0]])
+            self._on_service("create", node, [IDS[0]])
         self._start()
 
     # the backend
@@ -121,12 +124,14 @@ class CacheVersusService(RuleBasedStateMachine):
     @precondition(lambda self: self.backend is not None)
     @rule()
     def stop_backend(self) -> None:
+        self.steps.append("stop the backend")
         self.env.call(self.backend.stopService)
         self.backend = None
 
     @precondition(lambda self: self.backend is None)
     @rule()
     def start_backend(self) -> None:
+        self.steps.append("start the backend")
         self._start()
 
     @precondition(lambda self: self.backend is not None)
@@ -134,6 +139,7 @@ class CacheVersusService(RuleBasedStateMachine):
     def drop_connection(self) -> None:
         """The profile's stream is cut; it reconnects after a delay, during which the
         next steps may happen."""
+        self.steps.append("drop the connection")
         stream = self.backend.clients.get(self.profile).xmlstream
         if stream is not None and stream.transport is not None:
             stream.transport.abortConnection()
@@ -147,7 +153,7 @@ class CacheVersusService(RuleBasedStateMachine):
     def create_node(self, data: st.DataObject, first: str) -> None:
         """(Re-)create a node, with one item: an empty node is not cached yet."""
         node = data.draw(st.sampled_from([n for n, i in self.items.items() if i is None]))
-        self.env.call(self.env.publisher.create, self.names[node], [first])
+        self._on_service("create", node, [first])
         self.items[node] = {first}
 
     @precondition(lambda self: self._existing())
@@ -156,8 +162,7 @@ class CacheVersusService(RuleBasedStateMachine):
         max_size=3))
     def publish(self, data: st.DataObject, published: list[tuple[str, str]]) -> None:
         node = data.draw(st.sampled_from(self._existing()))
-        self.env.call(self.env.publisher.publish, self.names[node],
-                      [(i, f"{t} {i}") for i, t in published])
+        self._on_service("publish", node, [(i, f"{t} {i}") for i, t in published])
         self.items[node] |= {i for i, __ in published}
 
     @precondition(lambda self: self._existing(with_items=True))
@@ -166,22 +171,26 @@ class CacheVersusService(RuleBasedStateMachine):
         node = data.draw(st.sampled_from(self._existing(with_items=True)))
         ids = data.draw(st.lists(st.sampled_from(sorted(self.items[node])), min_size=1,
                                  max_size=2, unique=True))
-        self.env.call(self.env.publisher.retract, self.names[node], ids)
+        self._on_service("retract", node, ids)
         self.items[node] -= set(ids)
 
     @precondition(lambda self: self._existing())
     @rule(data=st.data())
     def purge(self, data: st.DataObject) -> None:
         node = data.draw(st.sampled_from(self._existing()))
-        self.env.call(self.env.publisher.purge, self.names[node])
+        self._on_service("purge", node)
         self.items[node] = set()
 
     @precondition(lambda self: self._existing())
     @rule(data=st.data())
     def delete_node(self, data: st.DataObject) -> None:
         node = data.draw(st.sampled_from(self._existing()))
-        self.env.call(self.env.publisher.delete, self.names[node])
+        self._on_service("delete", node)
         self.items[node] = None
+
+    def _on_service(self, operation: str, node: str, *args: Any) -> None:
+        self.steps.append(f"{operation} {node} {', '.join(map(repr, args))}".strip())
+        self.env.call(getattr(self.env.publisher, operation), self.names[node], *args)
 
     def _existing(self, with_items: bool = False) -> list[str]:
         return [n for n, i in self.items.items()
@@ -200,7 +209,9 @@ class CacheVersusService(RuleBasedStateMachine):
         try:
             self.env.call(self._settle)
         except AssertionError as e:
-            raise AssertionError(f"{e}; last difference seen: {self.difference}") from None
+            raise AssertionError(
+                f"{e}; last difference seen: {self.difference}; seed {SEED}, steps: "
+                + "; ".join(self.steps)) from None
 
     async def _settle(self) -> None:
         await until(self._connected, "the profile connected", SETTLE)
