@@ -131,6 +131,35 @@ class DatabaseEngine:
         with sa_engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def read_cursor(self, conn: Any, dialect: Any) -> Iterator[Any]:
+        """A cursor of the driver's connection ``conn``, in a read-only transaction.
+
+        For the hottest reads (a page of a cached node, for every request a frontend
+        sends): statements compiled once run on the driver itself, without
+        SQLAlchemy's per-statement work.  The transaction is rolled back at the end
+        (nothing was written).  Driver errors come out as SQLAlchemy's ``DBAPIError``
+        (``connection_invalidated`` when the connection can't be used any more), so
+        that retries apply as usual.
+        """
+        dbapi_error = dialect.loaded_dbapi.Error
+        cursor = conn.cursor()
+        try:
+            try:
+                self._begin_read(cursor)
+                yield cursor
+            finally:
+                cursor.close()
+                conn.rollback()
+        except dbapi_error as e:
+            raise DBAPIError.instance(
+                None, None, e, dbapi_error, dialect=dialect,
+                connection_invalidated=dialect.is_disconnect(e, conn, cursor),
+            ) from e
+
+    def _begin_read(self, cursor: Any) -> None:
+        """Start the transaction of :meth:`read_cursor` (drivers usually do)."""
+
     def check_integrity(self, conn: Connection) -> None:
         """Raise if the database is inconsistent (called before a migration commits)."""
 
@@ -257,6 +286,11 @@ class SqliteEngine(DatabaseEngine):
                 conn.exec_driver_sql("BEGIN")
 
         return engine
+
+    def _begin_read(self, cursor: Any) -> None:
+        # the driver's transaction handling is off (see on_connect): one snapshot for
+        # every statement of the read
+        cursor.execute("BEGIN")
 
     def is_transient(self, exc: BaseException) -> bool:
         orig = exc.orig if isinstance(exc, DBAPIError) else exc

@@ -23,8 +23,9 @@ See ``doc/developer/search.rst`` for the query format as frontends write it.
 
 import json
 import math
+import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -519,6 +520,20 @@ class _Parsed:
             return case((json_type.in_(["true", "false"]), json_type))
         raise AssertionError(kind)
 
+    def compared(self, path: Path, kind: str, compare: Callable[[Any], Any]) -> Any:
+        """``compare(value)`` for the value at ``path`` when it is of JSON type ``kind``.
+
+        On SQLite, the value is compared first and its type checked only where the
+        comparison holds: every json_*() call parses the document again, and most
+        items fail the comparison.  A value of another type fails the type check
+        whatever the comparison gave, so the result is that of :meth:`typed`.
+        """
+        if self.pg or kind == "boolean":
+            return compare(self.typed(path, kind))
+        json_type, value = self._access(path)
+        types = ["integer", "real"] if kind == "number" else ["text"]
+        return and_(compare(value), json_type.in_(types))
+
     def literal(self, kind: str, value: Any) -> Any:
         if kind == "boolean":
             return literal("true" if value else "false", String)
@@ -545,24 +560,31 @@ class _Parsed:
         json_path = "$" + "".join(f"[{s}]" if isinstance(s, int) else f".{s}"
                                   for s in path)
         elements = func.json_each(PubsubItem.parsed, literal(json_path, String)
-                                  ).table_valued("value", "type").alias("elements")
+                                  ).table_valued("key", "value", "type").alias("elements")
         types = ["integer", "real"] if kind == "number" else ["text"]
-        return and_(self.is_array(path), exists(
+        # json_each() gives the elements of an array with their index as key, the
+        # members of an object with their name, a lone value with no key: an integer
+        # key tells an array's element, with no json_type() call (which would parse the
+        # document once more for every item)
+        return exists(
             select(literal(1)).select_from(elements).where(
+                func.typeof(elements.c.key) == "integer",
                 elements.c.type.in_(types),
-                elements.c.value.in_([self.literal(kind, v) for v in values]))))
+                elements.c.value.in_([self.literal(kind, v) for v in values])))
 
     def like(self, path: Path, pattern: str, case_sensitive: bool) -> Any:
-        value = self.typed(path, "string")
         if self.pg:
+            value = self.typed(path, "string")
             # backslash is PostgreSQL's default escape character
             return value.like(literal(pattern, Text)) if case_sensitive else (
                 value.ilike(literal(pattern, Text)))
         if case_sensitive:
             # SQLite's LIKE ignores ASCII case; GLOB does not
-            return value.op("GLOB", return_type=Boolean)(literal(_like_to_glob(pattern),
-                                                                 Text))
-        return value.like(literal(pattern, Text), escape="\\")
+            glob = literal(_like_to_glob(pattern), Text)
+            return self.compared(path, "string", lambda value: value.op(
+                "GLOB", return_type=Boolean)(glob))
+        return self.compared(path, "string", lambda value: value.like(
+            literal(pattern, Text), escape="\\"))
 
     def condition(self, condition: Condition) -> ColumnElement[bool]:
         op, path, kind, value = condition.op, condition.path, condition.kind, \
@@ -576,17 +598,19 @@ class _Parsed:
         if op == "==":
             if kind == "null":
                 return self.is_null(path)
-            return self.typed(path, kind) == self.literal(kind, value)
-        if op in (">", ">=", "<", "<="):
-            typed = self.typed(path, kind)
             bound = self.literal(kind, value)
-            return {">": typed > bound, ">=": typed >= bound, "<": typed < bound,
-                    "<=": typed <= bound}[op]
+            return self.compared(path, kind, lambda typed: typed == bound)
+        if op in (">", ">=", "<", "<="):
+            bound = self.literal(kind, value)
+            compare = {">": operator.gt, ">=": operator.ge, "<": operator.lt,
+                       "<=": operator.le}[op]
+            return self.compared(path, kind, lambda typed: compare(typed, bound))
         if op == "between":
             low, high = (self.literal(kind, v) for v in value)
-            return self.typed(path, kind).between(low, high)
+            return self.compared(path, kind, lambda typed: typed.between(low, high))
         if op == "in":
-            return self.typed(path, kind).in_([self.literal(kind, v) for v in value])
+            bounds = [self.literal(kind, v) for v in value]
+            return self.compared(path, kind, lambda typed: typed.in_(bounds))
         if op == "overlap":
             return self.overlap(path, kind, value)
         if op in ("like", "ilike"):
@@ -641,8 +665,6 @@ def thd_search(session: Session, db_engine: Any, query: SearchQuery) -> SearchRe
             statement = statement.join(*join)
         return statement.where(*conditions)
 
-    total = session.scalar(from_(select(func.count())))
-    assert total is not None
     columns = [Profile.name, PubsubNode.service, PubsubNode.name, PubsubItem.name,
                PubsubItem.created, PubsubItem.updated, PubsubItem.parsed]
     if score is not None:
@@ -670,4 +692,10 @@ def thd_search(session: Session, db_engine: Any, query: SearchQuery) -> SearchRe
         xml = extra.pop(0) if query.payload else None
         hits.append(SearchHit(profile, service, node, item_id, created, updated, data,
                               rank, xml))
+    if len(hits) < query.limit and (hits or not query.index):
+        # the page holds the last matches: counting them all would tell nothing more
+        total = query.index + len(hits)
+    else:
+        total = session.scalar(from_(select(func.count())))
+        assert total is not None
     return SearchResult(hits, total, query.index)

@@ -25,20 +25,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Integer,
     Row,
     and_,
+    bindparam,
     delete,
     func,
     or_,
     select,
     update,
 )
-from sqlalchemy.engine import URL, Result
+from sqlalchemy.engine import URL, Connection, Result
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from twisted.internet import defer
@@ -107,6 +109,65 @@ class ItemsPage:
     count: int
 
 
+class ItemData(NamedTuple):
+    """An item as :meth:`Storage.get_items` gives it with ``data_only``: its id and XML.
+
+    What answering a get-items request needs, without the cost of the rest of the row
+    (parsed data decoded from JSON, time stamps parsed) nor of a mapped object.
+    """
+
+    name: str
+    data: str
+
+
+class _ItemCounts:
+    """Item counts of nodes, remembered between reads as long as nothing is written.
+
+    Answering "the last N items" RSM style needs the number of items of the node, and
+    counting them costs as much as the node is large, for every request.  The counts
+    found are kept here; any write call of the storage (whatever it writes) forgets
+    them all when it starts and when it ends.  A count is used (or kept) by a read only
+    if no write started or ended around that read's queries, so it always matches the
+    data the read saw.  This holds because the storage is its database's only writer
+    (one backend per database).
+
+    Methods are called from the storage's threads: a lock guards the state.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._writing = 0
+        self._counts: dict[int, int] = {}
+
+    def write_started(self) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._writing += 1
+            self._counts.clear()
+
+    def write_ended(self) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._writing -= 1
+            self._counts.clear()
+
+    def get(self, node_id: int) -> tuple[int, int | None]:
+        """``(epoch, count)``: call before the read's first query; count may be None."""
+        with self._lock:
+            return self._epoch, None if self._writing else self._counts.get(node_id)
+
+    def unchanged(self, epoch: int) -> bool:
+        """Whether nothing was written since :meth:`get` gave ``epoch``."""
+        with self._lock:
+            return epoch == self._epoch and not self._writing
+
+    def remember(self, epoch: int, node_id: int, count: int) -> None:
+        with self._lock:
+            if epoch == self._epoch and not self._writing:
+                self._counts[node_id] = count
+
+
 @dataclass
 class CallStats:
     """Timings of one kind of storage call, in seconds."""
@@ -167,6 +228,11 @@ class Storage:
         self._idle_waiters: list[defer.Deferred] = []
         #: statistics by call name
         self.timings: dict[str, CallStats] = {}
+        self._item_counts = _ItemCounts()
+        #: each storage thread's own connection for the hottest reads
+        self._local = threading.local()
+        self._read_connections: set[Any] = set()
+        self._read_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Storage {self.db_engine!r}>"
@@ -217,6 +283,10 @@ class Storage:
             waiter: defer.Deferred = defer.Deferred()
             self._idle_waiters.append(waiter)
             await waiter
+        with self._read_lock:
+            read_connections, self._read_connections = self._read_connections, set()
+        for conn in read_connections:
+            conn.close()
         if self.sa_engine is not None:
             self.sa_engine.dispose()
             self.sa_engine = None
@@ -290,6 +360,54 @@ class Storage:
 
         return self._call(name, thd, None, read_only=not write)
 
+    def _run_in_cursor(self, name: str, thd_func: Callable[..., T], *args: Any
+                       ) -> defer.Deferred:
+        """Run ``thd_func(cursor, dialect, *args)`` on a driver cursor, read only.
+
+        For the few reads made for every request (see
+        :meth:`~.engines.DatabaseEngine.read_cursor`): ``thd_func`` runs statements
+        compiled once (:func:`_compiled`) on the driver's cursor.
+        """
+        def thd(__: None) -> T:
+            engine = self.sa_engine
+            if engine is None:
+                raise StorageError(f"storage call {name!r} made before start() finished")
+            conn = self._thd_read_connection(engine)
+            try:
+                with self.db_engine.read_cursor(conn, engine.dialect) as cursor:
+                    return thd_func(cursor, engine.dialect, *args)
+            except DBAPIError as e:
+                if e.connection_invalidated:
+                    self._thd_drop_read_connection(conn)
+                raise
+
+        return self._call(name, thd, None, read_only=True)
+
+    def _thd_read_connection(self, engine: Engine) -> Any:
+        """This thread's own driver connection, for :meth:`_run_in_cursor`.
+
+        Taken from the pool once, then detached from it: checking a connection out of
+        the pool and resetting it costs as much as the read itself.  Closed by
+        :meth:`stop`.
+        """
+        conn = getattr(self._local, "connection", None)
+        if conn is None:
+            pooled = engine.raw_connection()
+            pooled.detach()
+            conn = self._local.connection = pooled.dbapi_connection
+            with self._read_lock:
+                self._read_connections.add(conn)
+        return conn
+
+    def _thd_drop_read_connection(self, conn: Any) -> None:
+        self._local.connection = None
+        with self._read_lock:
+            self._read_connections.discard(conn)
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a broken connection may fail to close
+            log.debug("closing a broken read connection failed")
+
     def _call(
         self,
         name: str,
@@ -322,6 +440,17 @@ class Storage:
         return read_only and error.connection_invalidated
 
     def _thd_attempts(
+        self, name: str, thd: Callable[[None], T], retry: bool, read_only: bool
+    ) -> tuple[T, int, float]:
+        if read_only:
+            return self._thd_retried(name, thd, retry, read_only)
+        self._item_counts.write_started()
+        try:
+            return self._thd_retried(name, thd, retry, read_only)
+        finally:
+            self._item_counts.write_ended()
+
+    def _thd_retried(
         self, name: str, thd: Callable[[None], T], retry: bool, read_only: bool
     ) -> tuple[T, int, float]:
         attempt = 0
@@ -739,6 +868,7 @@ class Storage:
         index: int | None = None,
         order_by: OrderBy | str = OrderBy.CREATION,
         desc: bool = False,
+        data_only: bool = False,
     ) -> defer.Deferred:
         """Return a page of a node's items, RSM style.
 
@@ -751,8 +881,10 @@ class Storage:
         * ``index``: from this position (0 is the first item);
         * none of them: from the start.
 
+        :param data_only: give :class:`ItemData` (id and XML) instead of
+            :class:`PubsubItem`: what answering a request needs, read faster
         :return: Deferred fired with ``(items, page)``: a list of :class:`PubsubItem`
-            in that order, and an :class:`ItemsPage`
+            (or :class:`ItemData`) in that order, and an :class:`ItemsPage`
         :raise NotFound: the ``before`` or ``after`` item is not in the set
         :raise ValueError: more than one of ``before``, ``after``, ``index``, or a
             negative ``max_items`` or ``index``
@@ -768,9 +900,17 @@ class Storage:
             return defer.fail(ValueError(
                 f"unknown order {order_by!r}, use one of {', '.join(OrderBy)}"
             ))
-        return self.run_in_session(
+        if data_only and item_ids is None and after is None and before in (None, ""):
+            # what a frontend asks most (the latest items, a page by position)
+            return self._run_in_cursor(
+                "get_items", thd_get_items_data, node_id, max_items, before == "",
+                index, order, desc, self._item_counts)
+        # rows without mapped objects need no session: a connection is less work
+        run = self.run_in_connection if data_only else self.run_in_session
+        return run(
             "get_items", thd_get_items, node_id, max_items, _opt_list(item_ids), before,
-            after, index, order, desc, write=False,
+            after, index, order, desc, data_only=data_only, counts=self._item_counts,
+            write=False,
         )
 
 
@@ -1199,7 +1339,7 @@ def thd_purge_items(
 
 
 def thd_get_items(
-    session: Session,
+    session: Session | Connection,
     node_id: int,
     max_items: int | None,
     item_ids: list[str] | None,
@@ -1208,13 +1348,16 @@ def thd_get_items(
     index: int | None,
     order: OrderBy,
     desc: bool,
-) -> tuple[list[PubsubItem], ItemsPage]:
+    data_only: bool = False,
+    counts: _ItemCounts | None = None,
+) -> tuple[list[PubsubItem] | list[ItemData], ItemsPage]:
     key = PubsubItem.created if order is OrderBy.CREATION else PubsubItem.updated
     conditions: list[ColumnElement[bool]] = [PubsubItem.node_id == node_id]
     if item_ids is not None:
         conditions.append(PubsubItem.name.in_(item_ids))
-    count = session.scalar(select(func.count()).select_from(PubsubItem).where(*conditions))
-    assert count is not None
+    # taken before the first query: see _ItemCounts
+    epoch, known_count = (counts.get(node_id) if counts is not None and item_ids is None
+                          else (0, None))
 
     def forward(query: Any, reverse: bool = False) -> Any:
         """Order ``query`` as the set (``reverse``: the other way)."""
@@ -1242,8 +1385,13 @@ def thd_get_items(
             raise NotFound(f"item {item_id!r} is not in the requested set")
         return found[0], found[1]
 
-    base = select(PubsubItem).where(*conditions)
+    if data_only:
+        # plain rows: no mapped objects, nor parsed data or time stamps to decode
+        base = select(PubsubItem.name, PubsubItem.data).where(*conditions)
+    else:
+        base = select(PubsubItem).where(*conditions)
     reversed_page = False
+    preceding: int | None = None
     if after is not None:
         a_key, a_id = anchor(after)
         query = forward(base.where(follows(a_key, a_id)))
@@ -1252,27 +1400,112 @@ def thd_get_items(
             .where(*conditions, precedes(a_key, a_id, strict=False))
         )
     elif before is not None:
-        if before == "":
-            query = forward(base, reverse=True)
-            preceding = count
-        else:
+        if before != "":
             b_key, b_id = anchor(before)
             query = forward(base.where(precedes(b_key, b_id)), reverse=True)
             preceding = session.scalar(
                 select(func.count()).select_from(PubsubItem)
                 .where(*conditions, precedes(b_key, b_id))
             )
+        else:
+            query = forward(base, reverse=True)
         reversed_page = True
     else:
         start = index or 0
         query = forward(base).offset(start) if start else forward(base)
     if max_items is not None:
         query = query.limit(max_items)
-    items = list(session.scalars(query))
+    if data_only:
+        items: list[Any] = list(map(ItemData._make, session.execute(query)))
+    else:
+        items = list(session.scalars(query))
+    if known_count is not None and counts is not None and counts.unchanged(epoch):
+        count = known_count
+    else:
+        count = session.scalar(
+            select(func.count()).select_from(PubsubItem).where(*conditions))
+        assert count is not None
+        if counts is not None and item_ids is None:
+            counts.remember(epoch, node_id, count)
     if reversed_page:
         items.reverse()
-        start = preceding - len(items)
+        start = (count if preceding is None else preceding) - len(items)
     if not items:
         return items, ItemsPage(None, None, None, count)
     return items, ItemsPage(items[0].name, items[-1].name, start, count)
 
+
+#: statements compiled once per dialect, by key: (SQL text, positional names or None,
+#: values of the parameters the compiler added itself, e.g. SQLite's ``LIMIT -1``)
+_COMPILED: dict[tuple[str, str, Any], tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+
+def _compiled(dialect: Any, key: Any, build: Callable[[], Any]
+              ) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    """The SQL of the statement ``build()`` for ``dialect``, compiled on first use.
+
+    Parameters are ``bindparam`` by name; see :func:`_execute`.
+    """
+    cache_key = (dialect.name, dialect.driver, key)
+    found = _COMPILED.get(cache_key)
+    if found is None:
+        compiled = build().compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ()) if compiled.positional else None
+        found = _COMPILED[cache_key] = (str(compiled), names, dict(compiled.params))
+    return found
+
+
+def _execute(cursor: Any, compiled: tuple[str, tuple[str, ...] | None, dict[str, Any]],
+             params: dict[str, Any]) -> Any:
+    sql, names, defaults = compiled
+    values = defaults | params
+    return cursor.execute(sql, values if names is None else [values[n] for n in names])
+
+
+def _page_statement(order: OrderBy, descending: bool, limit: bool, offset: bool) -> Any:
+    key = PubsubItem.created if order is OrderBy.CREATION else PubsubItem.updated
+    query = select(PubsubItem.name, PubsubItem.data).where(
+        PubsubItem.node_id == bindparam("node_id")
+    ).order_by(*(col.desc() if descending else col.asc() for col in (key, PubsubItem.id)))
+    if limit:
+        query = query.limit(bindparam("limit", type_=Integer))
+    if offset:
+        query = query.offset(bindparam("offset", type_=Integer))
+    return query
+
+
+def _count_statement() -> Any:
+    return select(func.count()).select_from(PubsubItem).where(
+        PubsubItem.node_id == bindparam("node_id"))
+
+
+def thd_get_items_data(
+    cursor: Any,
+    dialect: Any,
+    node_id: int,
+    max_items: int | None,
+    last_page: bool,
+    index: int | None,
+    order: OrderBy,
+    desc: bool,
+    counts: _ItemCounts,
+) -> tuple[list[ItemData], ItemsPage]:
+    """:func:`thd_get_items` with ``data_only``, without ids nor anchor item."""
+    epoch, count = counts.get(node_id)
+    start = 0 if last_page else index or 0
+    params = {"node_id": node_id, "limit": max_items, "offset": start}
+    page = _compiled(dialect, ("page", order, desc != last_page, max_items is not None,
+                               bool(start)),
+                     lambda: _page_statement(order, desc != last_page,
+                                             max_items is not None, bool(start)))
+    items = list(map(ItemData._make, _execute(cursor, page, params)))
+    if count is None or not counts.unchanged(epoch):
+        count = _execute(cursor, _compiled(dialect, "count", _count_statement),
+                         params).fetchone()[0]
+        counts.remember(epoch, node_id, count)
+    if last_page:
+        items.reverse()
+        start = count - len(items)
+    if not items:
+        return items, ItemsPage(None, None, None, count)
+    return items, ItemsPage(items[0].name, items[-1].name, start, count)

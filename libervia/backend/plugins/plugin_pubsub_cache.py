@@ -413,12 +413,13 @@ class PubsubCache:
         try:
             if rsm_request.after:
                 following, page = await self.storage.get_items(
-                    pubsub_node.id, max_items=1, after=rsm_request.after, order_by=order)
+                    pubsub_node.id, max_items=1, after=rsm_request.after, order_by=order,
+                    data_only=True)
                 index = page.index if following else page.count
                 return RSMRequest(max=rsm_request.max, index=index)
             preceding, page = await self.storage.get_items(
                 pubsub_node.id, max_items=rsm_request.max, before=rsm_request.before,
-                order_by=order)
+                order_by=order, data_only=True)
         except NotFound:
             return None  # not one of ours: the service's own cursor
         return RSMRequest(max=len(preceding), index=page.index or 0)
@@ -449,7 +450,8 @@ class PubsubCache:
         order = (order_by or native) if traits["order_by"] else native
         if not traits["rsm"]:
             rsm_request = None
-        kwargs: dict[str, Any] = {"order_by": order}
+        # the id and XML of each item are all an answer needs
+        kwargs: dict[str, Any] = {"order_by": order, "data_only": True}
         if item_ids:
             kwargs["item_ids"] = item_ids
         if rsm_request is not None:
@@ -1084,7 +1086,7 @@ class PubsubCache:
         __, page = await self.storage.get_items(pubsub_node.id, max_items=0)
         if page.count <= len(present):
             return
-        cached, __ = await self.storage.get_items(pubsub_node.id)
+        cached, __ = await self.storage.get_items(pubsub_node.id, data_only=True)
         gone = [i.name for i in cached if i.name not in present]
         if gone:
             log.debug("{n} item(s) of {node} dropped by the service", n=len(gone),
@@ -1188,7 +1190,8 @@ class PubsubCache:
                 lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
             traits = node_traits(pubsub_node)
             order = "modification" if traits["republish_moves"] else "creation"
-            cached, __ = await self.storage.get_items(pubsub_node.id, order_by=order)
+            cached, __ = await self.storage.get_items(pubsub_node.id, order_by=order,
+                                                      data_only=True)
             remote_view = [(i["id"], i.toXml()) for i in remote]
             cached_view = [(i.name, i.data) for i in cached]
             if remote_view != cached_view or learnt["rsm"] != traits["rsm"]:

@@ -576,6 +576,46 @@ async def test_items_created_at_the_same_time_keep_a_stable_order(storage, profi
     assert not set(names(first)) & set(names(rest))
 
 
+@pytest.mark.parametrize("kwargs", [
+    {}, {"max_items": 3}, {"max_items": 4, "before": ""}, {"before": ""},
+    {"max_items": 2, "before": "", "desc": True}, {"max_items": 2, "index": 4},
+    {"index": 7}, {"max_items": 2, "index": 10}, {"max_items": 0},
+    {"max_items": 3, "desc": True, "order_by": "modification"},
+    {"max_items": 3, "after": "i2"}, {"max_items": 3, "before": "i5"},
+    {"item_ids": ["i7", "i2"], "max_items": 1},
+])
+@pytest_twisted.ensureDeferred
+async def test_data_only_pages_are_the_pages_of_full_items(storage, profile, kwargs):
+    node = await node_with_items(storage, profile)
+    full, full_page = await storage.get_items(node.id, **kwargs)
+    items, page = await storage.get_items(node.id, data_only=True, **kwargs)
+    assert page == full_page
+    assert [(i.name, i.data) for i in items] == [(i.name, i.data) for i in full]
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_of_pages_follow_every_write(storage, profile):
+    node = await node_with_items(storage, profile, count=5)
+
+    async def count():
+        # twice: the second answer may come from the remembered count
+        counts = [(await storage.get_items(node.id, max_items=2, before="",
+                                           data_only=data_only))[1].count
+                  for data_only in (True, True, False)]
+        assert len(set(counts)) == 1, counts
+        return counts[0]
+
+    assert await count() == 5
+    await storage.cache_pubsub_items(node.id, [item(9)])
+    assert await count() == 6
+    await storage.delete_pubsub_items(node.id, ["i0", "i1"])
+    assert await count() == 4
+    await storage.replace_pubsub_items(node.id, [item(i) for i in range(8)])
+    assert await count() == 8
+    await storage.purge_pubsub_items(names=["blog"])
+    assert await count() == 0
+
+
 @pytest_twisted.ensureDeferred
 async def test_unknown_anchor_is_not_found(storage, profile):
     node = await node_with_items(storage, profile, count=3)

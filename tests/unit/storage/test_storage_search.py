@@ -153,6 +153,8 @@ OPERATOR_CASES = [
     (("nums", "overlap", ["1"]), ["p4"]),
     (("nums", "overlap", [3, 2]), ["p1", "p2"]),
     (("title", "overlap", ["Tomatoes"]), []),  # not an array
+    (("author", "overlap", ["Alice"]), []),  # an object's values are not elements
+    (("author", "disjoint", ["Alice"]), ["c1", "e1", "p1", "p2", "p3", "p4", "x1"]),
     # LIKE patterns: % any text, _ one character, \ escapes them
     (("title", "like", "%o%"), ["p1"]),
     (("title", "ilike", "%o%"), ["c1", "p1"]),
