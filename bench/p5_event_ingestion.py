@@ -1,18 +1,19 @@
 """P5: pubsub item notifications ingested per second into the cache of a synced node.
 
-A backend profile (the *reader*) has a blog node on ejabberd synchronised: from then
-on the cache follows it through the notifications the service sends.  Two rows:
+A backend profile (the *reader*) has a blog node on ejabberd synchronised (a new one
+for each burst): from then on the cache follows it through the notifications the
+service sends.  Two rows:
 
 * **through ejabberd**: independent publishers (slixmpp clients, each in its own
   process so that they don't share the backend's CPU time slot, the GIL) publish N
   items as fast as the server takes them, keeping many requests in flight instead of
   waiting for each answer.  The time runs from the first notification the reader's
   XML stream receives to the moment the last item is written into the cache;
-* **backend alone**: the same ``<message><event/>`` stanzas, as ejabberd sends them,
-  are fed into the reader's connected XML stream (``dataReceived``, where the bytes
-  from TLS go) in chunks, yielding to the reactor between chunks, as fast as the
-  backend reads them: this is the rate the backend sustains when the server is not
-  the limit.
+* **backend alone**: ``<message><event/>`` stanzas like those ejabberd sends (one
+  Atom entry per item) are fed into the reader's connected XML stream
+  (``dataReceived``, where the bytes from TLS go) in chunks, yielding to the reactor
+  between chunks, as fast as the backend reads them: this is the rate the backend
+  sustains when the server is not the limit.
 
 In both, every item id must end up in the cache exactly once: the cache's writes are
 watched (a wrapper counts how many times each id is written) and the node's items are
@@ -27,6 +28,7 @@ import json
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -211,8 +213,6 @@ async def through_server(info: Any, reader: Any, node: str, label: str,
 
 def event_stanzas(reader: Any, node: str, ids: list[str]) -> list[bytes]:
     """The notifications ejabberd would send the reader for ``ids``, serialised."""
-    import xml.etree.ElementTree as ET
-
     to = reader.client.jid.full()
     stanzas = []
     for item_id in ids:
