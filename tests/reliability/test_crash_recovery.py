@@ -115,9 +115,11 @@ async def test_backend_killed_during_a_sync_restarts_without_serving_a_half_node
         kill(process)
     assert state[1] < count, "the sync ended before the kill: make the node larger"
     probe.assert_consistent()
+    # the fetched items are written at once with the COMPLETED state: not yet.  (An
+    # event may have stored an item or two: ejabberd sends the last one published to
+    # a new subscriber; the node is not served before it is COMPLETED anyway)
     sync_state, done, stored = probe.node(node)
-    # the items are written at once with the COMPLETED state: none of them yet
-    assert (sync_state, stored) == ("IN_PROGRESS", 0), process.output
+    assert sync_state == "IN_PROGRESS" and stored < count, process.output
     assert "synchronised (" not in process.output
 
     restarted = await make_backend()
@@ -126,7 +128,8 @@ async def test_backend_killed_during_a_sync_restarts_without_serving_a_half_node
     # or answers with the whole node: never with a part of it
     async def served_whole() -> bool:
         answer = await reader.get(max_items=5)
-        assert probe.node(node)[2] in (0, count)
+        sync_state, __, stored = probe.node(node)
+        assert sync_state != "COMPLETED" or stored == count
         if not answer.cached:
             return False
         assert [i["id"] for i in answer.items] == ids[-5:]
@@ -232,7 +235,7 @@ async def test_xmpp_server_stopped_during_a_sync_ends_complete_after_reconnectio
     state = await poll_in_thread(mid_sync, "the synchronisation to be under way")
     await threads.deferToThread(info.stop)
     try:
-        assert probe.node(node)[2] == 0, state
+        assert probe.node(node)[2] < count, state
         await until(lambda: defer.succeed(not backend.clients.is_connected(reader.name)),
                     "the disconnection to be noticed")
         # what the server answers meanwhile: nothing, the cache can't answer either
