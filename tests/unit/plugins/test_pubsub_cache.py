@@ -27,7 +27,7 @@ from libervia.backend.plugins.plugin_pubsub_cache import (
     node_traits,
 )
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound
+from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound, PubsubHandler
 from tests.unit.plugins.fake_pubsub import (
     KINDS,
     NS_ATOM,
@@ -576,6 +576,37 @@ async def test_every_event_kind_keeps_the_cache_equal_to_the_service(env):
     assert await env.node() is None
     with pytest.raises(ItemNotFound):
         await env.get()
+
+
+def writes_of_items(env: Env) -> int:
+    stats = env.storage.timings.get("cache_pubsub_items")
+    return 0 if stats is None else stats.calls
+
+
+@pytest_twisted.ensureDeferred
+async def test_notifications_arriving_during_a_write_are_cached_together(env):
+    """The notifications received while the first one is written wait, then reach the
+    cache as one call, written in one transaction: a burst costs the database one
+    write, not one each."""
+    await env.sync()
+    writes = writes_of_items(env)
+    handled: list[list[str]] = []
+    done = defer.Deferred()
+
+    def after_the_cache(client, service, node, items, message):
+        handled.append([i["id"] for i in items])
+        if items[-1]["id"] == "new5":
+            done.callback(None)
+        return True
+
+    env.host.trigger.add("XEP-0060_items", after_the_cache)
+    handler = PubsubHandler(env.xep_0060, env.client)
+    for n in range(6):
+        handler._on_event(env.service.publish(BLOG, f"new{n}"))
+    await done
+    assert handled == [["new0"], ["new1", "new2", "new3", "new4", "new5"]]
+    assert writes_of_items(env) - writes == 2
+    await assert_cache_is_service(env)
 
 
 @pytest_twisted.ensureDeferred
