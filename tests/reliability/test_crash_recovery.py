@@ -44,7 +44,7 @@ from tests.reliability.crash_support import (  # noqa: E402
     start_backend_process,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 PROFILE = "crashed"
 PAGE_SIZE = 5

@@ -36,7 +36,7 @@ from tests.pubsub_support import (  # noqa: E402 - only once slixmpp is known th
 from tests.reliability.crash_support import DatabaseProbe, is_sqlite  # noqa: E402
 from tests.storage_fixtures import start_throwaway_postgres  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 #: how long the database stays locked, or stopped
 FAULT_DURATION = 4.0
