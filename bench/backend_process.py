@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ READY_LINE = "backend ready"
 
 #: seconds a start-up may take on a loaded machine
 START_TIMEOUT = 120
+#: seconds a backend may take to stop
+STOP_TIMEOUT = 60
 
 
 def read_vm_hwm(pid: int) -> int:
@@ -75,7 +78,7 @@ class ProcessSetup:
         try:
             process.wait_for(READY_LINE, timeout=START_TIMEOUT)
         except BaseException:
-            process.stop(signal.SIGKILL)
+            kill(process)
             raise
         return process
 
@@ -85,10 +88,25 @@ class ProcessSetup:
 
 
 def stop(process: BackendProcess) -> None:
-    """Stop a backend cleanly (as Ctrl-C does); raise if it did not exit cleanly."""
-    status = process.stop(signal.SIGINT, timeout=60)
+    """Stop a backend cleanly (as Ctrl-C does); raise if it did not exit cleanly.
+
+    A backend still running after :data:`STOP_TIMEOUT` seconds is killed, never left
+    behind.
+    """
+    try:
+        status = process.stop(signal.SIGINT, timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.stop(signal.SIGKILL, timeout=STOP_TIMEOUT)
+        raise RuntimeError(
+            f"the backend did not stop within {STOP_TIMEOUT} s of SIGINT (killed); "
+            f"its last lines:\n{process.output[-4000:]}") from None
     if status != 0:
         raise RuntimeError(f"the backend exited with status {status}:\n{process.output}")
+
+
+def kill(process: BackendProcess) -> None:
+    """Kill a backend at once (after a failure: the failure is what matters)."""
+    process.stop(signal.SIGKILL, timeout=STOP_TIMEOUT)
 
 
 def python_command(code: str) -> list[str]:

@@ -16,7 +16,7 @@ import time
 
 from twisted.internet import threads
 
-from bench.backend_process import ProcessSetup, python_command, stop
+from bench.backend_process import ProcessSetup, kill, python_command, stop
 from bench.harness import Bench, Result, ratio_result
 
 
@@ -29,8 +29,10 @@ def _timed_start(setup: ProcessSetup) -> float:
             status = bridge.call("backend_status")
         if not status.get("ready"):
             raise RuntimeError(f"the backend said it was ready, its bridge says {status}")
-    finally:
-        stop(process)
+    except BaseException:
+        kill(process)
+        raise
+    stop(process)
     return elapsed
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.internet import threads
 
-from bench.backend_process import ProcessSetup, read_vm_hwm, stop
+from bench.backend_process import ProcessSetup, kill, read_vm_hwm, stop
 from bench.cache_data import CachedNodes, fill_cache, open_storage
 from bench.harness import Bench, Result, Stats
 from bench.p4_search import queries
@@ -70,8 +70,10 @@ def _peak(setup: ProcessSetup, cached: CachedNodes, total: int) -> tuple[int, in
         try:
             answered += _serve(setup, cached, total)
             peak = max(peak, read_vm_hwm(process.process.pid))
-        finally:
-            stop(process)
+        except BaseException:
+            kill(process)
+            raise
+        stop(process)
     return peak, answered
 
 
