@@ -39,6 +39,9 @@ async def run(bench: Bench) -> list[Result]:
     bench.on_close(lambda: threads.deferToThread(stop, process))
     # li finds the backend's socket through the same configuration file
     env = {**setup.env(), "LIBERVIA_CONFIG": str(setup.config)}
+    # as on a user's machine, compiled modules are cached (the first runs, untimed,
+    # write them): compiling li's modules at every run costs tens of milliseconds
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     li = venv_script("li")
     profile = synced.reader.name
