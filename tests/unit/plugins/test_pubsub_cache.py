@@ -757,6 +757,23 @@ async def test_restart_during_a_sync_redoes_it_complete_without_duplicates(stora
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_sync_asks_for_the_next_page_before_handling_the_current_one(storage):
+    pages_asked = []
+
+    def parser(client, item, service, node):
+        pages_asked.append(sum(1 for iq in env.client.sent if is_page_request(iq)))
+        return {}
+
+    env = Env(storage, FakePubsubService("ejabberd"), settings={"page_size": 5},
+              analysers=(BLOG_ANALYSER | {"parser": parser},))
+    await env.sync(count=12)
+    # items 0-4 are parsed once page 2 is asked for, 5-9 once page 3 is; the last page
+    # has no next one
+    assert pages_asked == [2] * 5 + [3] * 7
+    assert [r.name for r in await env.cached_rows()] == [f"i{n:02}" for n in range(12)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_stream_lost_during_a_sync_leaves_it_to_redo_not_in_error(storage):
     env = Env(storage, FakePubsubService("ejabberd"), settings={"page_size": 5})
     env.fill()
