@@ -2,15 +2,15 @@
 
 A node of 10,000 cached items (quick: 1,000) is stored through the storage's own code
 (:mod:`bench.cache_data`). The measured call is the one the pubsub cache makes to
-answer "the last 20 items" (``get_items(max_items=20, before="")``): a count for the
-RSM answer, then the page, mapped to ``PubsubItem`` objects, in a storage thread, back
-to the reactor. The baseline is the same rows read with the standard ``sqlite3``
-module on the same file (same columns, order and limit, a connection kept open), run
-in a thread of its own too: the storage must never block the reactor, so crossing to a
-thread and back is part of any storage call, raw or not. The raw query run in line,
-without crossing, is in the details.
+answer "the last 20 items" (``get_items(max_items=20, before="", data_only=True)``):
+the page (id and XML of each item) and its RSM data (position, count), in a storage
+thread, back to the reactor. The baseline is the same rows read with the standard
+``sqlite3`` module on the same file (same columns, order and limit, a connection kept
+open), run in a thread of its own too: the storage must never block the reactor, so
+crossing to a thread and back is part of any storage call, raw or not. The raw query
+run in line, without crossing, is in the notes. Timings are CPU time of the process
+(all threads): see ``bench/README.md``.
 """
-
 from __future__ import annotations
 
 import time
