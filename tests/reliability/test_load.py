@@ -52,7 +52,7 @@ from libervia.cli.bridge_client import BridgeClient  # noqa: E402
 from tests.pubsub_support import Publisher, atom, new_node  # noqa: E402
 from tests.support import BackendProcess, venv_script  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 PROFILE_ENV = "LIBERVIA_LOAD_PROFILE_TO"
 #: publications waiting for their answer, per connection
