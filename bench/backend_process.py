@@ -88,17 +88,19 @@ class ProcessSetup:
 
 
 def stop(process: BackendProcess) -> None:
-    """Stop a backend cleanly (as Ctrl-C does); raise if it did not exit cleanly.
+    """Stop a backend cleanly (as a service manager does); raise if it did not.
 
-    A backend still running after :data:`STOP_TIMEOUT` seconds is killed, never left
-    behind.
+    SIGTERM, not SIGINT: a program started in the background by a non-interactive
+    shell ignores SIGINT, and so do its children (Twisted leaves an ignored SIGINT
+    alone). A backend still running after :data:`STOP_TIMEOUT` seconds is killed,
+    never left behind.
     """
     try:
-        status = process.stop(signal.SIGINT, timeout=STOP_TIMEOUT)
+        status = process.stop(signal.SIGTERM, timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
         process.stop(signal.SIGKILL, timeout=STOP_TIMEOUT)
         raise RuntimeError(
-            f"the backend did not stop within {STOP_TIMEOUT} s of SIGINT (killed); "
+            f"the backend did not stop within {STOP_TIMEOUT} s of SIGTERM (killed); "
             f"its last lines:\n{process.output[-4000:]}") from None
     if status != 0:
         raise RuntimeError(f"the backend exited with status {status}:\n{process.output}")
