@@ -47,7 +47,11 @@ from tests.reliability.crash_support import (  # noqa: E402
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 PROFILE = "crashed"
-PAGE_SIZE = 5
+#: small pages, so that a sync takes long enough to be caught in the middle: about as
+#: many pages (round trips) at the full sizes as in CI
+PAGE_SIZE = sized(5, 25)
+#: longest a sync may take (ejabberd pages slowly on a busy machine)
+SYNC_TIMEOUT = 300
 
 
 @pytest.fixture
@@ -76,6 +80,13 @@ def fill(publisher: Publisher, node: str, ids: list[str]) -> defer.Deferred:
 
     return publisher.create(node, [], max_items=len(ids) + 100).addCallback(
         lambda __: publisher.run(body))
+
+
+async def wait_completed(reader: Reader) -> None:
+    async def completed() -> bool:
+        return await reader.state() == "completed"
+
+    await until(completed, f"node {reader.node} synchronised", timeout=SYNC_TIMEOUT)
 
 
 async def add_autoconnect_profile(backend, info, node: str) -> None:
@@ -135,8 +146,8 @@ async def test_backend_killed_during_a_sync_restarts_without_serving_a_half_node
         assert [i["id"] for i in answer.items] == ids[-5:]
         return True
 
-    await until(served_whole, "the node served from the cache", timeout=120)
-    await reader.wait_synchronised()
+    await until(served_whole, "the node served from the cache", timeout=SYNC_TIMEOUT)
+    await wait_completed(reader)
     probe.assert_consistent()
     assert [name for name, __ in await reader.cached()] == ids
     assert await reader.mirrors_service()
@@ -244,7 +255,7 @@ async def test_xmpp_server_stopped_during_a_sync_ends_complete_after_reconnectio
         await threads.deferToThread(info.start)
     await until(lambda: defer.succeed(backend.clients.is_connected(reader.name)),
                 "the reconnection", timeout=120)
-    await reader.wait_synchronised()
+    await wait_completed(reader)
     probe.assert_consistent()
     assert [name for name, __ in await reader.cached()] == ids
     assert await reader.mirrors_service()
