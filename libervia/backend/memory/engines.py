@@ -133,20 +133,20 @@ class DatabaseEngine:
 
     @contextmanager
     def read_cursor(self, conn: Any, dialect: Any) -> Iterator[Any]:
-        """A cursor of the driver's connection ``conn``, in a read-only transaction.
+        """A cursor of the driver's connection ``conn``, for reads only.
 
         For the hottest reads (a page of a cached node, for every request a frontend
         sends): statements compiled once run on the driver itself, without
-        SQLAlchemy's per-statement work.  The transaction is rolled back at the end
-        (nothing was written).  Driver errors come out as SQLAlchemy's ``DBAPIError``
-        (``connection_invalidated`` when the connection can't be used any more), so
-        that retries apply as usual.
+        SQLAlchemy's per-statement work.  Several statements that must see the same
+        data are run after :meth:`begin_read`; the transaction is rolled back at the
+        end (nothing was written).  Driver errors come out as SQLAlchemy's
+        ``DBAPIError`` (``connection_invalidated`` when the connection can't be used
+        any more), so that retries apply as usual.
         """
         dbapi_error = dialect.loaded_dbapi.Error
         cursor = conn.cursor()
         try:
             try:
-                self._begin_read(cursor)
                 yield cursor
             finally:
                 cursor.close()
@@ -157,8 +157,8 @@ class DatabaseEngine:
                 connection_invalidated=dialect.is_disconnect(e, conn, cursor),
             ) from e
 
-    def _begin_read(self, cursor: Any) -> None:
-        """Start the transaction of :meth:`read_cursor` (drivers usually do)."""
+    def begin_read(self, cursor: Any) -> None:
+        """Start a transaction on a cursor of :meth:`read_cursor` (drivers usually do)."""
 
     def check_integrity(self, conn: Connection) -> None:
         """Raise if the database is inconsistent (called before a migration commits)."""
@@ -287,9 +287,9 @@ class SqliteEngine(DatabaseEngine):
 
         return engine
 
-    def _begin_read(self, cursor: Any) -> None:
-        # the driver's transaction handling is off (see on_connect): one snapshot for
-        # every statement of the read
+    def begin_read(self, cursor: Any) -> None:
+        # the driver's transaction handling is off (see on_connect): without BEGIN,
+        # each statement is a transaction of its own
         cursor.execute("BEGIN")
 
     def is_transient(self, exc: BaseException) -> bool:

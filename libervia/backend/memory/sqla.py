@@ -362,11 +362,12 @@ class Storage:
 
     def _run_in_cursor(self, name: str, thd_func: Callable[..., T], *args: Any
                        ) -> defer.Deferred:
-        """Run ``thd_func(cursor, dialect, *args)`` on a driver cursor, read only.
+        """Run ``thd_func(cursor, db_engine, dialect, *args)`` on a driver cursor.
 
         For the few reads made for every request (see
         :meth:`~.engines.DatabaseEngine.read_cursor`): ``thd_func`` runs statements
-        compiled once (:func:`_compiled`) on the driver's cursor.
+        compiled once (:func:`_compiled`) on the driver's cursor, after
+        ``db_engine.begin_read(cursor)`` if they must see the same data.
         """
         def thd(__: None) -> T:
             engine = self.sa_engine
@@ -375,7 +376,7 @@ class Storage:
             conn = self._thd_read_connection(engine)
             try:
                 with self.db_engine.read_cursor(conn, engine.dialect) as cursor:
-                    return thd_func(cursor, engine.dialect, *args)
+                    return thd_func(cursor, self.db_engine, engine.dialect, *args)
             except DBAPIError as e:
                 if e.connection_invalidated:
                     self._thd_drop_read_connection(conn)
@@ -1481,6 +1482,7 @@ def _count_statement() -> Any:
 
 def thd_get_items_data(
     cursor: Any,
+    db_engine: Any,
     dialect: Any,
     node_id: int,
     max_items: int | None,
@@ -1492,6 +1494,9 @@ def thd_get_items_data(
 ) -> tuple[list[ItemData], ItemsPage]:
     """:func:`thd_get_items` with ``data_only``, without ids nor anchor item."""
     epoch, count = counts.get(node_id)
+    if count is None:
+        # the page and the count: one snapshot for both
+        db_engine.begin_read(cursor)
     start = 0 if last_page else index or 0
     params = {"node_id": node_id, "limit": max_items, "offset": start}
     page = _compiled(dialect, ("page", order, desc != last_page, max_items is not None,
@@ -1499,7 +1504,13 @@ def thd_get_items_data(
                      lambda: _page_statement(order, desc != last_page,
                                              max_items is not None, bool(start)))
     items = list(map(ItemData._make, _execute(cursor, page, params)))
-    if count is None or not counts.unchanged(epoch):
+    if count is not None and not counts.unchanged(epoch):
+        # written meanwhile: the count may not be the page's; both again, together
+        cursor.connection.rollback()
+        db_engine.begin_read(cursor)
+        items = list(map(ItemData._make, _execute(cursor, page, params)))
+        count = None
+    if count is None:
         count = _execute(cursor, _compiled(dialect, "count", _count_statement),
                          params).fetchone()[0]
         counts.remember(epoch, node_id, count)

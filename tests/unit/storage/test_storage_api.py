@@ -617,6 +617,19 @@ async def test_counts_of_pages_follow_every_write(storage, profile):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_remembered_count_is_not_used_when_a_write_came_during_the_read(
+        storage, profile, monkeypatch):
+    node = await node_with_items(storage, profile, count=5)
+    counts = storage._item_counts
+    # a count remembered before a write that the read then notices
+    epoch, __ = counts.get(node.id)
+    counts.remember(epoch, node.id, 99)
+    monkeypatch.setattr(counts, "unchanged", lambda epoch: False)
+    items, page = await storage.get_items(node.id, max_items=2, before="", data_only=True)
+    assert names(items) == ["i3", "i4"] and page == ItemsPage("i3", "i4", 3, 5)
+
+
+@pytest_twisted.ensureDeferred
 async def test_unknown_anchor_is_not_found(storage, profile):
     node = await node_with_items(storage, profile, count=3)
     with pytest.raises(NotFound, match="nope"):
