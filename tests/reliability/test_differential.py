@@ -18,7 +18,7 @@ prints the seed and the shortest sequence of steps found.  Environment variables
     the seed (default: a fixed one, printed);
 ``LIBERVIA_DIFFERENTIAL_EXAMPLES``, ``LIBERVIA_DIFFERENTIAL_STEPS``
     the number of sequences and the largest number of steps in each (default: 10 of
-    up to 15, for CI).  The full run, about 25 minutes on two cores::
+    up to 15, for CI).  The full run (13 minutes on two busy cores, both servers and engines)::
 
         LIBERVIA_DIFFERENTIAL_EXAMPLES=25 LIBERVIA_DIFFERENTIAL_STEPS=40 \
             .venv/bin/pytest tests/reliability/test_differential.py -k random
