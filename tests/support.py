@@ -32,6 +32,18 @@ def venv_script(name: str) -> str:
     return found
 
 
+def _default_sigint() -> None:
+    """Give the child the default SIGINT handling, as a terminal's Ctrl-C would find it.
+
+    A test suite started in the background by a non-interactive shell has SIGINT
+    ignored, and its children inherit that (Twisted then leaves SIGINT alone): the tests
+    of what Ctrl-C does must not depend on how the suite was started.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class BackendProcess:
     """A backend run as a child process, its output collected line by line."""
 
@@ -44,7 +56,7 @@ class BackendProcess:
         self._queue: queue.Queue = queue.Queue()
         self.process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=env, cwd=cwd,
+            env=env, cwd=cwd, preexec_fn=_default_sigint,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
