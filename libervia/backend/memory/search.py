@@ -665,37 +665,63 @@ def thd_search(session: Session, db_engine: Any, query: SearchQuery) -> SearchRe
             statement = statement.join(*join)
         return statement.where(*conditions)
 
-    columns = [Profile.name, PubsubNode.service, PubsubNode.name, PubsubItem.name,
-               PubsubItem.created, PubsubItem.updated, PubsubItem.parsed]
+    # The page and the total come from one statement.  The matches are selected once,
+    # with only their sort keys, counted by a window over all of them, sorted and cut
+    # to the page; only then are the page's items joined for the columns to return,
+    # so that sorting carries no document.  The window is outside the selection, as
+    # FTS5's bm25() can't be called in a query holding a window.
+    keys: dict[str, Any] = {"id": PubsubItem.id}
     if score is not None:
-        columns.append(score)
-    if query.payload:
-        columns.append(PubsubItem.data)
-    sort: list[Any] = []
+        keys["rank"] = score
+    sort: list[tuple[str, bool]] = []
     for order in query.order:
         if order.key == "path":
             assert order.path is not None
-            keys = [parsed.typed(order.path, "number"), parsed.typed(order.path, "string")]
+            for kind in ("number", "string"):
+                sort.append((f"k{len(keys)}", order.desc))
+                keys[sort[-1][0]] = parsed.typed(order.path, kind)
+        elif order.key == "rank":
+            sort.append(("rank", order.desc))
         else:
-            keys = [{"created": PubsubItem.created, "updated": PubsubItem.updated,
-                     "item_id": parsed.item_name(), "rank": score}[order.key]]
-        for key in keys:
-            sort.append((key.desc() if order.desc else key.asc()).nulls_last())
-    sort.append(PubsubItem.id.desc() if query.order[-1].desc else PubsubItem.id.asc())
-    statement = from_(select(*columns)).order_by(*sort).offset(query.index).limit(
-        query.limit)
+            sort.append((f"k{len(keys)}", order.desc))
+            keys[sort[-1][0]] = {"created": PubsubItem.created,
+                                 "updated": PubsubItem.updated,
+                                 "item_id": parsed.item_name()}[order.key]
+    # the row id last: never NULL, it makes the order total
+    sort.append(("id", query.order[-1].desc))
+
+    def sorted_by(table: Any) -> list[Any]:
+        return [(table.c[name].desc() if desc else table.c[name].asc()).nulls_last()
+                if name != "id" else (table.c.id.desc() if desc else table.c.id.asc())
+                for name, desc in sort]
+
+    matches = from_(select(*(key.label(name) for name, key in keys.items()))).subquery()
+    page = select(matches, func.count().over().label("total")).order_by(
+        *sorted_by(matches)).offset(query.index).limit(query.limit).subquery()
+    columns = [Profile.name, PubsubNode.service, PubsubNode.name, PubsubItem.name,
+               PubsubItem.created, PubsubItem.updated, PubsubItem.parsed]
+    if score is not None:
+        columns.append(page.c.rank)
+    if query.payload:
+        columns.append(PubsubItem.data)
+    statement = select(*columns, page.c.total).select_from(page).join(
+        PubsubItem, PubsubItem.id == page.c.id).join(
+        PubsubNode, PubsubItem.node_id == PubsubNode.id).join(
+        Profile, PubsubNode.profile_id == Profile.id).order_by(*sorted_by(page))
+    # a Core connection: the rows are plain values, nothing for the ORM to do
+    connection = session.connection()
     hits = []
-    for row in session.execute(statement):
+    total = 0
+    for row in connection.execute(statement):
         profile, service, node, item_id, created, updated, data = row[:7]
         extra = list(row[7:])
         rank = float(extra.pop(0)) if score is not None else None
         xml = extra.pop(0) if query.payload else None
+        total = extra.pop(0)
         hits.append(SearchHit(profile, service, node, item_id, created, updated, data,
                               rank, xml))
-    if len(hits) < query.limit and (hits or not query.index):
-        # the page holds the last matches: counting them all would tell nothing more
-        total = query.index + len(hits)
-    else:
-        total = session.scalar(from_(select(func.count())))
+    if not hits and query.index:
+        # a page past the end has no row to carry the total
+        total = connection.scalar(from_(select(func.count())))
         assert total is not None
     return SearchResult(hits, total, query.index)
