@@ -94,12 +94,22 @@ class BackendProcess:
                 return line
 
     def stop(self, sig=None, timeout: float = 30) -> int:
-        """Send ``sig`` (SIGTERM by default), wait for the exit, return its status."""
+        """Send ``sig`` (SIGTERM by default), wait for the exit, return its status.
+
+        A process still running after ``timeout`` is killed, and the time-out raised.
+        """
         import signal
+        import subprocess
 
         if self.process.poll() is None:
             self.process.send_signal(sig or signal.SIGTERM)
-        status = self.process.wait(timeout=timeout)
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # the test fails, but leaves no backend running behind it
+            self.process.kill()
+            self.process.wait()
+            raise
         self._reader.join(timeout=5)
         while not self._queue.empty():
             line = self._queue.get()
