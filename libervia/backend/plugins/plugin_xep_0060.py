@@ -549,12 +549,7 @@ class XEP_0060:  # noqa: N801
         service = self._event_service(client, message)
         if service is None:
             return
-        event = next(message.elements(NS_PUBSUB_EVENT, "event"), None)
-        if event is None:
-            return
-        for action in event.elements():
-            if action.uri != NS_PUBSUB_EVENT:
-                continue
+        for action in _event_actions(message):
             node = action.getAttribute("node")
             if not node:
                 log.warn("ignoring a pubsub {kind} event without node from {service}",
