@@ -8,7 +8,6 @@ from a thread (``threads.deferToThread``) while the reactor runs.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from libervia.cli.bridge_client import BridgeClient
-from tests.support import BackendProcess, venv_script
+from tests.support import BackendProcess, backend_env, venv_script, write_config
 
 #: the line the backend logs once migrated, plugins loaded and the bridge listening
 READY_LINE = "backend ready"
@@ -53,17 +52,14 @@ class ProcessSetup:
         # short: a UNIX socket path must fit in about 100 bytes
         self.socket = self.folder / "bridge.sock"
         self.config = self.folder / "libervia.conf"
-        text = f"[DEFAULT]\nlocal_dir = {self.local_dir}\n[bridge]\nsocket = {self.socket}\n"
+        sections: dict[str, dict] = {"DEFAULT": {"local_dir": self.local_dir},
+                                     "bridge": {"socket": self.socket}}
         if self.database is not None:
-            text += f"[storage]\nurl = sqlite:///{self.database}\n"
-        self.config.write_text(text)
+            sections["storage"] = {"url": f"sqlite:///{self.database}"}
+        write_config(self.config, sections)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["XDG_CONFIG_HOME"] = str(self.folder / "xdg-config")
-        for name in ("LIBERVIA_CONFIG", "LIBERVIA_BRIDGE_SOCKET", "XDG_RUNTIME_DIR"):
-            env.pop(name, None)
-        return env
+        return backend_env(self.folder)
 
     def command(self) -> list[str]:
         return [venv_script("libervia-backend"), "--config", str(self.config)]
@@ -98,7 +94,7 @@ def stop(process: BackendProcess) -> None:
     try:
         status = process.stop(signal.SIGTERM, timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
-        process.stop(signal.SIGKILL, timeout=STOP_TIMEOUT)
+        # BackendProcess.stop killed it
         raise RuntimeError(
             f"the backend did not stop within {STOP_TIMEOUT} s of SIGTERM (killed); "
             f"its last lines:\n{process.output[-4000:]}") from None

@@ -44,6 +44,23 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def backend_env(folder) -> dict[str, str]:
+    """The environment of a backend process under test: the user's own configuration
+    (and any backend already running for them) kept out, ``folder`` standing for it."""
+    env = dict(os.environ)
+    env["XDG_CONFIG_HOME"] = str(folder / "xdg-config")
+    for name in ("LIBERVIA_CONFIG", "LIBERVIA_BRIDGE_SOCKET", "XDG_RUNTIME_DIR"):
+        env.pop(name, None)
+    return env
+
+
+def write_config(path, sections: dict) -> None:
+    """Write a configuration file: ``{section: {option: value}}``."""
+    path.write_text("".join(
+        f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
+        for section, values in sections.items()))
+
+
 class BackendProcess:
     """A backend run as a child process, its output collected line by line."""
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from twisted.internet import defer, threads
 
-from tests.support import BackendProcess, venv_script
+from tests.support import BackendProcess, backend_env, venv_script, write_config
 
 #: set to run the crash tests with their full sizes (larger nodes, larger databases)
 FULL_ENV = "LIBERVIA_RELIABILITY_FULL"
@@ -49,16 +49,10 @@ def start_backend_process(tmp_path: Path, local_dir: Path, db_url: str, socket: 
     for section, values in (settings or {}).items():
         sections.setdefault(section, {}).update(values)
     config = tmp_path / "backend.conf"
-    config.write_text("".join(
-        f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in values.items())
-        for section, values in sections.items()))
-    env = dict(os.environ)
-    # keep the user's own configuration out of the test
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
-    env.pop("LIBERVIA_CONFIG", None)
+    write_config(config, sections)
     return BackendProcess(
         [venv_script("libervia-backend"), "--config", str(config), "--log-level", "info"],
-        env=env, cwd=tmp_path)
+        env=backend_env(tmp_path), cwd=tmp_path)
 
 
 def kill(process: BackendProcess) -> None:

@@ -50,7 +50,12 @@ pytest.importorskip("slixmpp")
 
 from libervia.cli.bridge_client import BridgeClient  # noqa: E402
 from tests.pubsub_support import Publisher, atom, new_node  # noqa: E402
-from tests.support import BackendProcess, venv_script  # noqa: E402
+from tests.support import (  # noqa: E402
+    BackendProcess,
+    backend_env,
+    venv_script,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -249,14 +254,15 @@ def backend(tmp_path, db_url):
     """A ``libervia-backend`` process on ``db_url``; yields it and its bridge socket."""
     sockets = Path(tempfile.mkdtemp(prefix="li-"))  # a UNIX socket path is short
     config = tmp_path / "libervia.conf"
-    config.write_text(
-        f"[DEFAULT]\nlocal_dir = {tmp_path / 'local'}\n"
-        f"[bridge]\nsocket = {sockets / 'bridge.sock'}\n"
-        f"[storage]\nurl = {db_url}\n"
-        "[plugin PUBSUB_CACHE]\npage_size = 100\n"
-        f"max_items_per_node = {max(10_000, 2 * node_capacity(SIZE))}\n")
-    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "xdg-config"))
-    env.pop("LIBERVIA_CONFIG", None)
+    write_config(config, {
+        "DEFAULT": {"local_dir": tmp_path / "local"},
+        "bridge": {"socket": sockets / "bridge.sock"},
+        "storage": {"url": db_url},
+        "plugin PUBSUB_CACHE": {
+            "page_size": 100,
+            "max_items_per_node": max(10_000, 2 * node_capacity(SIZE))},
+    })
+    env = backend_env(tmp_path)
     args = [venv_script("libervia-backend"), "--config", str(config)]
     profile_to = os.environ.get(PROFILE_ENV)
     if profile_to:
