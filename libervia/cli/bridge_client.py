@@ -18,25 +18,19 @@ import itertools
 import json
 import os
 import socket
-import sys
 from collections import deque
 
-# typing, pathlib and configparser cost li several milliseconds at each start: the
-# first two are only needed by type checkers, the last one is imported when used
+from libervia import paths
+
+# typing and pathlib cost li several milliseconds at each start: they are only needed
+# by type checkers (libervia.paths imports configparser only when reading a file)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import configparser
     from collections.abc import Callable, Iterator, Mapping
     from typing import Any
 
 #: major version of the protocol this client speaks (see ``bridge_info``)
 PROTOCOL_MAJOR = 1
-SOCKET_ENV_VAR = "LIBERVIA_BRIDGE_SOCKET"
-CONFIG_ENV_VAR = "LIBERVIA_CONFIG"
-SYSTEM_CONFIG_PATH = "/etc/libervia.conf"
-APP_DIR_NAME = "libervia"
-CONFIG_FILE_NAME = "libervia.conf"
-SOCKET_NAME = "bridge.sock"
 
 START_HINT = (
     "start it with `libervia-backend` (foreground), "
@@ -97,56 +91,7 @@ class BridgeError(ClientError):
         return {"code": self.code, "type": self.type, "message": self.message}
 
 
-# finding the socket: the same rule as the backend (libervia.backend.bridge.server)
-
-
-def _parse_path(value: str) -> str:
-    return os.path.abspath(os.path.expanduser(os.path.expandvars(value.strip())))
-
-
-def _config_files(env: Mapping[str, str], config_path: str | None) -> list[str]:
-    xdg_config = env.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    files = [
-        SYSTEM_CONFIG_PATH,
-        os.path.join(xdg_config, APP_DIR_NAME, CONFIG_FILE_NAME),
-    ]
-    files = [f for f in files if os.path.isfile(f)]
-    explicit = config_path or env.get(CONFIG_ENV_VAR)
-    if explicit:
-        explicit_path = os.path.expanduser(explicit)
-        if not os.path.isfile(explicit_path):
-            raise ClientError(f"configuration file {explicit_path} does not exist")
-        files.append(explicit_path)
-    return files
-
-
-def _read_config(files: list[str]) -> configparser.ConfigParser:
-    import configparser
-
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(files, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError) as e:
-        raise ClientError(f"can't read the configuration: {e}") from None
-    return parser
-
-
-def _config_value(parser: configparser.ConfigParser, section: str, key: str) -> str | None:
-    if parser.has_section(section) and parser.has_option(section, key):
-        return parser.get(section, key)
-    return parser.defaults().get(key)
-
-
-def default_local_dir(env: Mapping[str, str]) -> str:
-    """The backend's data folder when ``local_dir`` is not configured."""
-    xdg_data = env.get("XDG_DATA_HOME")
-    if xdg_data:
-        return os.path.join(xdg_data, APP_DIR_NAME)
-    if sys.platform.startswith("linux"):
-        return os.path.expanduser(os.path.join("~", ".local", "share", APP_DIR_NAME))
-    import platformdirs  # only where the XDG layout does not apply
-
-    return platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False)
+# finding the socket: the backend's rule, from libervia.paths
 
 
 def find_socket(
@@ -160,26 +105,16 @@ def find_socket(
     variable, ``[bridge] socket`` in the backend's configuration files (the same files,
     ``config_path`` or ``LIBERVIA_CONFIG`` being read last), else
     ``$XDG_RUNTIME_DIR/libervia/bridge.sock`` when the runtime folder exists, else
-    ``{local_dir}/bridge.sock``.
+    ``{local_dir}/bridge.sock``: :func:`libervia.paths.frontend_socket`.
+
+    :raise ClientError: a configuration file can't be read, or a path is not one
     """
-    env = os.environ if env is None else env
-    if explicit:
-        return _parse_path(os.fspath(explicit))
-    if env.get(SOCKET_ENV_VAR):
-        return _parse_path(env[SOCKET_ENV_VAR])
-    parser = _read_config(_config_files(env, config_path))
-    configured = _config_value(parser, "bridge", "socket")
-    if configured and configured.strip():
-        return _parse_path(configured)
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return os.path.join(runtime, APP_DIR_NAME, SOCKET_NAME)
-    local_dir = _config_value(parser, "DEFAULT", "local_dir")
-    if local_dir and local_dir.strip():
-        base = _parse_path(local_dir)
-    else:
-        base = os.path.abspath(default_local_dir(env))
-    return os.path.join(base, SOCKET_NAME)
+    try:
+        return paths.frontend_socket(explicit, config_path, env)
+    except paths.ConfigFileError as e:
+        raise ClientError(f"can't read the configuration: {e}") from None
+    except paths.PathError as e:
+        raise ClientError(str(e)) from None
 
 
 class BridgeClient:

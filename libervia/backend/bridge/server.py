@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application import service
 from twisted.internet import defer, error
 
+from libervia import paths
 from libervia.backend.bridge import PROTOCOL_NAME, PROTOCOL_VERSION, errors
 from libervia.backend.bridge.protocol import (
     ALL_SIGNALS,
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from libervia.backend.core.main import Backend
 
 log = getLogger(__name__)
-
-SOCKET_NAME = "bridge.sock"
 
 
 def _parse_positive_int(value: str) -> int:
@@ -71,15 +70,11 @@ def socket_path(config: Config) -> Path:
     """Where the bridge listens: ``[bridge] socket``, else the default.
 
     The default is ``$XDG_RUNTIME_DIR/libervia/bridge.sock`` when there is a runtime
-    folder, else ``{local_dir}/bridge.sock``.  ``li`` applies the same rule.
+    folder, else ``{local_dir}/bridge.sock``.  The rule is
+    :func:`libervia.paths.bridge_socket`, which ``li`` applies too.
     """
-    configured = config.get("bridge", "socket")
-    if configured is not None:
-        return Path(configured).absolute()
-    runtime_dir = config.runtime_dir
-    if runtime_dir is not None:
-        return runtime_dir / SOCKET_NAME
-    return config.local_dir / SOCKET_NAME
+    return Path(paths.bridge_socket(config.get("bridge", "socket"), config.local_dir,
+                                    config.env))
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Configuration: ``libervia.conf`` files in INI format.
 
-Files are read in this order, a later one overriding the keys of an earlier one:
+Files are read in this order, a later one overriding the keys of an earlier one (the
+rules, shared with ``li``, are in :mod:`libervia.paths`):
 
 1. ``/etc/libervia.conf``
 2. ``$XDG_CONFIG_HOME/libervia/libervia.conf`` (usually ``~/.config/libervia/``)
@@ -18,19 +19,17 @@ declarations also produce the configuration reference of the documentation.  Plu
 read their own ``[plugin NAME]`` section through :meth:`Config.plugin_section`.
 """
 
-import configparser
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from libervia import paths
 from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import ConfigError
 
-DEFAULT_SECTION = "DEFAULT"
+DEFAULT_SECTION = paths.DEFAULT_SECTION
 
 _TRUE = frozenset(("1", "yes", "true", "on"))
 _FALSE = frozenset(("0", "no", "false", "off"))
@@ -65,10 +64,8 @@ def parse_list(value: str) -> list[str]:
 
 
 def parse_path(value: str) -> Path:
-    value = value.strip()
-    if not value:
-        raise ValueError("expected a path")
-    return Path(os.path.expandvars(value)).expanduser()
+    """A path, ``$VARIABLES`` and ``~`` expanded (:func:`libervia.paths.expand_path`)."""
+    return Path(paths.expand_path(value))
 
 
 def parse_str(value: str) -> str:
@@ -146,12 +143,7 @@ declare(
 
 def default_config_paths(env: Mapping[str, str] | None = None) -> list[Path]:
     """Return the optional configuration files, lowest precedence first."""
-    env = os.environ if env is None else env
-    xdg_config = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return [
-        Path(C.SYSTEM_CONFIG_PATH),
-        Path(xdg_config) / C.APP_DIR_NAME / C.CONFIG_FILE_NAME,
-    ]
+    return [Path(p) for p in paths.default_config_files(env)]
 
 
 class Section:
@@ -219,20 +211,12 @@ class Config:
         env = os.environ if env is None else env
         config = cls()
         config._env = env
-        paths = list(default_config_paths(env) if default_paths is None else default_paths)
-        for default_path in paths:
-            if default_path.is_file():
-                config.read_file(default_path)
-        explicit = path if path is not None else env.get(C.CONFIG_ENV_VAR) or None
-        if explicit is not None:
-            explicit_path = Path(explicit).expanduser()
-            origin = "--config" if path is not None else C.CONFIG_ENV_VAR
-            if not explicit_path.is_file():
-                raise ConfigError(
-                    f"configuration file {explicit_path} (given by {origin}) does not "
-                    "exist or is not a file"
-                )
-            config.read_file(explicit_path)
+        try:
+            files = paths.config_files(path, env, default_paths)
+        except paths.ConfigFileError as e:
+            raise ConfigError(str(e)) from None
+        for file in files:
+            config.read_file(Path(file))
         config.validate()
         return config
 
@@ -256,37 +240,21 @@ class Config:
         return config
 
     def read_file(self, path: Path) -> None:
-        # "[DEFAULT]" is read as a plain section: the inheritance of DEFAULT keys is done
-        # by _lookup, across files, and each value keeps the file it comes from
-        parser = configparser.ConfigParser(
-            interpolation=None, default_section="\0no default section"
-        )
+        """Read one more file, overriding the keys it sets (:func:`paths.read_config_files`).
+
+        :raise ConfigError: unreadable file or syntax error
+        """
         try:
-            with path.open(encoding="utf-8") as f:
-                parser.read_file(f, source=str(path))
-        except OSError as e:
-            raise ConfigError(f"can't read configuration file {path}: {e.strerror}") from e
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"configuration file {path} is not valid UTF-8: {e}") from e
-        except configparser.Error as e:
-            raise ConfigError(f"syntax error in configuration file {path}: {e}") from e
-        for section in parser.sections():
-            for key, value in parser.items(section):
-                self._values.setdefault(section, {})[key] = (value, str(path))
+            paths.read_config_files([path], self._values)
+        except paths.ConfigFileError as e:
+            raise ConfigError(str(e)) from e.__cause__
         self.files.append(path)
 
     # lookup
 
     def _lookup(self, section: str, key: str) -> tuple[str, str, str] | None:
         """Return (raw value, source file, section it was found in) or None."""
-        key = key.lower()
-        found = self._values.get(section, {}).get(key)
-        if found is not None:
-            return found[0], found[1], section
-        found = self._values.get(DEFAULT_SECTION, {}).get(key)
-        if found is not None:
-            return found[0], found[1], DEFAULT_SECTION
-        return None
+        return paths.config_value(self._values, section, key)
 
     def has(self, section: str, key: str) -> bool:
         return self._lookup(section, key) is not None
@@ -303,14 +271,10 @@ class Config:
             if default is None and option is not None:
                 return option.default
             return default
-        raw, source, found_section = found
         try:
-            return parser(raw)
-        except ValueError as e:
-            raise ConfigError(
-                f"invalid value {raw!r} for key {key!r} of section [{found_section}] in "
-                f"{source}: {e}"
-            ) from None
+            return paths.parse_config_value(found, key, parser)
+        except paths.ConfigFileError as e:
+            raise ConfigError(str(e)) from None
 
     def get_str(self, section: str, key: str, default: Any = None) -> str | None:
         return self._get(section, key, parse_str, default)
@@ -354,24 +318,23 @@ class Config:
     # well-known computed values
 
     @property
+    def env(self) -> Mapping[str, str]:
+        """The environment the default folders are taken from (``os.environ`` unless
+        given to :meth:`load` or :meth:`from_dict`)."""
+        return self._env
+
+    @property
     def local_dir(self) -> Path:
-        """Folder of the backend's data (``[DEFAULT] local_dir``)."""
+        """Folder of the backend's data (``[DEFAULT] local_dir``, else the XDG data
+        folder: :func:`libervia.paths.local_dir`)."""
         path = self.get(DEFAULT_SECTION, "local_dir")
-        if path is None:
-            xdg_data = self._env.get("XDG_DATA_HOME")
-            if xdg_data:
-                path = Path(xdg_data) / C.APP_DIR_NAME
-            else:
-                path = Path(platformdirs.user_data_dir(C.APP_DIR_NAME, appauthor=False))
-        return Path(path).absolute()
+        return Path(paths.local_dir(None if path is None else str(path), self._env))
 
     @property
     def runtime_dir(self) -> Path | None:
         """Per-user runtime folder (``$XDG_RUNTIME_DIR/libervia``), if there is one."""
-        runtime = self._env.get("XDG_RUNTIME_DIR")
-        if runtime and Path(runtime).is_dir():
-            return Path(runtime) / C.APP_DIR_NAME
-        return None
+        runtime = paths.runtime_dir(self._env)
+        return None if runtime is None else Path(runtime)
 
     def describe_sources(self) -> str:
         if not self.files:

@@ -2,17 +2,20 @@
 
 from typing import Final
 
+from libervia import paths
+
 
 class C:
     """Backend-wide constants."""
 
     APP_NAME: Final = "Libervia"
     APP_COMPONENT: Final = "backend"
-    #: name used for directories (XDG config and data) and the config file stem
-    APP_DIR_NAME: Final = "libervia"
-    CONFIG_FILE_NAME: Final = "libervia.conf"
-    SYSTEM_CONFIG_PATH: Final = "/etc/libervia.conf"
-    CONFIG_ENV_VAR: Final = "LIBERVIA_CONFIG"
+    #: name used for directories (XDG config and data) and the config file stem; these
+    #: four are defined with the path rules, in libervia.paths
+    APP_DIR_NAME: Final = paths.APP_DIR_NAME
+    CONFIG_FILE_NAME: Final = paths.CONFIG_FILE_NAME
+    SYSTEM_CONFIG_PATH: Final = paths.SYSTEM_CONFIG_PATH
+    CONFIG_ENV_VAR: Final = paths.CONFIG_ENV_VAR
 
     #: entry point group through which plugins are discovered
     PLUGINS_ENTRY_POINT_GROUP: Final = "libervia.backend.plugins"
