@@ -13,7 +13,8 @@ import pytest
 import pytest_twisted
 
 from libervia.cli.commands import completion
-from libervia.cli.commands.pubsub import Progress, item_xml
+from libervia.cli.commands.pubsub.cache import Progress
+from libervia.cli.commands.pubsub.items import item_xml
 from libervia.cli.main import build_parser
 from libervia.cli.xml_format import XMLError, indent
 from tests.unit.cli.conftest import run_li_sync
