@@ -30,13 +30,9 @@ from collections.abc import Callable
 from scramp import ScramMechanism
 
 from bench.harness import Bench, Result, Stats, ratio_result
-from libervia.backend.core.sasl.mechanisms import SASLPolicy
-from libervia.backend.core.sasl.scram import (
-    SCRAM_MECHANISMS,
-    ScramClient,
-    ScramKeyCache,
-    ServerAdvertisement,
-)
+from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
+from libervia.backend.xmpp.sasl.scram import ScramClient, ServerAdvertisement
+from libervia.backend.xmpp.sasl.scram_keys import SCRAM_MECHANISMS, ScramKeyCache
 
 MECHANISM = "SCRAM-SHA-256"
 USER = "bench"

@@ -29,10 +29,10 @@ import slixmpp
 from twisted.internet import defer, reactor, task, threads
 from twisted.words.protocols.jabber.jid import JID
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core.config import Config
 from libervia.backend.core.constants import C
-from libervia.backend.core.main import Backend
-from libervia.backend.core.profiles import ConnectionOptions
+from libervia.backend.xmpp.profiles import ConnectionOptions
 
 TIMEOUT = 30
 PLUGINS = ("XEP-0059", "XEP-0060", "PUBSUB_CACHE", "XEP-0277")

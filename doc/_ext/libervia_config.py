@@ -26,8 +26,8 @@ class ConfigOptions(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         # imported here so that modules declaring options are loaded first
+        import libervia.backend.app.main  # noqa: F401  (declares through its imports)
         import libervia.backend.core.config as config
-        import libervia.backend.core.main  # noqa: F401  (declares through its imports)
 
         by_section: dict[str, list] = {}
         for option in config.OPTIONS.values():

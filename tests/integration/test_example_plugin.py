@@ -14,12 +14,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core.config import Config
-from libervia.backend.core.main import Backend
 from libervia.backend.core.plugins import PluginState
-from libervia.backend.core.profiles import ConnectionOptions
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.xmpp.profiles import ConnectionOptions
 
 EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "libervia-plugin-recipes"
 

@@ -5,8 +5,8 @@ import sys
 import pytest_twisted
 from twisted.internet import task
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core.config import Config
-from libervia.backend.core.main import Backend
 from libervia.backend.core.plugins import PluginState
 
 

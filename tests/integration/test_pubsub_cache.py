@@ -205,7 +205,7 @@ async def _served_from_cache(reader: Reader) -> bool:
 async def test_changes_missed_during_a_connection_drop_are_caught_up(xmpp_server,
                                                                      make_backend,
                                                                      monkeypatch):
-    from libervia.backend.core.xmpp import ClientFactory
+    from libervia.backend.xmpp.client import ClientFactory
 
     # a long enough gap for the publisher to act while the profile is away
     monkeypatch.setattr(ClientFactory, "initialDelay", 4.0)

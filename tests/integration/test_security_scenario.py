@@ -31,15 +31,15 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.logger import LogLevel
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core.config import Config
 from libervia.backend.core.constants import C
-from libervia.backend.core.main import Backend
-from libervia.backend.core.profiles import ConnectionOptions
-from libervia.backend.core.sasl import initializer
-from libervia.backend.core.xmpp import (
+from libervia.backend.xmpp.client import (
     CertificateError,
     RestrictedXMLError,
 )
+from libervia.backend.xmpp.profiles import ConnectionOptions
+from libervia.backend.xmpp.sasl import initializer
 from tests.integration import test_xmpp_connection as xmpp_tests
 from tests.pubsub_support import (
     PLUGINS,

@@ -1,6 +1,6 @@
 """Profiles of a real backend connecting to the private Prosody and ejabberd.
 
-Each test builds a :class:`~libervia.backend.core.main.Backend` on the real reactor with a
+Each test builds a :class:`~libervia.backend.app.main.Backend` on the real reactor with a
 temporary local folder, creates profiles through ``host.profiles`` pointing at a test
 server (address and port given, TLS verified against the session's CA for the JID's
 domain, ``localhost``) and connects them through ``host.clients``.
@@ -26,19 +26,20 @@ from twisted.internet import defer, protocol, reactor, ssl, task, threads
 from twisted.internet.ssl import TLSVersion
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core import log
 from libervia.backend.core.config import Config
-from libervia.backend.core.main import Backend
-from libervia.backend.core.profiles import ConnectionOptions, ProfileManager
-from libervia.backend.core.sasl import errors as sasl_errors
-from libervia.backend.core.sasl.initializer import SASLInitializer
-from libervia.backend.core.sasl.scram import ScramClient, ScramKeyCache
-from libervia.backend.core.xmpp import (
+from libervia.backend.xmpp.client import (
     CertificateError,
     ClientFactory,
     ConnectionFailed,
     ConnectionState,
 )
+from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager
+from libervia.backend.xmpp.sasl import errors as sasl_errors
+from libervia.backend.xmpp.sasl.initializer import SASLInitializer
+from libervia.backend.xmpp.sasl.scram import ScramClient
+from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration

@@ -21,8 +21,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, threads
 
-from libervia.backend.core.profiles import ConnectionOptions
 from libervia.backend.memory import schema
+from libervia.backend.xmpp.profiles import ConnectionOptions
 from tests.unit.storage import migration_helpers
 
 pytest.importorskip("slixmpp")
@@ -224,7 +224,7 @@ def test_backend_killed_during_a_migration_leaves_the_old_revision_then_complete
 @pytest_twisted.ensureDeferred
 async def test_xmpp_server_stopped_during_a_sync_ends_complete_after_reconnection(
         xmpp_server_factory, make_backend, probe, monkeypatch):
-    from libervia.backend.core.xmpp import ClientFactory
+    from libervia.backend.xmpp.client import ClientFactory
 
     # the client retries often, so that it is back soon after the server
     monkeypatch.setattr(ClientFactory, "maxDelay", 3.0)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from twisted.internet import defer, reactor, task, threads
 
-from libervia.backend.core.profiles import ConnectionOptions
+from libervia.backend.xmpp.profiles import ConnectionOptions
 from libervia.cli.bridge_client import BridgeClient, BridgeError
 
 pytest.importorskip("slixmpp")

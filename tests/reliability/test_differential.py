@@ -276,7 +276,7 @@ class CacheVersusService(RuleBasedStateMachine):
 
 @pytest.fixture
 def monkeypatched_reconnection(monkeypatch):
-    from libervia.backend.core.xmpp import ClientFactory
+    from libervia.backend.xmpp.client import ClientFactory
 
     # a short, fixed gap: the step after a connection drop happens during it
     monkeypatch.setattr(ClientFactory, "initialDelay", 1.0)

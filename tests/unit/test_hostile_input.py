@@ -31,13 +31,13 @@ from twisted.logger import formatEvent
 from twisted.python.failure import Failure
 
 from libervia.backend.bridge.protocol import BridgeFactory
-from libervia.backend.core.profiles import ConnectionOptions, Profile
-from libervia.backend.core.xmpp import (
+from libervia.backend.xmpp.client import (
     ConnectionState,
     RestrictedXMLError,
     RestrictedXmlStream,
     XMPPClient,
 )
+from libervia.backend.xmpp.profiles import ConnectionOptions, Profile
 from tests.unit.bridge import test_bridge_protocol as bridge_tests
 from tests.unit.bridge.helpers import Client
 from tests.unit.plugins import test_pubsub_cache as cache_tests

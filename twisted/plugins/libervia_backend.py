@@ -3,7 +3,7 @@ from twisted.application.service import ServiceMaker
 
 libervia_backend = ServiceMaker(
     "Libervia backend",
-    "libervia.backend.core.tap",
+    "libervia.backend.app.tap",
     "XMPP client backend: profiles, plugins, storage and pubsub cache",
     "libervia-backend",
 )

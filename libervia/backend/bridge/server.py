@@ -36,7 +36,7 @@ from libervia.backend.core.exceptions import ConflictError, StartupError
 from libervia.backend.core.log import getLogger
 
 if TYPE_CHECKING:
-    from libervia.backend.core.main import Backend
+    from libervia.backend.app.main import Backend
 
 log = getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The storage service: opens and migrates the database when the backend starts.
 
-It is the first part of the backend to start (see :mod:`libervia.backend.core.main`):
+It is the first part of the backend to start (see :mod:`libervia.backend.app.main`):
 plugins are loaded only once the database is at the head revision.  It stops last,
 after every call in flight has finished.
 """

@@ -3,9 +3,9 @@
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 
+from libervia.backend.app.main import Backend
 from libervia.backend.bridge.protocol import BridgeFactory
 from libervia.backend.core.config import Config
-from libervia.backend.core.main import Backend
 from tests.unit.bridge.helpers import Client
 
 

@@ -7,8 +7,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from zope.interface.verify import verifyObject
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core.constants import C
-from libervia.backend.core.main import Backend
 from tests.unit.bridge.helpers import Client
 
 

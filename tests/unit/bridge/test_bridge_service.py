@@ -8,10 +8,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from libervia.backend.app.main import Backend
 from libervia.backend.bridge.server import BridgeService, socket_path
 from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import ConfigError, StartupError
-from libervia.backend.core.main import Backend
 from libervia.cli.bridge_client import find_socket
 
 

@@ -13,9 +13,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, threads
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core.config import Config
 from libervia.backend.core.constants import C
-from libervia.backend.core.main import Backend
 from libervia.cli.main import main
 
 

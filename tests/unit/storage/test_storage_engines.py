@@ -11,9 +11,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from twisted.internet import defer
 
+from libervia.backend.app.main import Backend
 from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import ConfigError, StartupError
-from libervia.backend.core.main import Backend
 from libervia.backend.memory.engines import (
     PostgresEngine,
     SqliteEngine,

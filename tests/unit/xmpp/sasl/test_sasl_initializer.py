@@ -11,9 +11,9 @@ from twisted.internet.testing import StringTransport
 from twisted.words.protocols.jabber import client, jid, sasl, xmlstream
 from twisted.words.xish import domish
 
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.channel_binding import StaticChannelBinding, TLSChannelBinding
-from libervia.backend.core.sasl.initializer import (
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.channel_binding import StaticChannelBinding, TLSChannelBinding
+from libervia.backend.xmpp.sasl.initializer import (
     NS_SASL,
     SASLAuthenticator,
     SASLInitializer,
@@ -22,9 +22,10 @@ from libervia.backend.core.sasl.initializer import (
     client_factory,
     install,
 )
-from libervia.backend.core.sasl.mechanisms import SASLPolicy
-from libervia.backend.core.sasl.scram import HASHES, ScramKeyCache, ServerAdvertisement
-from tests.unit.sasl.sasl_support import (
+from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
+from libervia.backend.xmpp.sasl.scram import ServerAdvertisement
+from libervia.backend.xmpp.sasl.scram_keys import HASHES, ScramKeyCache
+from tests.unit.xmpp.sasl.sasl_support import (
     PASSWORD,
     ScriptedServer,
     make_initializer,

@@ -52,8 +52,8 @@ def makeService(options: Options) -> Any:  # noqa: N802 (twistd API)
     """Build the backend service for twistd."""
     from twisted.internet import reactor
 
+    from libervia.backend.app.main import Backend
     from libervia.backend.core import log
-    from libervia.backend.core.main import Backend
 
     log.set_level(options["log-level"])
     log.line_buffer_std_streams()

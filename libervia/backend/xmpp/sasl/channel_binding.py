@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
-from libervia.backend.core.sasl import errors
+from libervia.backend.xmpp.sasl import errors
 
 TLS_EXPORTER = "tls-exporter"
 TLS_UNIQUE = "tls-unique"

@@ -1,6 +1,6 @@
 """Connected profiles: the :class:`ClientManager` (``host.clients``) and its service.
 
-The manager builds each profile's :class:`~libervia.backend.core.xmpp.XMPPClient` with
+The manager builds each profile's :class:`~libervia.backend.xmpp.client.XMPPClient` with
 what the profile stores: password, SASL policy (mechanisms allowed, whether SCRAM was
 seen before) and SCRAM key cache (encrypted like the password).  It attaches the
 plugins' handlers, calls their profile hooks and tells frontends about connection
@@ -29,11 +29,11 @@ from twisted.python.failure import Failure
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.log import getLogger
-from libervia.backend.core.profiles import ConnectionOptions, ProfileManager
-from libervia.backend.core.sasl.initializer import SASLResult
-from libervia.backend.core.sasl.mechanisms import SASLPolicy
-from libervia.backend.core.sasl.scram import ScramKeyCache
-from libervia.backend.core.xmpp import ConnectionState, XMPPClient
+from libervia.backend.xmpp.client import ConnectionState, XMPPClient
+from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager
+from libervia.backend.xmpp.sasl.initializer import SASLResult
+from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
+from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
 
 log = getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ClientManager:
     """Connect and disconnect profiles; reached as ``host.clients``.
 
     :param client_options: extra keyword arguments for every
-        :class:`~libervia.backend.core.xmpp.XMPPClient` (tests use it to force a TLS
+        :class:`~libervia.backend.xmpp.client.XMPPClient` (tests use it to force a TLS
         version)
     """
 

@@ -10,11 +10,11 @@ from twisted.internet import error as net_error
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
-from libervia.backend.core.clients import KEY_CACHE_KEY, SASL_NAMESPACE, ClientManager
 from libervia.backend.core.config import Config
-from libervia.backend.core.profiles import ConnectionOptions, ProfileManager
-from libervia.backend.core.xmpp import ConnectionFailed, ConnectionState
 from libervia.backend.memory.sqla import Storage
+from libervia.backend.xmpp.client import ConnectionFailed, ConnectionState
+from libervia.backend.xmpp.clients import KEY_CACHE_KEY, SASL_NAMESPACE, ClientManager
+from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager
 
 
 @pytest.fixture

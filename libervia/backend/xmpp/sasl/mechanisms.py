@@ -27,18 +27,15 @@ The rules, in order:
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.channel_binding import (
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.channel_binding import (
     CHANNEL_BINDING_TYPES,
     TLS_1_3,
     TLS_EXPORTER,
     ChannelBindingProvider,
 )
-from libervia.backend.core.sasl.scram import (
-    DEFAULT_MAX_ITERATIONS,
-    DEFAULT_MIN_ITERATIONS,
-    SCRAM_MECHANISMS,
-)
+from libervia.backend.xmpp.sasl.scram import DEFAULT_MAX_ITERATIONS, DEFAULT_MIN_ITERATIONS
+from libervia.backend.xmpp.sasl.scram_keys import SCRAM_MECHANISMS
 
 PLAIN = "PLAIN"
 #: every mechanism we implement, strongest first

@@ -4,9 +4,9 @@ Twisted's :class:`~twisted.words.protocols.jabber.sasl.SASLInitiatingInitializer
 only knows PLAIN, DIGEST-MD5 and ANONYMOUS and ignores the data of ``<success/>``.
 :class:`SASLInitializer` replaces it (it is a subclass, so code looking for the SASL
 initializer by class still finds it): it picks the mechanism with
-:func:`~libervia.backend.core.sasl.mechanisms.choose_mechanism`, runs the exchange with
-:class:`~libervia.backend.core.sasl.scram.ScramClient`, checks the server signature,
-turns ``<failure/>`` into :mod:`~libervia.backend.core.sasl.errors` exceptions and
+:func:`~libervia.backend.xmpp.sasl.mechanisms.choose_mechanism`, runs the exchange with
+:class:`~libervia.backend.xmpp.sasl.scram.ScramClient`, checks the server signature,
+turns ``<failure/>`` into :mod:`~libervia.backend.xmpp.sasl.errors` exceptions and
 records what was negotiated in a :class:`SASLResult`.
 
 Using it from the connection code::
@@ -33,24 +33,20 @@ from twisted.words.protocols.jabber import client, sasl, xmlstream
 from twisted.words.xish import domish
 
 from libervia.backend.core.log import getLogger, register_secret
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.channel_binding import (
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.channel_binding import (
     ChannelBindingProvider,
     from_transport,
 )
-from libervia.backend.core.sasl.mechanisms import (
+from libervia.backend.xmpp.sasl.mechanisms import (
     PLAIN,
     MechanismChoice,
     SASLPolicy,
     choose_mechanism,
 )
-from libervia.backend.core.sasl.scram import (
-    ScramClient,
-    ScramKeyCache,
-    ServerAdvertisement,
-    b64decode_strict,
-    saslprep,
-)
+from libervia.backend.xmpp.sasl.scram import ScramClient, ServerAdvertisement
+from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
+from libervia.backend.xmpp.sasl.scram_messages import b64decode_strict, saslprep
 
 log = getLogger(__name__)
 

@@ -8,7 +8,7 @@ import sys
 
 from twisted.python import usage
 
-from libervia.backend.core.tap import Options
+from libervia.backend.app.tap import Options
 
 
 class LauncherOptions(Options):
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
+    from libervia.backend.app.main import Backend
     from libervia.backend.core import log
-    from libervia.backend.core.main import Backend
 
     log.start_logging(options["log-level"])
     backend = Backend(options.config, reactor=reactor)

@@ -11,11 +11,11 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 
-from libervia.backend.core.sasl import initializer as initializer_module
-from libervia.backend.core.sasl import scram as scram_module
-from libervia.backend.core.sasl.channel_binding import StaticChannelBinding
-from libervia.backend.core.sasl.scram import ScramKeyCache
-from tests.unit.sasl.sasl_support import (
+from libervia.backend.xmpp.sasl import initializer as initializer_module
+from libervia.backend.xmpp.sasl import scram as scram_module
+from libervia.backend.xmpp.sasl.channel_binding import StaticChannelBinding
+from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
+from tests.unit.xmpp.sasl.sasl_support import (
     ScriptedServer,
     make_initializer,
     make_stream,

@@ -18,8 +18,8 @@ from twisted.words.protocols.jabber import jid, xmlstream
 from twisted.words.xish import domish
 
 from libervia.backend.core import log
-from libervia.backend.core.sasl.channel_binding import StaticChannelBinding
-from libervia.backend.core.sasl.initializer import NS_SASL, NS_SASL_CB, SASLInitializer
+from libervia.backend.xmpp.sasl.channel_binding import StaticChannelBinding
+from libervia.backend.xmpp.sasl.initializer import NS_SASL, NS_SASL_CB, SASLInitializer
 
 PASSWORD = "pencil"
 USER_JID = "user@example.org"

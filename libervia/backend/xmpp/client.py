@@ -10,7 +10,7 @@ Security rules of the connection:
   certificate is verified against the system's authorities, or the profile's CA file,
   and must match the JID's domain (``service_identity``), even when the profile
   connects to another host name or an address.  TLS 1.2 is the minimum.
-* SASL with :mod:`libervia.backend.core.sasl`: SCRAM (-PLUS when possible), PLAIN
+* SASL with :mod:`libervia.backend.xmpp.sasl`: SCRAM (-PLUS when possible), PLAIN
   only over TLS and never once SCRAM has been seen for the account.
 * Stream traffic is never logged: it carries authentication data.
 * A DTD or an entity declaration from the server closes the stream (``restricted-xml``)
@@ -43,11 +43,11 @@ from wokkel.subprotocols import StreamManager
 
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.log import getLogger
-from libervia.backend.core.profiles import Profile
-from libervia.backend.core.sasl import errors as sasl_errors
-from libervia.backend.core.sasl.initializer import SASLAuthenticator, SASLResult
-from libervia.backend.core.sasl.mechanisms import SASLPolicy
-from libervia.backend.core.sasl.scram import ScramKeyCache
+from libervia.backend.xmpp.profiles import Profile
+from libervia.backend.xmpp.sasl import errors as sasl_errors
+from libervia.backend.xmpp.sasl.initializer import SASLAuthenticator, SASLResult
+from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
+from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
 
 log = getLogger(__name__)
 

@@ -7,14 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.scram import (
-    HASHES,
-    ScramClient,
-    ServerAdvertisement,
-    escape_saslname,
-    saslprep,
-)
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.scram import ScramClient, ServerAdvertisement
+from libervia.backend.xmpp.sasl.scram_keys import HASHES
+from libervia.backend.xmpp.sasl.scram_messages import escape_saslname, saslprep
 
 SHA1_NONCE = "fyko+d2lbbFgONRv9qkxdawL"
 SHA1_SERVER_FIRST = (

@@ -10,9 +10,9 @@ import pytest_twisted
 from libervia.backend.core import log
 from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import ConflictError, NotFound, StartupError
-from libervia.backend.core.profiles import ConnectionOptions, ProfileError, ProfileManager
 from libervia.backend.memory.secrets import SecretBox, SecretError
 from libervia.backend.memory.sqla import Storage
+from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileError, ProfileManager
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 :class:`ScramClient` is a state machine: it produces the client messages and checks
 the server ones, as bytes, and knows nothing about XMPP, Twisted or sockets.  The
-:mod:`~libervia.backend.core.sasl.initializer` module drives it from an XML stream.
+:mod:`~libervia.backend.xmpp.sasl.initializer` module drives it from an XML stream.
 
 The exchange, and what is checked at each step::
 
@@ -17,24 +17,42 @@ The exchange, and what is checked at each step::
 
 Key derivation (PBKDF2, the only slow step) is a separate call,
 :meth:`ScramClient.derive_keys`, so a caller can run it in a thread; it is skipped
-entirely when a :class:`ScramKeyCache` already holds the keys for the server's
-(hash, salt, iteration count).
+entirely when a :class:`~.scram_keys.ScramKeyCache` already holds the keys for the
+server's (hash, salt, iteration count).
+
+The parts of the exchange live in modules of their own: the hashes, key derivation and
+key cache in :mod:`~libervia.backend.xmpp.sasl.scram_keys`, the text rules and parsers
+of the messages in :mod:`~libervia.backend.xmpp.sasl.scram_messages`; this module is
+the state machine and XEP-0474 downgrade protection.
 """
 
-import base64
-import binascii
 import hashlib
 import hmac
 import secrets
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-import precis_i18n
-
 from libervia.backend.core.log import getLogger, register_secret
-from libervia.backend.core.sasl import errors
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.scram_keys import (
+    KDF,
+    KeyCacheEntry,
+    ScramHash,
+    ScramKeyCache,
+    ScramKeys,
+    derive_keys,
+    parse_mechanism,
+)
+from libervia.backend.xmpp.sasl.scram_messages import (
+    b64decode_strict,
+    b64encode,
+    decode_message,
+    escape_saslname,
+    is_nonce,
+    parse_iterations,
+    saslprep,
+    server_attributes,
+)
 
 log = getLogger(__name__)
 
@@ -53,244 +71,6 @@ _SSDP_SEPARATORS = ("\x1e", "\x1f")
 _SSDP_LEGACY_SEPARATORS = (",", "|")
 
 _NONCE_BYTES = 24
-#: RFC 8265 OpaqueString, the PRECIS successor of SASLprep (RFC 4013)
-_OPAQUE_STRING = precis_i18n.get_profile("OpaqueString")
-
-
-@dataclass(frozen=True)
-class ScramHash:
-    """A hash function usable by SCRAM."""
-
-    #: name as it appears in the mechanism name ("SHA-256")
-    name: str
-    #: name for :mod:`hashlib`
-    hashlib_name: str
-
-    @property
-    def digest_size(self) -> int:
-        return hashlib.new(self.hashlib_name).digest_size
-
-    def hash(self, data: bytes) -> bytes:
-        return hashlib.new(self.hashlib_name, data).digest()
-
-    def hmac(self, key: bytes, data: bytes) -> bytes:
-        return hmac.digest(key, data, self.hashlib_name)
-
-
-HASHES: dict[str, ScramHash] = {
-    h.name: h
-    for h in (
-        ScramHash("SHA-1", "sha1"),
-        ScramHash("SHA-256", "sha256"),
-        ScramHash("SHA-512", "sha512"),
-    )
-}
-
-#: every SCRAM mechanism this module implements, strongest first
-SCRAM_MECHANISMS: tuple[str, ...] = (
-    "SCRAM-SHA-512-PLUS",
-    "SCRAM-SHA-256-PLUS",
-    "SCRAM-SHA-1-PLUS",
-    "SCRAM-SHA-512",
-    "SCRAM-SHA-256",
-    "SCRAM-SHA-1",
-)
-
-
-def parse_mechanism(mechanism: str) -> tuple[ScramHash, bool]:
-    """Return the hash and the channel-binding flag of a SCRAM mechanism name.
-
-    :raises ValueError: the name is not one of :data:`SCRAM_MECHANISMS`
-    """
-    if mechanism not in SCRAM_MECHANISMS:
-        raise ValueError(f"unsupported SCRAM mechanism {mechanism!r}")
-    plus = mechanism.endswith("-PLUS")
-    hash_name = mechanism[len("SCRAM-"):]
-    if plus:
-        hash_name = hash_name[: -len("-PLUS")]
-    return HASHES[hash_name], plus
-
-
-def saslprep(value: str, what: str = "password") -> str:
-    """Prepare a user name or password with the RFC 8265 OpaqueString profile.
-
-    :param what: name of the value, for the error message (the value itself never
-        appears in it)
-    :raises errors.UnusableCredentials: the value is empty or has forbidden characters
-    """
-    if not isinstance(value, str):
-        raise errors.UnusableCredentials(f"the {what} must be text")
-    if value and value.isascii() and value.isprintable():
-        # printable ASCII is left as is by every OpaqueString rule; the PRECIS
-        # enforcement costs more than a tenth of a 4096-iteration PBKDF2
-        return value
-    try:
-        return _OPAQUE_STRING.enforce(value)
-    except (UnicodeError, ValueError):
-        # the codec error quotes the value: don't chain it
-        raise errors.UnusableCredentials(
-            f"the {what} is empty or contains characters that SASLprep (RFC 8265 "
-            "OpaqueString) forbids, such as control characters; change it"
-        ) from None
-
-
-def escape_saslname(name: str) -> str:
-    """Escape ``=`` and ``,`` in a SCRAM user or authorisation name (RFC 5802 5.1)."""
-    return name.replace("=", "=3D").replace(",", "=2C")
-
-
-def b64decode_strict(text: str | bytes, what: str) -> bytes:
-    """Decode base64, refusing anything but the canonical encoding.
-
-    :raises errors.MalformedServerMessage: ``text`` is not valid base64
-    """
-    try:
-        if isinstance(text, str):
-            text = text.encode("ascii")
-        decoded = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise errors.MalformedServerMessage(f"{what} is not valid base64") from None
-    # only one encoding per value: unused bits set would be a covert channel
-    if base64.b64encode(decoded) != text:
-        raise errors.MalformedServerMessage(f"{what} is not canonical base64")
-    return decoded
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-@dataclass(frozen=True, repr=False)
-class ScramKeys:
-    """The keys derived from the password for one (hash, salt, iterations).
-
-    They are password equivalent for this server: store them as carefully as the
-    password itself.
-    """
-
-    client_key: bytes
-    server_key: bytes
-
-    def __repr__(self) -> str:
-        return "<ScramKeys (hidden)>"
-
-
-@dataclass(frozen=True)
-class KeyCacheEntry:
-    """Where a :class:`ScramKeys` applies."""
-
-    hash_name: str
-    salt: bytes
-    iterations: int
-
-
-class ScramKeyCache:
-    """Derived SCRAM keys of *one account*, so that a reconnection runs no PBKDF2.
-
-    Entries are keyed on (hash, salt, iterations): when the server changes the salt or
-    the count (a password change does), the old entry simply stops matching.  The
-    cache holds at most ``max_entries`` entries, the least recently used going first
-    (a server storing plain passwords may pick a new salt at every login).
-
-    The connection layer persists it per profile through :meth:`export` and
-    :meth:`load` (its values are password equivalent: encrypt them like the password),
-    and must :meth:`clear` it when the profile's password changes.
-
-    :ivar hits: number of lookups that found keys (each one is a PBKDF2 not run)
-    :ivar misses: number of lookups that found nothing
-    """
-
-    def __init__(
-        self,
-        max_entries: int = 8,
-        on_change: Callable[["ScramKeyCache"], None] | None = None,
-    ) -> None:
-        """
-        :param on_change: called after every change, to persist the cache
-        """
-        self.max_entries = max_entries
-        self.on_change = on_change
-        self.hits = 0
-        self.misses = 0
-        self._entries: OrderedDict[KeyCacheEntry, ScramKeys] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"<ScramKeyCache {len(self)} entries, {self.hits} hits, {self.misses} misses>"
-
-    def get(self, entry: KeyCacheEntry) -> ScramKeys | None:
-        keys = self._entries.get(entry)
-        if keys is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(entry)
-        return keys
-
-    def put(self, entry: KeyCacheEntry, keys: ScramKeys) -> None:
-        self._entries[entry] = keys
-        self._entries.move_to_end(entry)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        self._changed()
-
-    def discard(self, entry: KeyCacheEntry) -> None:
-        if self._entries.pop(entry, None) is not None:
-            self._changed()
-
-    def clear(self) -> None:
-        """Forget every key (to call when the password changes)."""
-        if self._entries:
-            self._entries.clear()
-            self._changed()
-
-    def export(self) -> list[dict[str, str | int]]:
-        """Serialisable form of the cache (secret: encrypt it at rest)."""
-        return [
-            {
-                "hash": entry.hash_name,
-                "salt": _b64(entry.salt),
-                "iterations": entry.iterations,
-                "client_key": _b64(keys.client_key),
-                "server_key": _b64(keys.server_key),
-            }
-            for entry, keys in self._entries.items()
-        ]
-
-    def load(self, data: Iterable[dict[str, str | int]]) -> None:
-        """Add the entries produced by :meth:`export`; invalid ones are skipped."""
-        for item in data:
-            try:
-                scram_hash = HASHES[str(item["hash"])]
-                entry = KeyCacheEntry(
-                    scram_hash.name,
-                    base64.b64decode(str(item["salt"]), validate=True),
-                    int(item["iterations"]),
-                )
-                keys = ScramKeys(
-                    base64.b64decode(str(item["client_key"]), validate=True),
-                    base64.b64decode(str(item["server_key"]), validate=True),
-                )
-            except (KeyError, TypeError, ValueError, binascii.Error):
-                keys = None
-            size = scram_hash.digest_size if keys else 0
-            if (
-                keys is None
-                or len(keys.client_key) != size
-                or len(keys.server_key) != size
-                or entry.iterations < 1
-            ):
-                log.warn("ignoring an invalid entry of a SCRAM key cache")
-                continue
-            self._entries[entry] = keys
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change(self)
 
 
 @dataclass(frozen=True)
@@ -381,7 +161,7 @@ class ScramClient:
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
         key_cache: ScramKeyCache | None = None,
         nonce: str | None = None,
-        kdf: Callable[[str, bytes, bytes, int], bytes] = hashlib.pbkdf2_hmac,
+        kdf: KDF = hashlib.pbkdf2_hmac,
     ) -> None:
         """
         :param mechanism: one of :data:`SCRAM_MECHANISMS`
@@ -438,7 +218,7 @@ class ScramClient:
             self._authzid = escape_saslname(saslprep(authzid, "authorization identity"))
         if nonce is None:
             nonce = secrets.token_urlsafe(_NONCE_BYTES)
-        elif not nonce or not _is_nonce(nonce):
+        elif not nonce or not is_nonce(nonce):
             raise ValueError("a nonce must be non-empty printable ASCII without ','")
         self._client_nonce = nonce
 
@@ -503,7 +283,7 @@ class ScramClient:
         """Check the server's first message (its challenge)."""
         self._expect(_State.FIRST_SENT)
         with self._failing():
-            text = _decode(data, "server-first-message")
+            text = decode_message(data, "server-first-message")
             self._server_first = self._parse_server_first(text)
             self._server_first_text = text
             self._cache_entry = KeyCacheEntry(
@@ -518,23 +298,18 @@ class ScramClient:
         """Run PBKDF2 (slow, thread safe: it only touches this object)."""
         self._expect(_State.KEYS_NEEDED)
         assert self._server_first is not None
-        salted = self._kdf(
-            self._hash.hashlib_name,
-            self._password.encode(),
-            self._server_first.salt,
-            self._server_first.iterations,
+        self._keys = derive_keys(
+            self._hash, self._password, self._server_first.salt,
+            self._server_first.iterations, self._kdf,
         )
         self.kdf_runs += 1
-        self._keys = ScramKeys(
-            self._hash.hmac(salted, b"Client Key"), self._hash.hmac(salted, b"Server Key")
-        )
         self._state = _State.READY
 
     def client_final(self) -> bytes:
         """The final client message, with the proof."""
         self._expect(_State.READY)
         assert self._server_first is not None and self._keys is not None
-        channel_binding = _b64(self.gs2_header.encode() + self._cb_data)
+        channel_binding = b64encode(self.gs2_header.encode() + self._cb_data)
         without_proof = f"c={channel_binding},r={self._server_first.nonce}"
         auth_message = ",".join(
             (self._client_first_bare, self._server_first_text, without_proof)
@@ -546,7 +321,7 @@ class ScramClient:
                  ).to_bytes(len(signature))
         self._expected_signature = self._hash.hmac(self._keys.server_key, auth_message)
         self._state = _State.FINAL_SENT
-        return f"{without_proof},p={_b64(proof)}".encode()
+        return f"{without_proof},p={b64encode(proof)}".encode()
 
     def respond(self, server_first: bytes) -> bytes:
         """Check server-first and return client-final, deriving the keys if needed."""
@@ -562,8 +337,8 @@ class ScramClient:
         """
         self._expect(_State.FINAL_SENT)
         with self._failing():
-            text = _decode(data, "server-final-message")
-            attributes = _server_attributes(text, "server-final-message")
+            text = decode_message(data, "server-final-message")
+            attributes = server_attributes(text, "server-final-message")
             names = [name for name, _ in attributes]
             if names[0] != "v":
                 raise errors.MalformedServerMessage("server-final-message has no 'v='")
@@ -602,14 +377,14 @@ class ScramClient:
         return _FailOnError(self)
 
     def _parse_server_first(self, text: str) -> _ServerFirst:
-        attributes = _server_attributes(text, "server-first-message")
+        attributes = server_attributes(text, "server-first-message")
         names = [name for name, _ in attributes]
         if names[:3] != ["r", "s", "i"]:
             raise errors.MalformedServerMessage(
                 "server-first-message must start with the r=, s= and i= attributes"
             )
         nonce, salt_b64, iterations_text = (value for _, value in attributes[:3])
-        if not _is_nonce(nonce):
+        if not is_nonce(nonce):
             raise errors.MalformedServerMessage("the server nonce is not printable ASCII")
         if not nonce.startswith(self._client_nonce) or len(nonce) == len(
             self._client_nonce
@@ -621,7 +396,7 @@ class ScramClient:
         salt = b64decode_strict(salt_b64, "the salt")
         if not salt:
             raise errors.MalformedServerMessage("the salt is empty")
-        iterations = _parse_iterations(iterations_text, self.max_iterations)
+        iterations = parse_iterations(iterations_text, self.max_iterations)
         if iterations < self.min_iterations:
             raise errors.InsufficientIterations(
                 f"the server uses {iterations} PBKDF2 iterations, fewer than the "
@@ -684,89 +459,3 @@ class _FailOnError:
                 f"invalid SCRAM server message ({exc_type.__name__})"
             ) from None
         return False
-
-
-def _is_nonce(text: str) -> bool:
-    # printable = %x21-2B / %x2D-7E (RFC 5802): printable ASCII except space and ','
-    # (string methods: a check per character costs as much as the rest of the parsing)
-    return text.isascii() and text.isprintable() and " " not in text and "," not in text
-
-
-def _decode(data: bytes, what: str) -> str:
-    if not isinstance(data, bytes | bytearray):
-        raise errors.MalformedServerMessage(f"{what} is not bytes")
-    try:
-        text = bytes(data).decode("utf-8")
-    except UnicodeDecodeError:
-        raise errors.MalformedServerMessage(f"{what} is not valid UTF-8") from None
-    if "\x00" in text:
-        raise errors.MalformedServerMessage(f"{what} contains a NUL character")
-    return text
-
-
-def _parse_attributes(text: str, what: str) -> list[tuple[str, str]]:
-    """Split ``a=value,b=value`` into pairs, refusing duplicates and empty values."""
-    if not text:
-        raise errors.MalformedServerMessage(f"{what} is empty")
-    attributes = []
-    seen = set()
-    for part in text.split(","):
-        if len(part) < 3 or part[1] != "=" or not (part[0].isascii() and part[0].isalpha()):
-            raise errors.MalformedServerMessage(
-                f"{what} has an item not of the form 'x=value'"
-            )
-        name = part[0]
-        if name in seen:
-            raise errors.MalformedServerMessage(f"{what} repeats the {name!r} attribute")
-        seen.add(name)
-        attributes.append((name, part[2:]))
-    return attributes
-
-
-def _parse_iterations(text: str, maximum: int) -> int:
-    # posit-number = %x31-39 *DIGIT; the length check keeps int() cheap
-    if not (text.isascii() and text.isdigit()) or text[0] == "0":
-        raise errors.MalformedServerMessage("the iteration count is not a positive number")
-    if len(text) > len(str(maximum)) or int(text) > maximum:
-        raise errors.MalformedServerMessage(
-            f"the iteration count is absurdly high (more than {maximum}): refusing to "
-            "spend minutes computing keys"
-        )
-    return int(text)
-
-
-_SERVER_ERRORS_CREDENTIALS = {"invalid-proof", "unknown-user"}
-_SERVER_ERRORS_CHANNEL_BINDING = {
-    "channel-bindings-dont-match",
-    "server-does-support-channel-binding",
-    "channel-binding-not-supported",
-    "unsupported-channel-binding-type",
-}
-
-
-def _server_attributes(text: str, what: str) -> list[tuple[str, str]]:
-    """Attributes of a server message, raising for ``e=`` and for a mandatory ``m=``."""
-    attributes = _parse_attributes(text, what)
-    if attributes[0][0] == "e":
-        _raise_server_error(attributes[0][1])
-    if any(name == "m" for name, _ in attributes):
-        raise errors.UnsupportedExtension(
-            "the server requires a SCRAM extension (m=) we don't support"
-        )
-    return attributes
-
-
-def _raise_server_error(value: str) -> None:
-    code = errors.sanitize_server_text(value)
-    if code in _SERVER_ERRORS_CREDENTIALS:
-        raise errors.ScramInvalidCredentials(
-            "wrong password or unknown user (the server said: " + code + "); check the "
-            "profile's credentials",
-            code,
-        )
-    if code in _SERVER_ERRORS_CHANNEL_BINDING:
-        raise errors.ChannelBindingError(
-            f"the server refused our channel binding ({code}): the TLS connection may be "
-            "intercepted, or the server misconfigured"
-        )
-    raise errors.ScramServerError(f"the server reported a SCRAM error: {code}", code)

@@ -5,7 +5,7 @@ folders have a ``conftest`` module, so ``from conftest import`` would depend on 
 one was imported first); importing the fixtures here makes pytest find them.
 """
 
-from tests.unit.sasl.sasl_support import (  # noqa: F401  (fixtures)
+from tests.unit.xmpp.sasl.sasl_support import (  # noqa: F401  (fixtures)
     _forget_test_secrets,
     debug_logs,
     ec_certificate,

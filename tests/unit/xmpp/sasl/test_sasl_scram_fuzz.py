@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scramp import ScramMechanism
 
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.scram import ScramClient, ScramKeyCache
-from tests.unit.sasl.sasl_support import auth_info
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.scram import ScramClient
+from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
+from tests.unit.xmpp.sasl.sasl_support import auth_info
 
 MECHANISM = "SCRAM-SHA-256"
 CLIENT_NONCE = "fuzzclientnonce"

@@ -2,9 +2,9 @@
 
 import pytest
 
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.channel_binding import StaticChannelBinding
-from libervia.backend.core.sasl.mechanisms import MechanismChoice, SASLPolicy, choose_mechanism
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.channel_binding import StaticChannelBinding
+from libervia.backend.xmpp.sasl.mechanisms import MechanismChoice, SASLPolicy, choose_mechanism
 
 ALL_SCRAM = [
     "SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS",

@@ -6,14 +6,10 @@ import hashlib
 import pytest
 from scramp import ScramException, ScramMechanism
 
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.scram import (
-    KeyCacheEntry,
-    ScramClient,
-    ScramKeyCache,
-    ScramKeys,
-)
-from tests.unit.sasl.sasl_support import auth_info
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.scram import ScramClient
+from libervia.backend.xmpp.sasl.scram_keys import KeyCacheEntry, ScramKeyCache, ScramKeys
+from tests.unit.xmpp.sasl.sasl_support import auth_info
 
 SALT = b"0123456789abcdef"
 

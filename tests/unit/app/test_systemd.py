@@ -5,7 +5,7 @@ import socket
 import pytest
 from twisted.internet import task
 
-from libervia.backend.core.systemd import SystemdNotifier
+from libervia.backend.app.systemd import SystemdNotifier
 from libervia.backend.core.triggers import TriggerManager
 
 

@@ -7,7 +7,7 @@ Plugins register their own methods (pubsub, cache...) the same way, on
 from typing import Any
 
 from libervia.backend.core.exceptions import NotFound
-from libervia.backend.core.profiles import ConnectionOptions
+from libervia.backend.xmpp.profiles import ConnectionOptions
 
 
 class CoreAPI:

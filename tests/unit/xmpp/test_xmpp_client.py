@@ -8,14 +8,14 @@ from twisted.internet import error as net_error
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
-from libervia.backend.core.profiles import ConnectionOptions, Profile
-from libervia.backend.core.sasl import errors as sasl_errors
-from libervia.backend.core.xmpp import (
+from libervia.backend.xmpp.client import (
     CertificateError,
     ConnectionFailed,
     ConnectionState,
     XMPPClient,
 )
+from libervia.backend.xmpp.profiles import ConnectionOptions, Profile
+from libervia.backend.xmpp.sasl import errors as sasl_errors
 
 
 class Connector:

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from scramp import ScramMechanism
 
-from libervia.backend.core.sasl import errors
-from libervia.backend.core.sasl.channel_binding import (
+from libervia.backend.xmpp.sasl import errors
+from libervia.backend.xmpp.sasl.channel_binding import (
     TLS_EXPORTER,
     TLS_SERVER_END_POINT,
     TLS_UNIQUE,
@@ -19,8 +19,8 @@ from libervia.backend.core.sasl.channel_binding import (
     server_end_point_data,
     server_end_point_hash,
 )
-from libervia.backend.core.sasl.scram import ScramClient
-from tests.unit.sasl.sasl_support import make_certificate, twisted_tls_pair
+from libervia.backend.xmpp.sasl.scram import ScramClient
+from tests.unit.xmpp.sasl.sasl_support import make_certificate, twisted_tls_pair
 
 
 def test_tls13_offers_tls_exporter_and_both_sides_agree(tls_pair_factory):

@@ -23,18 +23,18 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 import libervia.backend
+from libervia.backend.app.api import CoreAPI
+from libervia.backend.app.systemd import SystemdNotifier
 from libervia.backend.bridge.server import Bridge, BridgeService
-from libervia.backend.core.api import CoreAPI
-from libervia.backend.core.clients import ClientManager, ProfilesService
 from libervia.backend.core.config import DEFAULT_SECTION, Config
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.plugins import PluginManager
-from libervia.backend.core.profiles import ProfileManager
 from libervia.backend.core.service import AsyncMultiService
-from libervia.backend.core.systemd import SystemdNotifier
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.service import StorageService
+from libervia.backend.xmpp.clients import ClientManager, ProfilesService
+from libervia.backend.xmpp.profiles import ProfileManager
 
 log = getLogger(__name__)
 

@@ -25,8 +25,8 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from libervia.backend.core import log as log_module
 from libervia.backend.core.exceptions import BackendError, NotFound
 from libervia.backend.core.log import getLogger
-from libervia.backend.core.sasl.mechanisms import MECHANISMS
 from libervia.backend.memory.secrets import KEY_FILE_NAME, SecretBox
+from libervia.backend.xmpp.sasl.mechanisms import MECHANISMS
 
 log = getLogger(__name__)
 
