@@ -7,29 +7,26 @@ Plugins register their own methods (pubsub, cache...) the same way, on
 from typing import Any
 
 from libervia.backend.core.exceptions import NotFound
-from libervia.backend.xmpp.profiles import ConnectionOptions
+from libervia.backend.xmpp.clients import ClientManager, ConnectionHost
+from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager
 
 
 class CoreAPI:
     """The profile methods of the bridge, registered when the backend is built."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: ConnectionHost) -> None:
         self.host = host
         bridge = host.bridge
-        bridge.register_signal(
-            "connection_state",
-            "a profile's connection changed: params {profile, state, error}",
-        )
         for name in ("profile_list", "profile_create", "profile_delete", "profile_info",
                      "profile_connect", "profile_disconnect", "profile_set_password"):
             bridge.register_method(name, getattr(self, name))
 
     @property
-    def profiles(self) -> Any:
+    def profiles(self) -> ProfileManager:
         return self.host.profiles
 
     @property
-    def clients(self) -> Any:
+    def clients(self) -> ClientManager:
         return self.host.clients
 
     async def profile_list(self) -> list[dict[str, Any]]:

@@ -28,9 +28,11 @@ from libervia.backend.app.systemd import SystemdNotifier
 from libervia.backend.bridge.server import Bridge, BridgeService
 from libervia.backend.core.config import DEFAULT_SECTION, Config
 from libervia.backend.core.exceptions import BackendError
+from libervia.backend.core.interfaces import Reactor, Unload
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.plugins import PluginManager
 from libervia.backend.core.service import AsyncMultiService
+from libervia.backend.core.trigger_names import BACKEND_STATUS
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.service import StorageService
 from libervia.backend.xmpp.clients import ClientManager, ProfilesService
@@ -58,17 +60,20 @@ class PluginService(service.Service):
     async def _unload(self) -> None:
         # plugins may hold resources: give them a chance to release them, last loaded first
         for import_name, plugin in reversed(list(self.host.plugins.items())):
-            unload = getattr(plugin, "unload", None)
-            if unload is None:
+            if not isinstance(plugin, Unload):
                 continue
             try:
-                await defer.maybeDeferred(unload)
+                await defer.maybeDeferred(plugin.unload)
             except Exception:
                 log.failure("error while unloading plugin {name}", name=import_name)
 
 
 class Backend(AsyncMultiService):
     """The backend: host of the plugins and root of the service tree.
+
+    It implements :class:`~libervia.backend.core.interfaces.Host` (what plugins and the
+    bridge may use of it) and the protocols of the layers that need more
+    (:class:`~libervia.backend.xmpp.clients.ConnectionHost`).
 
     :param config: validated configuration
     :param reactor: reactor to use (injected by tests)
@@ -78,7 +83,7 @@ class Backend(AsyncMultiService):
     def __init__(
         self,
         config: Config,
-        reactor: Any = None,
+        reactor: Reactor | None = None,
         plugin_entry_points: Iterable[EntryPoint] | None = None,
     ) -> None:
         super().__init__()
@@ -143,7 +148,7 @@ class Backend(AsyncMultiService):
     def set_status(self, status: str) -> None:
         """Record what the backend is doing (shown by ``backend status``, systemd)."""
         self.status = status
-        self.trigger.point("backend_status", status)
+        self.trigger.point(BACKEND_STATUS, status)
 
     def startService(self) -> defer.Deferred:
         log.info(

@@ -15,11 +15,12 @@ Without ``$NOTIFY_SOCKET`` (not run by systemd), nothing is sent.
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
 
 from twisted.internet import task
 
+from libervia.backend.core.interfaces import Host
 from libervia.backend.core.log import getLogger
+from libervia.backend.core.trigger_names import BACKEND_STATUS
 
 log = getLogger(__name__)
 
@@ -39,7 +40,7 @@ class SystemdNotifier:
     :param env: environment (default ``os.environ``)
     """
 
-    def __init__(self, host: Any, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, host: Host, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.host = host
         self.address = self._address(env.get("NOTIFY_SOCKET"))
@@ -47,7 +48,7 @@ class SystemdNotifier:
         self._watchdog: task.LoopingCall | None = None
         self._socket: socket.socket | None = None
         if self.address is not None:
-            host.trigger.add("backend_status", self._on_status)
+            host.trigger.add(BACKEND_STATUS, self._on_status)
 
     @staticmethod
     def _address(value: str | None) -> str | bytes | None:

@@ -6,7 +6,7 @@ twistd runs the backend.
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.python import usage
 
@@ -14,6 +14,9 @@ from libervia.backend.core.config import DEFAULT_SECTION, Config
 from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import ConfigError
 from libervia.backend.core.log import level_from_name
+
+if TYPE_CHECKING:
+    from libervia.backend.app.main import Backend
 
 
 class Options(usage.Options):
@@ -48,7 +51,7 @@ class Options(usage.Options):
         self["log-level"] = level
 
 
-def makeService(options: Options) -> Any:  # noqa: N802 (twistd API)
+def makeService(options: Options) -> "Backend":  # noqa: N802 (twistd API)
     """Build the backend service for twistd."""
     from twisted.internet import reactor
 

@@ -14,10 +14,11 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, error
+from twisted.internet.interfaces import IListeningPort
 
 from libervia import paths
 from libervia.backend.bridge import PROTOCOL_NAME, PROTOCOL_VERSION, errors
@@ -33,10 +34,9 @@ from libervia.backend.bridge.protocol import (
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.config import Config, declare, parse_int
 from libervia.backend.core.exceptions import ConflictError, StartupError
+from libervia.backend.core.interfaces import Host
 from libervia.backend.core.log import getLogger
-
-if TYPE_CHECKING:
-    from libervia.backend.app.main import Backend
+from libervia.backend.core.trigger_names import BACKEND_STATUS
 
 log = getLogger(__name__)
 
@@ -119,10 +119,12 @@ def _first_line(doc: str | None) -> str:
 class Bridge:
     """Registry of the methods and signals of the bridge, reached as ``host.bridge``.
 
+    It implements :class:`~libervia.backend.core.interfaces.Bridge`.
+
     :param host: the backend
     """
 
-    def __init__(self, host: "Backend") -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self.methods: dict[str, Method] = {}
         self.signals: dict[str, Signal] = {}
@@ -244,7 +246,7 @@ class Bridge:
         self.register_signal(
             "backend_status", "the backend's status changed: params {status}"
         )
-        self.host.trigger.add("backend_status", self._on_backend_status)
+        self.host.trigger.add(BACKEND_STATUS, self._on_backend_status)
 
     def _on_backend_status(self, status: str) -> bool:
         self.emit_signal("backend_status", status=status)
@@ -399,9 +401,9 @@ class BridgeService(service.Service):
 
     name = "bridge"
 
-    def __init__(self, host: "Backend") -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
-        self.port: Any = None
+        self.port: IListeningPort | None = None
         self.path: Path | None = None
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)

@@ -9,9 +9,10 @@ point is named after the plugin's import name and points to the plugin's module:
 
 The module declares ``PLUGIN_INFO``, a dict of data describing the plugin (see
 :class:`PluginInfo`), and the class named by ``PLUGIN_INFO["main"]``, which is
-instantiated with the host (``Main(host)``).  If the instance has an ``async_init``
-method (plain, coroutine or returning a Deferred), it is awaited before the next plugin
-is loaded.
+instantiated with the host (``Main(host)``, see
+:class:`~libervia.backend.core.interfaces.Host`).  If the instance implements
+:class:`~libervia.backend.core.interfaces.AsyncInit` (plain, coroutine or returning a
+Deferred), its ``async_init`` is awaited before the next plugin is loaded.
 
 Loading rules:
 
@@ -31,6 +32,7 @@ import importlib.metadata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from types import ModuleType
 from typing import Any
 
 from twisted.python.failure import Failure
@@ -38,6 +40,7 @@ from twisted.python.failure import Failure
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import PluginError
+from libervia.backend.core.interfaces import AsyncInit, Host, Reactor
 from libervia.backend.core.log import getLogger
 
 log = getLogger(__name__)
@@ -131,8 +134,10 @@ class PluginRecord:
     state: PluginState | None = None
     reason: str = ""
     info: PluginInfo | None = None
-    module: Any = None
-    instance: Any = None
+    #: the plugin's module, once imported
+    module: ModuleType | None = None
+    #: the plugin's main class instance, once loaded
+    instance: object | None = None
     failure: Failure | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -170,11 +175,11 @@ class PluginManager:
 
     def __init__(
         self,
-        host: Any,
+        host: Host,
         disabled: Iterable[str] = (),
         entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
         init_timeout: float = DEFAULT_INIT_TIMEOUT,
-        reactor: Any = None,
+        reactor: Reactor | None = None,
     ) -> None:
         self.host = host
         self.disabled = frozenset(disabled)
@@ -185,7 +190,8 @@ class PluginManager:
         self.reactor = reactor
         #: every plugin met, by import name, in loading order once load_all ran
         self.records: dict[str, PluginRecord] = {}
-        #: instances of the loaded plugins, by import name
+        #: instances of the loaded plugins, by import name (each of its own class, which
+        #: callers know from the import name: hence ``Any``)
         self.plugins: dict[str, Any] = {}
 
     def _find_entry_points(self) -> list[importlib.metadata.EntryPoint]:
@@ -195,7 +201,7 @@ class PluginManager:
 
     def _discover(self) -> list[PluginRecord]:
         """Import the enabled plugins and validate their PLUGIN_INFO."""
-        by_name: dict[str, list[PluginRecord]] = {}
+        by_name: dict[str, list[tuple[PluginRecord, importlib.metadata.EntryPoint]]] = {}
         for ep in self._find_entry_points():
             dist = getattr(ep, "dist", None)
             record = PluginRecord(
@@ -246,8 +252,10 @@ class PluginManager:
         return records
 
     def _resolve_duplicates(
-        self, import_name: str, candidates: list[tuple[PluginRecord, Any]]
-    ) -> list[tuple[PluginRecord, Any]]:
+        self,
+        import_name: str,
+        candidates: list[tuple[PluginRecord, importlib.metadata.EntryPoint]],
+    ) -> list[tuple[PluginRecord, importlib.metadata.EntryPoint]]:
         origins = ", ".join(
             f"{r.entry_point} from {r.distribution or 'an unknown distribution'}"
             for r, __ in candidates
@@ -359,9 +367,8 @@ class PluginManager:
         main_class = getattr(record.module, info.main)
         try:
             instance = main_class(self.host)
-            async_init = getattr(instance, "async_init", None)
-            if async_init is not None:
-                d = maybe_async_call(async_init)
+            if isinstance(instance, AsyncInit):
+                d = maybe_async_call(instance.async_init)
                 d.addTimeout(self.init_timeout, self.reactor)
                 await d
         except Exception:

@@ -77,7 +77,11 @@ class TriggerManager:
         triggers.sort()
 
     def add_with_check(
-        self, point_name: str, plugin: Any, callback: Callable[..., Any], priority: int = 0
+        self,
+        point_name: str,
+        plugin: object | None,
+        callback: Callable[..., Any],
+        priority: int = 0,
     ) -> None:
         """Like :meth:`add`, but only if ``plugin`` is loaded (not ``None``)."""
         if plugin is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.words.xish import domish
 
 from libervia.backend.core.constants import C
+from libervia.backend.core.interfaces import Host
 
 NS_RSM = "http://jabber.org/protocol/rsm"
 
@@ -174,7 +175,7 @@ class XEP_0059:  # noqa: N801 (plugin classes are named after their protocol)
 
     namespace = NS_RSM
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
     request_from_dict = staticmethod(RSMRequest.from_dict)

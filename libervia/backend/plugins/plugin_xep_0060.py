@@ -35,9 +35,11 @@ from wokkel.subprotocols import XMPPHandler
 
 from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import BackendError, NotFound
+from libervia.backend.core.interfaces import Client, Host
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import XMLError, parse_xml
 from libervia.backend.plugins.plugin_xep_0059 import (
+    XEP_0059,
     RSMError,
     RSMRequest,
     RSMResponse,
@@ -45,6 +47,10 @@ from libervia.backend.plugins.plugin_xep_0059 import (
 )
 
 log = getLogger(__name__)
+
+#: a pubsub service: its JID, as a JID or text; ``None`` or ``""`` for the profile's own
+#: account (PEP)
+ServiceRef = str | jabber_jid.JID | None
 
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_PUBSUB_EVENT = NS_PUBSUB + "#event"
@@ -207,18 +213,18 @@ def submit_form(namespace: str, options: dict[str, Any]) -> data_form.Form:
 class XEP_0060:  # noqa: N801
     """Pubsub client operations; ``host.plugins["XEP-0060"]``."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
-        self.rsm = host.plugins["XEP-0059"]
+        self.rsm: XEP_0059 = host.plugins["XEP-0059"]
         self._register_bridge()
 
-    def get_handler(self, client: Any) -> "PubsubHandler":
+    def get_handler(self, client: Client) -> "PubsubHandler":
         return PubsubHandler(self, client)
 
     # helpers
 
     @staticmethod
-    def service_jid(client: Any, service: str | jabber_jid.JID | None) -> jabber_jid.JID:
+    def service_jid(client: Client, service: ServiceRef) -> jabber_jid.JID:
         """JID of a service; ``None`` or ``""`` is the profile's own account (PEP)."""
         if isinstance(service, jabber_jid.JID):
             return service
@@ -231,7 +237,7 @@ class XEP_0060:  # noqa: N801
         except (jabber_jid.InvalidFormat, TypeError):
             raise InvalidRequest(f"invalid service JID {service!r}") from None
 
-    async def _send(self, client: Any, service: jabber_jid.JID, stanza_type: str,
+    async def _send(self, client: Client, service: jabber_jid.JID, stanza_type: str,
                     payload: domish.Element, node: str | None) -> domish.Element:
         try:
             return await client.request(IQRequest(service, stanza_type, payload))
@@ -246,8 +252,8 @@ class XEP_0060:  # noqa: N801
 
     async def get_items(
         self,
-        client: Any,
-        service: str | jabber_jid.JID | None,
+        client: Client,
+        service: ServiceRef,
         node: str,
         max_items: int | None = None,
         item_ids: list[str] | None = None,
@@ -284,7 +290,7 @@ class XEP_0060:  # noqa: N801
 
     async def get_items_from_service(
         self,
-        client: Any,
+        client: Client,
         service: jabber_jid.JID,
         node: str,
         max_items: int | None = None,
@@ -329,8 +335,8 @@ class XEP_0060:  # noqa: N801
 
     async def publish(
         self,
-        client: Any,
-        service: str | jabber_jid.JID | None,
+        client: Client,
+        service: ServiceRef,
         node: str,
         items: list[domish.Element],
         options: dict[str, Any] | None = None,
@@ -356,7 +362,7 @@ class XEP_0060:  # noqa: N801
                 ids.append(item_id)
         return ids
 
-    async def _publish_one(self, client: Any, service: jabber_jid.JID, node: str,
+    async def _publish_one(self, client: Client, service: jabber_jid.JID, node: str,
                            item: domish.Element, options: dict[str, Any] | None
                            ) -> str | None:
         pubsub = self._pubsub()
@@ -380,7 +386,7 @@ class XEP_0060:  # noqa: N801
                     item_id = returned["id"]
         return item_id
 
-    async def retract_items(self, client: Any, service: Any, node: str,
+    async def retract_items(self, client: Client, service: ServiceRef, node: str,
                             item_ids: list[str], notify: bool = True) -> None:
         service_jid = self.service_jid(client, service)
         check_node(node)
@@ -397,7 +403,7 @@ class XEP_0060:  # noqa: N801
 
     # nodes
 
-    async def create_node(self, client: Any, service: Any, node: str | None,
+    async def create_node(self, client: Client, service: ServiceRef, node: str | None,
                           options: dict[str, Any] | None = None) -> str:
         """Create a node (``None``: instant node); return its name."""
         service_jid = self.service_jid(client, service)
@@ -421,7 +427,7 @@ class XEP_0060:  # noqa: N801
                               "telling its name")
         return node
 
-    async def _owner_request(self, client: Any, service: Any, node: str, verb: str,
+    async def _owner_request(self, client: Client, service: ServiceRef, node: str, verb: str,
                              stanza_type: str = "set",
                              child: domish.Element | None = None) -> domish.Element:
         service_jid = self.service_jid(client, service)
@@ -433,13 +439,13 @@ class XEP_0060:  # noqa: N801
             verb_elt.addChild(child)
         return await self._send(client, service_jid, stanza_type, pubsub, node)
 
-    async def delete_node(self, client: Any, service: Any, node: str) -> None:
+    async def delete_node(self, client: Client, service: ServiceRef, node: str) -> None:
         await self._owner_request(client, service, node, "delete")
 
-    async def purge_node(self, client: Any, service: Any, node: str) -> None:
+    async def purge_node(self, client: Client, service: ServiceRef, node: str) -> None:
         await self._owner_request(client, service, node, "purge")
 
-    async def get_node_configuration(self, client: Any, service: Any, node: str
+    async def get_node_configuration(self, client: Client, service: ServiceRef, node: str
                                      ) -> dict[str, Any]:
         iq = await self._owner_request(client, service, node, "configure", "get")
         pubsub = next(iq.elements(NS_PUBSUB_OWNER, "pubsub"), None)
@@ -449,12 +455,12 @@ class XEP_0060:  # noqa: N801
             return {}
         return form_values(data_form.Form.fromElement(form_elt))
 
-    async def configure_node(self, client: Any, service: Any, node: str,
+    async def configure_node(self, client: Client, service: ServiceRef, node: str,
                              options: dict[str, Any]) -> None:
         await self._owner_request(client, service, node, "configure", "set",
                                   submit_form(NS_PUBSUB_NODE_CONFIG, options).toElement())
 
-    async def get_node_metadata(self, client: Any, service: Any, node: str
+    async def get_node_metadata(self, client: Client, service: ServiceRef, node: str
                                 ) -> dict[str, Any]:
         """Node metadata from service discovery (``pubsub#meta-data`` form)."""
         service_jid = self.service_jid(client, service)
@@ -481,7 +487,7 @@ class XEP_0060:  # noqa: N801
 
     # subscriptions
 
-    async def subscribe(self, client: Any, service: Any, node: str,
+    async def subscribe(self, client: Client, service: ServiceRef, node: str,
                         options: dict[str, Any] | None = None) -> dict[str, Any]:
         service_jid = self.service_jid(client, service)
         check_node(node)
@@ -502,7 +508,7 @@ class XEP_0060:  # noqa: N801
                 "state": subscription.getAttribute("subscription", "subscribed"),
                 "subid": subscription.getAttribute("subid")}
 
-    async def unsubscribe(self, client: Any, service: Any, node: str,
+    async def unsubscribe(self, client: Client, service: ServiceRef, node: str,
                           subid: str | None = None) -> None:
         service_jid = self.service_jid(client, service)
         check_node(node)
@@ -514,7 +520,7 @@ class XEP_0060:  # noqa: N801
             unsubscribe_elt["subid"] = subid
         await self._send(client, service_jid, "set", pubsub, node)
 
-    async def subscriptions(self, client: Any, service: Any, node: str | None = None
+    async def subscriptions(self, client: Client, service: ServiceRef, node: str | None = None
                             ) -> list[dict[str, Any]]:
         service_jid = self.service_jid(client, service)
         pubsub = self._pubsub()
@@ -536,7 +542,7 @@ class XEP_0060:  # noqa: N801
     # events (called by the handler)
 
     @staticmethod
-    def _event_service(client: Any, message: domish.Element) -> jabber_jid.JID | None:
+    def _event_service(client: Client, message: domish.Element) -> jabber_jid.JID | None:
         sender = message.getAttribute("from")
         try:
             return jabber_jid.JID(sender) if sender else client.jid.userhostJID()
@@ -544,7 +550,7 @@ class XEP_0060:  # noqa: N801
             log.warn("ignoring a pubsub event from an invalid JID")
             return None
 
-    async def on_event(self, client: Any, message: domish.Element) -> None:
+    async def on_event(self, client: Client, message: domish.Element) -> None:
         """Dispatch a pubsub event notification to the trigger points."""
         service = self._event_service(client, message)
         if service is None:
@@ -577,7 +583,7 @@ class XEP_0060:  # noqa: N801
                 await trigger.async_point("XEP-0060_configuration", client, service, node,
                                           options, message)
 
-    async def on_items_burst(self, client: Any, messages: list[domish.Element]) -> None:
+    async def on_items_burst(self, client: Client, messages: list[domish.Element]) -> None:
         """Dispatch notifications of new items of one node as one ``XEP-0060_items``.
 
         ``messages`` are plain item notifications (see :func:`items_notification`) of
@@ -599,15 +605,13 @@ class XEP_0060:  # noqa: N801
     # bridge
 
     def _register_bridge(self) -> None:
-        bridge = getattr(self.host, "bridge", None)
-        if bridge is None:
-            return
+        bridge = self.host.bridge
         for name in ("get", "publish", "retract", "node_create", "node_delete",
                      "node_purge", "node_info", "node_configure", "subscribe",
                      "unsubscribe", "subscriptions"):
             bridge.register_method(f"pubsub_{name}", getattr(self, f"_bridge_{name}"))
 
-    def _client(self, profile: str) -> Any:
+    def _client(self, profile: str) -> Client:
         return self.host.clients.get(profile)
 
     async def _bridge_get(
@@ -698,7 +702,7 @@ class XEP_0060:  # noqa: N801
 class PubsubHandler(XMPPHandler):
     """Receives pubsub event notifications for one profile."""
 
-    def __init__(self, plugin: XEP_0060, client: Any) -> None:
+    def __init__(self, plugin: XEP_0060, client: Client) -> None:
         super().__init__()
         self.plugin = plugin
         self.client = client

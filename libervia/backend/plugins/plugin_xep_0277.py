@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
+from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
 from libervia.backend.core.constants import C
+from libervia.backend.core.interfaces import Client, Host
 from libervia.backend.core.log import getLogger
 
 log = getLogger(__name__)
@@ -219,7 +221,7 @@ def parse_entry(item: domish.Element) -> dict[str, Any] | None:
 class XEP_0277:  # noqa: N801
     """Microblogging; ``host.plugins["XEP-0277"]``."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         cache = host.plugins.get("PUBSUB_CACHE")
         if cache is None:
@@ -236,7 +238,7 @@ class XEP_0277:  # noqa: N801
         })
 
     @staticmethod
-    def _match(client: Any, analyse: dict[str, Any]) -> bool:
+    def _match(client: Client, analyse: dict[str, Any]) -> bool:
         node = analyse["node"]
         if node.startswith(NS_COMMENTS_PREFIX):
             analyse["subtype"] = "comments"
@@ -246,7 +248,7 @@ class XEP_0277:  # noqa: N801
         return True
 
     @staticmethod
-    def parser(client: Any, item: domish.Element, service: Any, node: str
+    def parser(client: Client, item: domish.Element, service: JID, node: str
                ) -> dict[str, Any] | None:
         """The pubsub cache's parser: :func:`parse_entry`."""
         return parse_entry(item)

@@ -33,15 +33,18 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import defer, ssl
 from twisted.internet import error as net_error
+from twisted.internet.interfaces import IConnector, IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 from wokkel.client import XMPPClientConnector
+from wokkel.generic import Request
 from wokkel.subprotocols import StreamManager
 
 from libervia.backend.core.exceptions import BackendError
+from libervia.backend.core.interfaces import Host, Reactor
 from libervia.backend.core.log import getLogger
 from libervia.backend.xmpp.profiles import Profile
 from libervia.backend.xmpp.sasl import errors as sasl_errors
@@ -118,7 +121,7 @@ def tls_options(
     domain: str,
     ca_file: str | None = None,
     max_version: ssl.TLSVersion | None = None,
-) -> Any:
+) -> IOpenSSLClientConnectionCreator:
     """TLS client options verifying ``domain``'s certificate.
 
     :param ca_file: PEM file with the authorities to trust instead of the system's
@@ -184,7 +187,7 @@ class ClientFactory(xmlstream.XmlStreamFactory):
         super().resetDelay()
         self._base_delay = self.initialDelay
 
-    def retry(self, connector: Any = None) -> None:
+    def retry(self, connector: IConnector | None = None) -> None:
         if not self.continueTrying:
             return
         if connector is None:
@@ -205,11 +208,11 @@ class ClientFactory(xmlstream.XmlStreamFactory):
 
         self._callID = self.clock.callLater(self.delay, reconnect)
 
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:  # noqa: N802
         if self.client.on_connection_failed(reason):
             super().clientConnectionFailed(connector, reason)
 
-    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:  # noqa: N802
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:  # noqa: N802
         if self.client.on_connection_lost(reason):
             super().clientConnectionLost(connector, reason)
 
@@ -240,6 +243,9 @@ def _is_certificate_failure(reason: Failure) -> bool:
 class XMPPClient(StreamManager):
     """The connection of one profile.
 
+    It implements :class:`~libervia.backend.core.interfaces.Client`, what plugins use
+    of it.
+
     :param host: the backend (plugins' handlers and hooks are taken from it)
     :param profile: the profile to connect
     :param password: its password
@@ -251,7 +257,7 @@ class XMPPClient(StreamManager):
 
     def __init__(
         self,
-        host: Any,
+        host: Host,
         profile: Profile,
         password: str,
         *,
@@ -260,7 +266,7 @@ class XMPPClient(StreamManager):
         on_authenticated: Callable[[SASLResult], None] | None = None,
         on_state_change: Callable[["XMPPClient"], None] | None = None,
         tls_max_version: ssl.TLSVersion | None = None,
-        reactor: Any = None,
+        reactor: Reactor | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -288,7 +294,7 @@ class XMPPClient(StreamManager):
         self.error: str | None = None
         self.sasl: SASLResult | None = None
         self.bound_jid: jabber_jid.JID | None = None
-        self._connector: Any = None
+        self._connector: IConnector | None = None
         self._first: defer.Deferred | None = None
         self._stopping = False
         self._lost_waiters: list[defer.Deferred] = []
@@ -345,7 +351,7 @@ class XMPPClient(StreamManager):
         self._reading_held = hold
         self._update_reading()
 
-    def request(self, request: Any) -> defer.Deferred:
+    def request(self, request: Request) -> defer.Deferred:
         d = super().request(request)
         self._update_reading()
         d.addBoth(self._answered)
@@ -401,7 +407,7 @@ class XMPPClient(StreamManager):
         d.addBoth(relay)
         return observer
 
-    def _open_connection(self) -> Any:
+    def _open_connection(self) -> IConnector:
         options = self.profile.options
         if options.direct_tls:
             host = options.host or self.jid.host

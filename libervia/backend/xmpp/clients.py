@@ -6,21 +6,23 @@ seen before) and SCRAM key cache (encrypted like the password).  It attaches the
 plugins' handlers, calls their profile hooks and tells frontends about connection
 state changes (bridge signal ``connection_state``).
 
-Plugin hooks, all optional, plain or asynchronous, called in plugin loading order:
+Plugin hooks, all optional, plain or asynchronous, called in plugin loading order; a
+plugin implements the protocol of :mod:`libervia.backend.core.interfaces` named after
+each:
 
-``get_handler(client)``
+``get_handler(client)`` (:class:`~libervia.backend.core.interfaces.HandlerProvider`)
     (plugins declaring ``handler: True``) returns a Wokkel ``XMPPHandler`` attached to
     the profile's stream;
-``profile_connecting(client)``
+``profile_connecting(client)`` (:class:`~libervia.backend.core.interfaces.ProfileConnecting`)
     before the connection is opened;
-``profile_connected(client)``
+``profile_connected(client)`` (:class:`~libervia.backend.core.interfaces.ProfileConnected`)
     once the stream is initialized (and after each reconnection);
-``profile_disconnected(client)``
+``profile_disconnected(client)`` (:class:`~libervia.backend.core.interfaces.ProfileDisconnected`)
     once the connection is closed on purpose.
 """
 
 import json
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.application import service
 from twisted.internet import defer
@@ -28,9 +30,16 @@ from twisted.python.failure import Failure
 
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.interfaces import (
+    HandlerProvider,
+    ProfileConnected,
+    ProfileConnecting,
+    ProfileDisconnected,
+)
 from libervia.backend.core.log import getLogger
+from libervia.backend.memory.sqla import Storage
 from libervia.backend.xmpp.client import ConnectionState, XMPPClient
-from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager
+from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager, StorageHost
 from libervia.backend.xmpp.sasl.initializer import SASLResult
 from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
 from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
@@ -40,6 +49,26 @@ log = getLogger(__name__)
 SASL_NAMESPACE = "sasl"
 SCRAM_SEEN_KEY = "scram_seen"
 KEY_CACHE_KEY = "scram_keys"
+#: bridge signal sent when a profile's connection state changes
+CONNECTION_STATE_SIGNAL = "connection_state"
+
+
+@runtime_checkable
+class ConnectionHost(StorageHost, Protocol):
+    """The host, with the profiles: what the connection stack needs of the backend."""
+
+    #: the profiles and their stored settings
+    profiles: ProfileManager
+    #: the connected profiles
+    clients: "ClientManager"
+
+
+#: a profile hook: the protocol a plugin implements, and the name of its method
+_Hook = tuple[type, str]
+
+PROFILE_CONNECTING: _Hook = (ProfileConnecting, "profile_connecting")
+PROFILE_CONNECTED: _Hook = (ProfileConnected, "profile_connected")
+PROFILE_DISCONNECTED: _Hook = (ProfileDisconnected, "profile_disconnected")
 
 
 class ClientManager:
@@ -50,7 +79,7 @@ class ClientManager:
         version)
     """
 
-    def __init__(self, host: Any, **client_options: Any) -> None:
+    def __init__(self, host: ConnectionHost, **client_options: Any) -> None:
         self.host = host
         self.clients: dict[str, XMPPClient] = {}
         self.client_options = client_options
@@ -58,13 +87,17 @@ class ClientManager:
         self._pending: dict[str, list[defer.Deferred]] = {}
         #: why the last connection attempt of a profile failed, for :meth:`info`
         self._errors: dict[str, str] = {}
+        host.bridge.register_signal(
+            CONNECTION_STATE_SIGNAL,
+            "a profile's connection changed: params {profile, state, error}",
+        )
 
     @property
     def profiles(self) -> ProfileManager:
         return self.host.profiles
 
     @property
-    def storage(self) -> Any:
+    def storage(self) -> Storage:
         return self.host.storage
 
     def get(self, name: str) -> XMPPClient:
@@ -134,7 +167,7 @@ class ClientManager:
         )
         self.clients[name] = client
         await self._attach_handlers(client)
-        await self._call_hooks("profile_connecting", client)
+        await self._call_hooks(PROFILE_CONNECTING, client)
         try:
             await client.connect()
         except BaseException:
@@ -151,7 +184,7 @@ class ClientManager:
         await client.disconnect()
         self.clients.pop(name, None)
         self._errors.pop(name, None)
-        await self._call_hooks("profile_disconnected", client)
+        await self._call_hooks(PROFILE_DISCONNECTED, client)
 
     async def disconnect_all(self) -> None:
         for name in list(self.clients):
@@ -241,36 +274,33 @@ class ClientManager:
             record = self.host.plugin_manager.records.get(import_name)
             if record is None or record.info is None or not record.info.handler:
                 continue
-            get_handler = getattr(plugin, "get_handler", None)
-            if get_handler is None:
+            if not isinstance(plugin, HandlerProvider):
                 log.warn("plugin {name} declares a handler but has no get_handler",
                          name=import_name)
                 continue
             try:
-                handler = await maybe_async_call(get_handler, client)
+                handler = await maybe_async_call(plugin.get_handler, client)
             except Exception:
                 log.failure("plugin {name} failed to give its handler", name=import_name)
                 continue
             if handler is not None:
                 handler.setHandlerParent(client)
 
-    async def _call_hooks(self, hook: str, client: XMPPClient) -> None:
+    async def _call_hooks(self, hook: _Hook, client: XMPPClient) -> None:
+        protocol, method = hook
         for import_name, plugin in self.host.plugins.items():
-            method = getattr(plugin, hook, None)
-            if method is None:
+            if not isinstance(plugin, protocol):
                 continue
             try:
-                await maybe_async_call(method, client)
+                await maybe_async_call(getattr(plugin, method), client)
             except Exception:
-                log.failure("plugin {name}: {hook} failed", name=import_name, hook=hook)
+                log.failure("plugin {name}: {hook} failed", name=import_name, hook=method)
 
     def _on_state_change(self, client: XMPPClient) -> None:
-        bridge = getattr(self.host, "bridge", None)
-        if bridge is not None and "connection_state" in bridge.signals:
-            bridge.emit_signal("connection_state", profile=client.profile.name,
-                               state=client.state.value, error=client.error)
+        self.host.bridge.emit_signal(CONNECTION_STATE_SIGNAL, profile=client.profile.name,
+                                     state=client.state.value, error=client.error)
         if client.state is ConnectionState.CONNECTED:
-            d = defer.ensureDeferred(self._call_hooks("profile_connected", client))
+            d = defer.ensureDeferred(self._call_hooks(PROFILE_CONNECTED, client))
             d.addErrback(lambda f: log.failure("profile_connected hooks failed", f))
 
 
@@ -282,7 +312,7 @@ class ProfilesService(service.Service):
 
     name = "profiles"
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: ConnectionHost) -> None:
         self.host = host
 
     def startService(self) -> defer.Deferred:  # noqa: N802 (Twisted API)

@@ -18,14 +18,16 @@ SCRAM state             private values of namespace ``sasl`` (see the connection
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core import log as log_module
 from libervia.backend.core.exceptions import BackendError, NotFound
+from libervia.backend.core.interfaces import Host
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.secrets import KEY_FILE_NAME, SecretBox
+from libervia.backend.memory.sqla import Storage
 from libervia.backend.xmpp.sasl.mechanisms import MECHANISMS
 
 log = getLogger(__name__)
@@ -131,15 +133,24 @@ class Profile:
         return data
 
 
+@runtime_checkable
+class StorageHost(Host, Protocol):
+    """The host, with the database (what profiles are stored in)."""
+
+    #: the database API, opened and migrated before plugins load
+    storage: Storage
+
+
 class ProfileManager:
     """Create, read, change and delete profiles; reached as ``host.profiles``."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: StorageHost) -> None:
         self.host = host
         self._box: SecretBox | None = None
 
     @property
-    def storage(self) -> Any:
+    def storage(self) -> Storage:
+        """The database the profiles are stored in."""
         return self.host.storage
 
     def key_file(self) -> Path:

@@ -1,12 +1,19 @@
-"""The Backend: its start-up waits for the reactor, its readiness, its exit status."""
+"""The Backend: its start-up waits for the reactor, its readiness, its exit status, and
+the protocols it implements."""
+
+from types import SimpleNamespace
 
 import pytest
 from twisted.internet import task
 from twisted.internet.testing import MemoryReactorClock
 
-from libervia.backend.app.main import Backend
+from libervia.backend.app.main import Backend, PluginService
+from libervia.backend.core import interfaces
 from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import StartupError
+from libervia.backend.core.interfaces import Clients, Host, Unload
+from libervia.backend.xmpp.clients import ConnectionHost
+from libervia.backend.xmpp.profiles import StorageHost
 from tests.unit.service_support import Step, collect
 
 
@@ -84,3 +91,31 @@ def test_backend_passes_disabled_plugins_to_the_loader(tmp_path, disabled):
     config = Config.from_dict({"DEFAULT": {"plugins_disabled": disabled}})
     backend = Backend(config, reactor=task.Clock())
     assert backend.plugin_manager.disabled == frozenset(disabled)
+
+
+def test_the_backend_fits_the_protocols_of_the_host_and_its_parts(tmp_path):
+    backend = make_backend(tmp_path)
+    assert isinstance(backend, Host)
+    assert isinstance(backend, StorageHost)
+    assert isinstance(backend, ConnectionHost)
+    assert isinstance(backend.bridge, interfaces.Bridge)
+    assert isinstance(backend.clients, Clients)
+
+
+class Unloadable:
+    def __init__(self, name, journal):
+        self.name = name
+        self.journal = journal
+
+    async def unload(self):
+        self.journal.append(self.name)
+
+
+def test_plugins_implementing_unload_are_unloaded_last_loaded_first():
+    journal = []
+    plugins = {"A": Unloadable("A", journal), "PLAIN": object(),
+               "B": Unloadable("B", journal)}
+    assert isinstance(plugins["A"], Unload) and not isinstance(plugins["PLAIN"], Unload)
+    plugin_service = PluginService(SimpleNamespace(plugins=plugins))
+    assert collect(plugin_service.stopService()) == [None]
+    assert journal == ["B", "A"]

@@ -4,11 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.test.helpers import XmlStreamStub
 
+from libervia.backend.bridge.server import Bridge
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
@@ -42,7 +43,9 @@ class StubClient:
 
 class Host:
     def __init__(self):
+        self.reactor = task.Clock()
         self.trigger = TriggerManager()
+        self.bridge = Bridge(self)
         self.plugins = {"XEP-0059": XEP_0059(self)}
 
 

@@ -10,7 +10,14 @@ from twisted.internet import error as net_error
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
+from libervia.backend.bridge.server import Bridge
 from libervia.backend.core.config import Config
+from libervia.backend.core.interfaces import (
+    ProfileConnected,
+    ProfileConnecting,
+    ProfileDisconnected,
+)
+from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.sqla import Storage
 from libervia.backend.xmpp.client import ConnectionFailed, ConnectionState
 from libervia.backend.xmpp.clients import KEY_CACHE_KEY, SASL_NAMESPACE, ClientManager
@@ -28,10 +35,11 @@ def host(tmp_path):
         storage=storage,
         # connections go to a memory reactor: nothing leaves the process
         reactor=MemoryReactorClock(),
+        trigger=TriggerManager(),
         plugins={},
         plugin_manager=types.SimpleNamespace(records={}),
-        bridge=None,
     )
+    host.bridge = Bridge(host)
     host.profiles = ProfileManager(host)
     host.profiles.load_key()
     host.clients = ClientManager(host)
@@ -103,3 +111,45 @@ async def test_changing_the_password_drops_the_stored_scram_keys(host):
     stored = await host.storage.get_privates(SASL_NAMESPACE, [KEY_CACHE_KEY],
                                              binary=True, profile="alice")
     assert stored == {}
+
+
+class HookedPlugin:
+    """A plugin implementing the profile hooks, recording the calls."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def profile_connecting(self, client):
+        self.calls.append(("connecting", client.profile.name))
+
+    async def profile_connected(self, client):
+        self.calls.append(("connected", client.profile.name))
+
+    def profile_disconnected(self, client):
+        self.calls.append(("disconnected", client.profile.name))
+        return defer.succeed(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_plugins_implementing_the_hook_protocols_are_called_the_others_not(host):
+    calls = []
+    hooked = HookedPlugin(calls)
+    assert isinstance(hooked, (ProfileConnecting, ProfileConnected, ProfileDisconnected))
+    host.plugins.update({"HOOKED": hooked, "PLAIN": object()})
+    attempt = connect(host)
+    stream_ready((await connection_opened(host)).client)
+    await attempt
+    await host.clients.disconnect("alice")
+    assert calls == [("connecting", "alice"), ("connected", "alice"),
+                     ("disconnected", "alice")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_states_reach_the_bridge_signal(host):
+    states = []
+    host.bridge.emit_signal = lambda name, **data: states.append((name, data["state"]))
+    attempt = connect(host)
+    stream_ready((await connection_opened(host)).client)
+    await attempt
+    assert states == [("connection_state", "connecting"), ("connection_state", "connected")]
+    assert "connection_state" in host.bridge.signals

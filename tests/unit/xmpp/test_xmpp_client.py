@@ -8,6 +8,7 @@ from twisted.internet import error as net_error
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
+from libervia.backend.core.interfaces import Client
 from libervia.backend.xmpp.client import (
     CertificateError,
     ConnectionFailed,
@@ -290,3 +291,11 @@ def test_a_new_stream_is_read_whatever_the_previous_one_was():
     new = reading_stream(client)
     client.hold_reading(True)
     assert new.transport.calls == ["pause"]
+
+
+def test_the_client_fits_the_protocol_plugins_use():
+    client, __, __ = make_client()
+    assert isinstance(client, Client)
+    assert client.profile.name == "alice"
+    assert client.jid.userhost() == "alice@example.org"
+    assert not client.is_connected
