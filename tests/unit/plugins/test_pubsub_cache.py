@@ -19,15 +19,15 @@ from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.memory.sqla import Storage, StorageError, StorageUnavailable
 from libervia.backend.memory.sqla_mapping import SyncState
-from libervia.backend.plugins.plugin_pubsub_cache import (
+from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
+from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound, PubsubHandler
+from libervia.backend.plugins.pubsub_cache import (
     MISSED_CHECK_MAX_DELAY,
     CacheError,
     InvalidAnalyser,
     PubsubCache,
     node_traits,
 )
-from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound, PubsubHandler
 from tests.unit.plugins.fake_pubsub import (
     KINDS,
     NS_ATOM,
@@ -100,6 +100,11 @@ class Host:
         self.plugins["XEP-0059"] = XEP_0059(self)
         self.plugins["XEP-0060"] = XEP_0060(self)
         self.plugins["PUBSUB_CACHE"] = PubsubCache(self)
+
+
+def bridge_method(cache: PubsubCache, name: str) -> Any:
+    """The function the bridge calls for the cache's method ``cache_{name}``."""
+    return cache.host.bridge.methods[f"cache_{name}"].func
 
 
 def title_parser(client: Any, item: Any, service: JID, node: str) -> dict[str, Any]:
@@ -314,7 +319,7 @@ async def test_unknown_node_is_analysed_then_synchronised_with_progress(storage,
     env = Env(storage, FakePubsubService(kind), settings={"page_size": 5})
     env.fill()
     # analysis alone records the node, not synchronised yet (state NULL)
-    recorded = await env.cache._analyse_and_record(env.client, SERVICE, BLOG)
+    recorded = await env.cache._sync.analyse_and_record(env.client, SERVICE, BLOG)
     assert recorded.analyser == "test_blog" and recorded.sync_state is None
     assert await env.state() == "none"
     # the synchronisation is held at its second page (ejabberd) or first (Prosody)
@@ -344,7 +349,7 @@ async def test_unknown_node_is_analysed_then_synchronised_with_progress(storage,
                 is None and not list(r.elements())]
     assert len(requests) == (1 if kind == "prosody" else 3) + 1
     # what the cache learnt of the service decides how it answers
-    traits = node_traits(await env.node())
+    traits = node_traits(await env.node()).as_dict()
     assert traits == {
         "ejabberd": {"software": "ejabberd", "rsm": True, "order_by": False,
                      "republish_moves": False, "ids_in_request_order": False,
@@ -526,7 +531,7 @@ async def test_not_to_sync_no_analyser_and_errors_always_ask_the_service(storage
     assert len(service.items_requests) == before + 3
     # cache_get refuses nodes that are not synchronised, saying why
     with pytest.raises(CacheError, match="not synchronised"):
-        await env.cache._bridge_get("alice", SERVICE.full(), "status")
+        await bridge_method(env.cache, "get")("alice", SERVICE.full(), "status")
 
 
 @pytest_twisted.ensureDeferred
@@ -947,24 +952,24 @@ async def test_cache_methods_only_see_the_profile_own_data(storage):
     await alice.cache.wait_background()
     assert (await alice.xep_0060.get_items(bob_client, SERVICE, BLOG)).cached is True
     cache = alice.cache
-    got = await cache._bridge_get("alice", SERVICE.full(), BLOG, max_items=2)
+    got = await bridge_method(cache, "get")("alice", SERVICE.full(), BLOG, max_items=2)
     assert [parse_xml(i)["id"] for i in got["items"]] == ["i10", "i11"]
     assert got["metadata"]["cached"] is True
-    stats = await cache._bridge_stats("alice")
+    stats = await bridge_method(cache, "stats")("alice")
     assert stats["items"] == 12 and stats["nodes_by_state"] == {"completed": 1}
     assert stats["nodes"] == 1 and stats["bytes"] > 12 * 100
-    assert await cache._bridge_purge("alice", nodes=[BLOG]) == 12
+    assert await bridge_method(cache, "purge")("alice", nodes=[BLOG]) == 12
     assert await storage.get_cache_stats("bob") == {
         "nodes": {"COMPLETED": 1}, "items": 12, "bytes": (await storage.get_cache_stats(
             "bob"))["bytes"]}
-    assert await cache._bridge_reset("alice") == 1
-    assert (await cache._bridge_stats("bob"))["items"] == 12
+    assert await bridge_method(cache, "reset")("alice") == 1
+    assert (await bridge_method(cache, "stats")("bob"))["items"] == 12
     with pytest.raises(NotFound):
-        await cache._bridge_node_state("alice", SERVICE.full(), BLOG)
-    assert (await cache._bridge_node_state("bob", SERVICE.full(), BLOG))["state"] == (
-        "completed")
+        await bridge_method(cache, "node_state")("alice", SERVICE.full(), BLOG)
+    bob_state = await bridge_method(cache, "node_state")("bob", SERVICE.full(), BLOG)
+    assert bob_state["state"] == "completed"
     with pytest.raises(CacheError, match="ISO 8601"):
-        await cache._bridge_purge("bob", created_before="yesterday")
+        await bridge_method(cache, "purge")("bob", created_before="yesterday")
 
 
 @pytest_twisted.ensureDeferred
@@ -972,6 +977,6 @@ async def test_forced_sync_of_a_synchronised_node_replaces_its_items(storage):
     env = Env(storage, FakePubsubService("ejabberd"))
     await env.sync()
     env.service.retract(BLOG, ["i00"])  # no event
-    state = await env.cache._bridge_sync("alice", SERVICE.full(), BLOG)
+    state = await bridge_method(env.cache, "sync")("alice", SERVICE.full(), BLOG)
     assert state["state"] == "completed" and state["items_done"] == 11
     await assert_cache_is_service(env)

@@ -126,7 +126,7 @@ async def test_blog_analyser_registered_with_the_cache():
     XEP_0277(host)
     cache = host.plugins["PUBSUB_CACHE"]
     analyser = cache.analysers["XEP-0277"]
-    assert analyser["to_sync"] is True and analyser["type"] == "blog"
+    assert analyser.to_sync is True and analyser.type == "blog"
     client = object()
     service = JID("louise@example.org")
     item = parse_xml(ITEM.format(id="x", entry=MOVIM_ENTRY))
@@ -142,5 +142,5 @@ async def test_blog_analyser_registered_with_the_cache():
     assert await analyse("urn:xmpp:microblog:0", parse_xml(
         "<item xmlns='http://jabber.org/protocol/pubsub' id='x'>"
         "<p xmlns='urn:other'/></item>")) is None
-    parsed = analyser["parser"](client, item, service, "urn:xmpp:microblog:0")
+    parsed = analyser.parser(client, item, service, "urn:xmpp:microblog:0")
     assert parsed["title"] == "Release of the 0.22 version"

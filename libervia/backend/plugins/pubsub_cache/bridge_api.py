@@ -1,0 +1,133 @@
+"""The cache's bridge methods (``cache_*``) and signals, for frontends."""
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from twisted.words.protocols.jabber import jid as jabber_jid
+
+from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
+from libervia.backend.plugins.plugin_xep_0060 import check_node
+from libervia.backend.plugins.pubsub_cache.state import CacheError, service_key
+from libervia.backend.plugins.pubsub_cache.store import STATE_NAMES, node_state
+
+if TYPE_CHECKING:
+    from libervia.backend.plugins.pubsub_cache.plugin import PubsubCache
+
+METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
+
+
+class CacheBridge:
+    """``cache_get``, ``cache_sync``... as the bridge calls them."""
+
+    def __init__(self, host: Any, cache: "PubsubCache") -> None:
+        self.host = host
+        self.cache = cache
+        self.storage = host.storage
+
+    def register(self) -> None:
+        """Register the methods and signals on the host's bridge."""
+        bridge = getattr(self.host, "bridge", None)
+        if bridge is None:
+            return
+        bridge.register_signal(
+            "cache_sync_progress",
+            "a node's synchronisation progressed: params {profile, service, node, state, "
+            "done, expected}")
+        bridge.register_signal(
+            "cache_new_items",
+            "items were added to the cache: params {profile, service, node, item_ids}")
+        for name in METHODS:
+            bridge.register_method(f"cache_{name}", getattr(self, name))
+
+    def _service(self, profile: str, service: str | None) -> tuple[Any, jabber_jid.JID]:
+        client = self.host.clients.get(profile)
+        return client, self.cache.pubsub.service_jid(client, service)
+
+    async def get(self, profile: str, service: str | None, node: str,
+                  max_items: int | None = None, item_ids: list[str] | None = None,
+                  rsm: dict[str, Any] | None = None, order_by: str | None = None
+                  ) -> dict[str, Any]:
+        """Items of a cached node, from the cache only (never the service)."""
+        check_node(node)
+        __, service_jid = self._service(profile, service)
+        pubsub_node = await self.cache.get_node(profile, service_jid.full(), node)
+        if pubsub_node.sync_state is not SyncState.COMPLETED:
+            raise CacheError(f"node {node!r} is not synchronised (state: "
+                             f"{STATE_NAMES.get(pubsub_node.sync_state)})")
+        rsm_request = RSMRequest.from_dict(rsm) if rsm else None
+        result = await self.cache.get_cached_items(pubsub_node, service_jid, max_items,
+                                                   item_ids, rsm_request, order_by)
+        return result.serialise()
+
+    async def sync(self, profile: str, service: str | None, node: str) -> dict[str, Any]:
+        """Synchronise a node now (again if it was), answering once done."""
+        check_node(node)
+        client, service_jid = self._service(profile, service)
+        return await self.cache.synchronise(client, service_jid, node, force=True)
+
+    async def node_state(self, profile: str, service: str | None, node: str
+                         ) -> dict[str, Any]:
+        """Cache state of a node."""
+        check_node(node)
+        __, service_jid = self._service(profile, service)
+        return node_state(await self.cache.get_node(profile, service_jid.full(), node))
+
+    async def purge(
+        self, profile: str, services: list[str] | None = None,
+        nodes: list[str] | None = None, types: list[str] | None = None,
+        subtypes: list[str] | None = None, created_before: str | None = None,
+        updated_before: str | None = None,
+    ) -> int:
+        """Delete cached items matching every filter given; answer how many."""
+        return await self.storage.purge_pubsub_items(
+            profiles=[profile], services=services, names=nodes, types=types,
+            subtypes=subtypes, created_before=_date(created_before),
+            updated_before=_date(updated_before))
+
+    async def reset(self, profile: str) -> int:
+        """Forget every cached node of the profile; answer how many."""
+        return await self.storage.delete_pubsub_nodes(profiles=[profile])
+
+    async def stats(self, profile: str) -> dict[str, Any]:
+        """Nodes by state, items and bytes cached for the profile."""
+        stats = await self.storage.get_cache_stats(profile)
+        by_state = {
+            STATE_NAMES.get(None if name == "none" else SyncState[name], name.lower()):
+            count for name, count in stats["nodes"].items()
+        }
+        return {"nodes": sum(by_state.values()), "nodes_by_state": by_state,
+                "items": stats["items"], "bytes": stats["bytes"]}
+
+    async def search(self, profile: str, query: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+        """Search the profile's cached items (see doc/developer/search.rst)."""
+        from libervia.backend.memory.search import InvalidQuery, SearchQuery
+
+        if query is not None and not isinstance(query, dict):
+            raise InvalidQuery("a search query is a JSON object")
+        query = dict(query or {})
+        # a profile only ever searches its own cache
+        if "profiles" in query:
+            raise InvalidQuery("'profiles' can't be given: a search covers the calling "
+                               "profile's cache only")
+        services = query.get("services")
+        if isinstance(services, list):
+            try:
+                query["services"] = [service_key(jabber_jid.JID(s)) for s in services]
+            except (jabber_jid.InvalidFormat, TypeError, AttributeError):
+                raise InvalidQuery(f"invalid service JID in {services!r}") from None
+        result = await self.storage.search_items(
+            SearchQuery.from_dict({**query, "profiles": [profile]}))
+        return result.to_dict()
+
+
+def _date(value: str | None) -> datetime | None:
+    """An ISO 8601 date given to a filter (UTC when it names no time zone)."""
+    if value is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise CacheError(f"invalid date {value!r}: use ISO 8601") from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)

@@ -1,0 +1,173 @@
+"""The cache follows its nodes' services through the events they send.
+
+New and updated items, retractions, purges, node deletions and configuration changes
+(XEP-0060 triggers) are applied to the cached nodes; events of a node being rewritten
+(synchronised or verified) wait for the end of the rewrite.  An event the database
+can't take (it is down, or busy for too long) is lost: the node is not served any more,
+and is checked against its service once the database answers again.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.internet import task
+from twisted.words.protocols.jabber import jid as jabber_jid
+from twisted.words.xish import domish
+
+from libervia.backend.core.log import getLogger
+from libervia.backend.memory.sqla import StorageError
+from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
+from libervia.backend.plugins.plugin_xep_0060 import PubsubError
+from libervia.backend.plugins.pubsub_cache.state import CacheState, service_key
+from libervia.backend.plugins.pubsub_cache.store import CacheStore, as_pubsub_item
+from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
+
+log = getLogger(__name__)
+
+#: longest wait between two checks of a database that could not store an event
+MISSED_CHECK_MAX_DELAY = 10.0
+
+EventHandler = Callable[..., Awaitable[bool]]
+
+
+class EventHandlers:
+    """The cache's handlers of the XEP-0060 event triggers."""
+
+    def __init__(self, host: Any, pubsub: Any, state: CacheState, store: CacheStore,
+                 sync: Synchroniser) -> None:
+        self.host = host
+        self.pubsub = pubsub
+        self.state = state
+        self.store = store
+        self.sync = sync
+
+    def register(self, trigger: Any) -> None:
+        """Add the handlers to the trigger manager."""
+        trigger.add("XEP-0060_items", self._storing(self.on_items))
+        trigger.add("XEP-0060_retract", self._storing(self.on_retract))
+        trigger.add("XEP-0060_purge", self._storing(self.on_purge))
+        trigger.add("XEP-0060_delete", self._storing(self.on_delete))
+        trigger.add("XEP-0060_configuration", self._storing(self.on_configuration))
+
+    def _storing(self, handler: EventHandler) -> EventHandler:
+        """``handler`` of a node's events, whose storage failures lose no event."""
+        async def on_event(client: Any, service: jabber_jid.JID, node: str,
+                           *args: Any) -> bool:
+            try:
+                return await handler(client, service, node, *args)
+            except StorageError as e:
+                key = (service_key(service), node)
+                log.warn("an event of node {node} could not be stored ({error}); the "
+                         "node is checked against the service once the database "
+                         "answers", node=node, error=e)
+                if key not in self.state.missed:
+                    self.state.missed.add(key)
+                    self.state.spawn(self._check_missed(client, service, node))
+                return True
+
+        return on_event
+
+    async def _check_missed(self, client: Any, service: jabber_jid.JID, node: str
+                            ) -> None:
+        """Wait for the database, then verify a node whose events were lost."""
+        key = (service_key(service), node)
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    pubsub_node = await self.store.node(client, service, node)
+                    break
+                except StorageError:
+                    await task.deferLater(self.host.reactor, delay, lambda: None)
+                    delay = min(delay * 2, MISSED_CHECK_MAX_DELAY)
+            if pubsub_node is None or pubsub_node.sync_state is not SyncState.COMPLETED:
+                return
+            self.state.verified.discard(pubsub_node.id)
+            await self.sync.verify(client, service, pubsub_node)
+        finally:
+            self.state.missed.discard(key)
+
+    async def _followed_node(self, client: Any, service: jabber_jid.JID, node: str
+                             ) -> PubsubNode | None:
+        """The cached node whose items events change, if the cache holds them."""
+        pubsub_node = await self.store.node(client, service, node)
+        if pubsub_node is None or pubsub_node.sync_state not in (
+            SyncState.COMPLETED, SyncState.IN_PROGRESS
+        ):
+            return None
+        return pubsub_node
+
+    async def on_items(self, client: Any, service: jabber_jid.JID, node: str,
+                       items: list[domish.Element], message: domish.Element) -> bool:
+        """New or updated items."""
+        pubsub_node = await self._followed_node(client, service, node)
+        if pubsub_node is None:
+            return True
+        with_payload = [i for i in items if i.getAttribute("id") and _has_payload(i)]
+        without = [i.getAttribute("id") for i in items
+                   if i.getAttribute("id") and not _has_payload(i)]
+        if len(with_payload) + len(without) < len(items):
+            log.warn("ignoring {n} item(s) without id in an event of {node}",
+                     n=len(items) - len(with_payload) - len(without), node=node)
+        converted = [as_pubsub_item(i) for i in with_payload]
+        if without:
+            # notification without payload: fetch the items it names
+            try:
+                fetched = await self.pubsub.get_items_from_service(
+                    client, service, node, item_ids=without)
+            except PubsubError as e:
+                log.warn("can't fetch notified items of {node}: {error}; the node will "
+                         "be checked against the service", node=node, error=e)
+                self.state.verified.discard(pubsub_node.id)
+                self.state.spawn(self.sync.verify(client, service, pubsub_node))
+                return True
+            wanted = set(without)
+            converted += [i for i in fetched.items if i.getAttribute("id") in wanted]
+        if not converted:
+            return True
+        if self.state.defer_event(pubsub_node.id, "items", converted):
+            return True
+        await self.store.upsert(client, service, pubsub_node, converted)
+        return True
+
+    async def on_retract(self, client: Any, service: jabber_jid.JID, node: str,
+                         item_ids: list[str], message: domish.Element) -> bool:
+        """Items retracted."""
+        await self._delete_items(client, service, node, "retract", item_ids)
+        return True
+
+    async def on_purge(self, client: Any, service: jabber_jid.JID, node: str,
+                       message: domish.Element) -> bool:
+        """Every item of the node retracted."""
+        await self._delete_items(client, service, node, "purge", None)
+        return True
+
+    async def _delete_items(self, client: Any, service: jabber_jid.JID, node: str,
+                            kind: str, item_ids: list[str] | None) -> None:
+        pubsub_node = await self._followed_node(client, service, node)
+        if pubsub_node is not None and not self.state.defer_event(
+            pubsub_node.id, kind, item_ids
+        ):
+            await self.store.delete_items(pubsub_node, item_ids)
+
+    async def on_delete(self, client: Any, service: jabber_jid.JID, node: str,
+                        message: domish.Element | None) -> bool:
+        """The node was deleted."""
+        await self.sync.node_deleted(client, service, node)
+        return True
+
+    async def on_configuration(self, client: Any, service: jabber_jid.JID, node: str,
+                               options: Any, message: domish.Element) -> bool:
+        """The node's configuration changed: what it holds may have changed too, so it
+        is forgotten and analysed again."""
+        pubsub_node = await self.store.node(client, service, node)
+        if pubsub_node is None or self.state.defer_event(pubsub_node.id, "configuration",
+                                                         options):
+            return True
+        await self.store.forget(client, pubsub_node)
+        self.state.spawn(self.sync.analyse_and_sync(client, service, node))
+        return True
+
+
+def _has_payload(item: domish.Element) -> bool:
+    return any(True for __ in item.elements())

@@ -1,0 +1,180 @@
+"""The pubsub cache plugin: its declaration, settings, and the object plugins use.
+
+:class:`PubsubCache` puts the parts of the package together; each lives in its own
+module, stacked without cycles:
+
+``state``
+    what the cache knows at run time (verified nodes, rewrites, locks);
+``traits`` and ``analysers``
+    how services answer, and what decides which nodes are cached;
+``store``
+    the reads and writes of cached nodes and items;
+``sync``
+    analysis, synchronisation, and verification after a connection;
+``events`` and ``serving``
+    the XEP-0060 event triggers, and get-items answered from the cache;
+``bridge_api``
+    the ``cache_*`` bridge methods.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.words.protocols.jabber import jid as jabber_jid
+from twisted.words.xish import domish
+
+from libervia.backend.core.config import declare, parse_int
+from libervia.backend.core.constants import C
+from libervia.backend.core.exceptions import NotFound
+from libervia.backend.memory.sqla_mapping import PubsubNode
+from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
+from libervia.backend.plugins.plugin_xep_0060 import ItemsResult
+from libervia.backend.plugins.pubsub_cache.analysers import Analyser, Analysers
+from libervia.backend.plugins.pubsub_cache.bridge_api import CacheBridge
+from libervia.backend.plugins.pubsub_cache.events import EventHandlers
+from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
+from libervia.backend.plugins.pubsub_cache.state import CacheState, service_key
+from libervia.backend.plugins.pubsub_cache.store import CacheStore, node_state
+from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
+from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder
+
+IMPORT_NAME = "PUBSUB_CACHE"
+SECTION = f"plugin {IMPORT_NAME}"
+
+PLUGIN_INFO = {
+    "name": "Pubsub cache",
+    "import_name": IMPORT_NAME,
+    "type": C.PLUG_TYPE_MISC,
+    "modes": [C.PLUG_MODE_CLIENT],
+    "protocols": [],
+    "dependencies": ["XEP-0059", "XEP-0060"],
+    "recommendations": [],
+    "main": "PubsubCache",
+    "handler": False,
+    "description": "Keeps pubsub nodes in the database and answers from there.",
+}
+
+
+def _positive(value: str) -> int:
+    number = parse_int(value)
+    if number <= 0:
+        raise ValueError("expected a positive integer")
+    return number
+
+
+declare(SECTION, "max_items_per_node", _positive, 10000,
+        "Largest node synchronised: a node with more items is not cached (the service "
+        "is always asked for it).")
+declare(SECTION, "page_size", _positive, 100,
+        "Items asked per request while synchronising a node (services that page with "
+        "RSM answer this many at a time).")
+declare(SECTION, "parser_timeout", _positive, 10,
+        "Seconds an analyser's parser may take for one item; past that the item is "
+        "cached without parsed data.")
+declare(SECTION, "sync_concurrency", _positive, 2,
+        "Nodes synchronised (or verified) at the same time, per backend.")
+
+
+class PubsubCache:
+    """The pubsub cache plugin; ``host.plugins["PUBSUB_CACHE"]``."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.storage = host.storage
+        #: the XEP-0060 plugin, through which services are asked
+        self.pubsub = host.plugins["XEP-0060"]
+        section = host.config.plugin_section(IMPORT_NAME)
+        self.max_items_per_node = section.get_int("max_items_per_node")
+        self.page_size = section.get_int("page_size")
+        self.parser_timeout = section.get_int("parser_timeout")
+        self._analysers = Analysers()
+        self._state = CacheState()
+        self._store = CacheStore(host, self._state, self._analysers, self.parser_timeout)
+        self._sync = Synchroniser(
+            self.pubsub, self._state, self._store, self._analysers, TraitsFinder(),
+            max_items_per_node=self.max_items_per_node, page_size=self.page_size,
+            sync_concurrency=section.get_int("sync_concurrency"))
+        self._answers = CachedAnswers(self.pubsub, self._state, self._store, self._sync)
+        # high priority: the cache answers before anything else asks the service
+        host.trigger.add("XEP-0060_get_items", self._answers.on_get_items, priority=500)
+        EventHandlers(host, self.pubsub, self._state, self._store,
+                      self._sync).register(host.trigger)
+        CacheBridge(host, self).register()
+
+    # analysers
+
+    @property
+    def analysers(self) -> dict[str, Analyser]:
+        """The registered analysers, by name."""
+        return self._analysers.by_name
+
+    def register_analyser(self, analyser: Analyser | Mapping[str, Any]) -> None:
+        """Register an analyser, which decides how a kind of node is cached.
+
+        ``analyser`` is an :class:`~.analysers.Analyser`, or a dict of its fields
+        (``name``, ``type``, ``subtype``, ``node``, ``namespace``, ``order``,
+        ``to_sync``, ``parser``, ``match_cb``; see the class for what each means).
+
+        :raise InvalidAnalyser: missing or wrongly typed key, unknown key, or a name
+            already registered
+        """
+        self._analysers.register(analyser)
+
+    async def analyse_node(
+        self, client: Any, service: jabber_jid.JID, node: str,
+        item: domish.Element | None = None, metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Find the analyser of a node; ``None`` if none matches.
+
+        The node's metadata and one item are fetched when neither is given (and only
+        if an analyser could need them).
+        """
+        return await self._sync.analyse_node(client, service, node, item, metadata)
+
+    # synchronisation and answers
+
+    async def synchronise(self, client: Any, service: jabber_jid.JID, node: str,
+                          force: bool = False) -> dict[str, Any]:
+        """Synchronise a node now (see :meth:`.sync.Synchroniser.synchronise`)."""
+        return await self._sync.synchronise(client, service, node, force)
+
+    async def get_cached_items(
+        self, pubsub_node: PubsubNode, service: jabber_jid.JID,
+        max_items: int | None = None, item_ids: list[str] | None = None,
+        rsm_request: RSMRequest | None = None, order_by: str | None = None,
+    ) -> ItemsResult:
+        """Answer a get-items request from the database, as the service would (see
+        :meth:`~.serving.CachedAnswers.get_cached_items`)."""
+        return await self._answers.get_cached_items(pubsub_node, service, max_items,
+                                                    item_ids, rsm_request, order_by)
+
+    async def get_node(self, profile: str, service: str, node: str) -> PubsubNode:
+        """A cached node.
+
+        :raise NotFound: the cache does not know it
+        """
+        pubsub_node = await self.storage.get_pubsub_node(
+            profile, service_key(jabber_jid.JID(service)), node)
+        if pubsub_node is None:
+            raise NotFound(f"node {node!r} of {service} is not in the cache")
+        return pubsub_node
+
+    @staticmethod
+    def node_state(pubsub_node: PubsubNode) -> dict[str, Any]:
+        """A node's cache state, as the API gives it."""
+        return node_state(pubsub_node)
+
+    async def wait_background(self) -> None:
+        """Wait until every background analysis and synchronisation has ended."""
+        await self._state.wait_background()
+
+    # plugin hooks
+
+    async def profile_connected(self, client: Any) -> None:
+        """Check the profile's synchronised nodes against the services (see
+        :meth:`.sync.Synchroniser.profile_connected`)."""
+        await self._sync.profile_connected(client)
+
+    async def profile_disconnected(self, client: Any) -> None:
+        """Events will be missed: the profile's nodes are not served until checked."""
+        await self._sync.profile_disconnected(client)

@@ -1,0 +1,269 @@
+"""The cache's reads and writes of its nodes and items.
+
+Every change of a node's items goes through :class:`CacheStore`, under the node's lock
+(:meth:`~libervia.backend.plugins.pubsub_cache.state.CacheState.lock`), and tells
+frontends what changed (bridge signals ``cache_sync_progress`` and
+``cache_new_items``).  Items are stored as their XML text, with what the node's
+analyser parser extracts from them.
+"""
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber import jid as jabber_jid
+from twisted.words.xish import domish
+
+from libervia.backend.core.async_utils import maybe_async_call
+from libervia.backend.core.log import getLogger
+from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
+from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB, IQRequest
+from libervia.backend.plugins.pubsub_cache.analysers import Analysers
+from libervia.backend.plugins.pubsub_cache.state import CacheError, CacheState, service_key
+from libervia.backend.plugins.pubsub_cache.traits import (
+    TRAITS_TIMEOUT,
+    ServiceTraits,
+    node_traits,
+)
+
+log = getLogger(__name__)
+
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+
+#: sync states as the API shows them
+STATE_NAMES = {None: "none", SyncState.IN_PROGRESS: "in_progress",
+               SyncState.COMPLETED: "completed", SyncState.ERROR: "error",
+               SyncState.NO_SYNC: "no_sync"}
+
+#: an item as stored: name, data (XML), parsed, and created/updated once stamped
+Row = dict[str, Any]
+
+
+def node_state(pubsub_node: PubsubNode) -> dict[str, Any]:
+    """A node's cache state, as the API gives it."""
+    return {
+        "service": pubsub_node.service, "node": pubsub_node.name,
+        "analyser": pubsub_node.analyser, "type": pubsub_node.type_,
+        "subtype": pubsub_node.subtype,
+        "state": STATE_NAMES.get(pubsub_node.sync_state, "none"),
+        "items_done": pubsub_node.sync_items_done,
+        "items_expected": pubsub_node.sync_items_expected,
+        "subscribed": pubsub_node.subscribed,
+        "error": (pubsub_node.extra or {}).get("error"),
+    }
+
+
+def profile_of(client: Any) -> str:
+    """The name of a client's profile, as nodes are stored under it."""
+    return client.profile.name
+
+
+class CacheStore:
+    """Reads and writes the cached nodes and items of every profile."""
+
+    def __init__(self, host: Any, state: CacheState, analysers: Analysers,
+                 parser_timeout: int) -> None:
+        self.host = host
+        self.storage = host.storage
+        self.state = state
+        self.analysers = analysers
+        self.parser_timeout = parser_timeout
+
+    # nodes
+
+    async def node(self, client: Any, service: jabber_jid.JID, name: str
+                   ) -> PubsubNode | None:
+        """The cached node of a client's profile, if the cache knows it."""
+        return await self.storage.get_pubsub_node(profile_of(client),
+                                                  service_key(service), name)
+
+    async def record(self, client: Any, service: jabber_jid.JID, name: str,
+                     **values: Any) -> PubsubNode:
+        """Create or update a node's row (see ``Storage.set_pubsub_node``)."""
+        return await self.storage.set_pubsub_node(profile_of(client), service_key(service),
+                                                  name, **values)
+
+    async def forget(self, client: Any, pubsub_node: PubsubNode) -> None:
+        """Drop a node and its items from the cache."""
+        self.state.verified.discard(pubsub_node.id)
+        async with self.state.lock(pubsub_node.id):
+            await self.storage.delete_pubsub_nodes(
+                profiles=[profile_of(client)], services=[pubsub_node.service],
+                names=[pubsub_node.name])
+        self.state.forget_lock(pubsub_node.id)
+
+    async def give_up(self, client: Any, service: jabber_jid.JID,
+                      pubsub_node: PubsubNode, reason: str) -> None:
+        """The node can't be kept equal to the service: ERROR, the service answers."""
+        self.state.verified.discard(pubsub_node.id)
+        try:
+            await self.record(client, service, pubsub_node.name,
+                              sync_state=SyncState.ERROR, extra={"error": reason})
+        except Exception:
+            log.failure("can't record the failed synchronisation of {node}",
+                        node=pubsub_node.name)
+        self.emit_progress(client, pubsub_node, SyncState.ERROR, 0, None)
+
+    # items
+
+    async def row(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode,
+                  item: domish.Element) -> Row:
+        """A fetched item as stored, time stamps apart: its XML and parsed data."""
+        return {"name": item["id"], "data": serialise(item, pubsub_node.name),
+                "parsed": await self.parse(client, pubsub_node, item, service)}
+
+    async def parse(self, client: Any, pubsub_node: PubsubNode, item: domish.Element,
+                    service: jabber_jid.JID) -> Any:
+        """What the node's analyser parser extracts from an item (``None`` if it has
+        none, fails or times out)."""
+        analyser = self.analysers.by_name.get(pubsub_node.analyser or "")
+        if analyser is None or analyser.parser is None:
+            return None
+        d = maybe_async_call(analyser.parser, client, item, service, pubsub_node.name)
+        d.addTimeout(self.parser_timeout, self.host.reactor)
+        try:
+            parsed = await d
+            # checked here: a value the database refuses would lose the whole batch
+            encoded = json.dumps(parsed, allow_nan=False)
+            if "\\u0000" in encoded:
+                raise ValueError("NUL characters can't be stored (PostgreSQL JSONB)")
+            return parsed
+        except defer.TimeoutError:
+            log.warn("analyser {name}: parser timed out on item {item} of {node}",
+                     name=analyser.name, item=item.getAttribute("id"),
+                     node=pubsub_node.name)
+        except Exception:
+            log.failure("analyser {name}: parser failed on item {item} of {node}",
+                        name=analyser.name, item=item.getAttribute("id"),
+                        node=pubsub_node.name)
+        return None
+
+    async def store_fetched(self, client: Any, service: jabber_jid.JID,
+                            pubsub_node: PubsubNode, rows: list[Row], started: datetime,
+                            traits: ServiceTraits) -> None:
+        """Replace the node's items by ``rows`` (see :meth:`row`) at once; the node
+        becomes COMPLETED."""
+        # the service's order is kept as time stamps just before the sync started, so
+        # that items arriving later (events) come after them
+        count = len(rows)
+        for position, row in enumerate(rows):
+            row["created"] = row["updated"] = started - timedelta(
+                microseconds=count - position)
+        async with self.state.lock(pubsub_node.id):
+            # the traits first: a node is never COMPLETED without them
+            stored_traits = traits.as_dict()
+            await self.record(client, service, pubsub_node.name,
+                              extra={"traits": stored_traits})
+            pubsub_node.extra = {"traits": stored_traits}
+            await self.storage.replace_pubsub_items(pubsub_node.id, rows,
+                                                    sync_state=SyncState.COMPLETED)
+        self.emit_progress(client, pubsub_node, SyncState.COMPLETED, count, count)
+
+    async def upsert(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode,
+                     items: list[domish.Element]) -> None:
+        """Add or update items a service notified (the node stays as it is)."""
+        rows = []
+        refused: list[str] = []
+        for item in items:
+            try:
+                data = serialise(item, pubsub_node.name)
+            except CacheError as e:
+                refused.append(str(e))
+                continue
+            parsed = await self.parse(client, pubsub_node, item, service)
+            stamp = self.state.stamp()
+            # a new item gets this creation time; an existing one keeps its own (the
+            # update time orders items of services moving re-published items)
+            rows.append({"name": item["id"], "data": data, "parsed": parsed,
+                         "updated": stamp, "created": stamp})
+        if refused:
+            # the cache would miss these items: it stops answering for the node
+            reason = "; ".join(refused)
+            log.warn("{reason}: the service answers for node {node} from now on",
+                     reason=reason, node=pubsub_node.name)
+            await self.give_up(client, service, pubsub_node, reason)
+        async with self.state.lock(pubsub_node.id):
+            await self.storage.cache_pubsub_items(pubsub_node.id, rows)
+        if node_traits(pubsub_node).silent_trim:
+            await self._drop_trimmed(client, service, pubsub_node)
+        if rows:
+            self._emit("cache_new_items", profile=profile_of(client),
+                       service=pubsub_node.service, node=pubsub_node.name,
+                       item_ids=[r["name"] for r in rows])
+
+    async def delete_items(self, pubsub_node: PubsubNode, item_ids: list[str] | None
+                           ) -> None:
+        """Delete some items of a node, or all of them (``None``)."""
+        async with self.state.lock(pubsub_node.id):
+            await self.storage.delete_pubsub_items(pubsub_node.id, item_ids)
+
+    async def _drop_trimmed(self, client: Any, service: jabber_jid.JID,
+                            pubsub_node: PubsubNode) -> None:
+        """Drop the items a service removed without telling (beyond the node's
+        ``max_items``, Prosody sends no retraction).
+
+        The node's item ids are listed with service discovery, lighter than the items.
+        """
+        query = domish.Element((NS_DISCO_ITEMS, "query"))
+        query["node"] = pubsub_node.name
+        try:
+            iq = await client.request(IQRequest(service, "get", query,
+                                                timeout=TRAITS_TIMEOUT))
+        except Exception as e:
+            log.debug("can't list the items of {node}: {error}", node=pubsub_node.name,
+                      error=e)
+            return
+        answer = next(iq.elements(NS_DISCO_ITEMS, "query"), None)
+        if answer is None:
+            return
+        present = {i.getAttribute("name") for i in answer.elements(NS_DISCO_ITEMS, "item")}
+        __, page = await self.storage.get_items(pubsub_node.id, max_items=0)
+        if page.count <= len(present):
+            return
+        cached, __ = await self.storage.get_items(pubsub_node.id, data_only=True)
+        gone = [i.name for i in cached if i.name not in present]
+        if gone:
+            log.debug("{n} item(s) of {node} dropped by the service", n=len(gone),
+                      node=pubsub_node.name)
+            await self.delete_items(pubsub_node, gone)
+
+    # what frontends are told
+
+    def emit_progress(self, client: Any, pubsub_node: PubsubNode,
+                      state: SyncState | None, done: int, expected: int | None) -> None:
+        """Signal ``cache_sync_progress``: a node's synchronisation moved on."""
+        self._emit("cache_sync_progress", profile=profile_of(client),
+                   service=pubsub_node.service, node=pubsub_node.name,
+                   state=STATE_NAMES[state], done=done, expected=expected)
+
+    def _emit(self, signal: str, **data: Any) -> None:
+        bridge = getattr(self.host, "bridge", None)
+        if bridge is not None and signal in bridge.signals:
+            bridge.emit_signal(signal, **data)
+
+
+def serialise(item: domish.Element, node: str) -> str:
+    """The XML text of ``item``, as stored.
+
+    :raise CacheError: the item is nested too deeply for the serialiser (recursive)
+    """
+    try:
+        return item.toXml()
+    except RecursionError:
+        raise CacheError(
+            f"item {item.getAttribute('id')!r} of node {node!r} is nested too deeply "
+            "to be cached"
+        ) from None
+
+
+def as_pubsub_item(item: domish.Element) -> domish.Element:
+    """An event's ``<item/>`` (pubsub#event namespace) as the items request gives it."""
+    if item.uri == NS_PUBSUB:
+        return item
+    converted = domish.Element((NS_PUBSUB, "item"))
+    for key, value in item.attributes.items():
+        converted[key] = value
+    for child in item.children:
+        converted.addChild(child)
+    return converted

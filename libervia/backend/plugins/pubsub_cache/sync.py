@@ -1,0 +1,455 @@
+"""Synchronisation: a node's items fetched from its service and stored whole.
+
+A node whose analyser says ``to_sync`` is *synchronised* in the background: the profile
+subscribes to it (its events keep the cache up to date afterwards), every item is
+fetched (by RSM pages where the service pages) and the node's items are replaced at
+once; it is then ``COMPLETED`` and served.  Events of the node that come meanwhile wait
+and are applied afterwards, in the order they came.
+
+Events are lost while a profile is disconnected (or the backend stopped): when a
+profile connects, each of its synchronised nodes is *verified* (fetched again and
+compared with the cache) before it is served again, and refreshed where it differs.
+"""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionClosed
+from twisted.words.protocols.jabber import jid as jabber_jid
+from twisted.words.xish import domish
+
+from libervia.backend.core.exceptions import BackendError, ConflictError
+from libervia.backend.core.log import getLogger
+from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
+from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
+from libervia.backend.plugins.plugin_xep_0060 import ItemNotFound, PubsubError
+from libervia.backend.plugins.pubsub_cache.analysers import Analysers, metadata_type
+from libervia.backend.plugins.pubsub_cache.state import (
+    CacheError,
+    CacheState,
+    PendingEvent,
+    service_key,
+)
+from libervia.backend.plugins.pubsub_cache.store import (
+    CacheStore,
+    Row,
+    node_state,
+    profile_of,
+)
+from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder, node_traits
+
+log = getLogger(__name__)
+
+
+class Synchroniser:
+    """Analyses nodes, synchronises and verifies them."""
+
+    def __init__(self, pubsub: Any, state: CacheState, store: CacheStore,
+                 analysers: Analysers, traits: TraitsFinder, *, max_items_per_node: int,
+                 page_size: int, sync_concurrency: int) -> None:
+        #: the XEP-0060 plugin, which asks the services
+        self.pubsub = pubsub
+        self.state = state
+        self.store = store
+        self.analysers = analysers
+        self.traits = traits
+        self.max_items_per_node = max_items_per_node
+        self.page_size = page_size
+        self._semaphore = defer.DeferredSemaphore(sync_concurrency)
+
+    # analysis
+
+    async def analyse_node(self, client: Any, service: jabber_jid.JID, node: str,
+                           item: domish.Element | None = None,
+                           metadata: dict[str, Any] | None = None
+                           ) -> dict[str, Any] | None:
+        """Find the analyser of a node (see
+        :meth:`~libervia.backend.plugins.pubsub_cache.analysers.Analysers.analyse`)."""
+        return await self.analysers.analyse(
+            client, service, node, item, metadata,
+            lambda: self._sample(client, service, node))
+
+    async def _sample(self, client: Any, service: jabber_jid.JID, node: str
+                      ) -> tuple[domish.Element | None, dict[str, Any]]:
+        """One item (the last) and the metadata of a node, as far as they can be had."""
+        try:
+            result = await self.pubsub.get_items_from_service(client, service, node,
+                                                              max_items=1)
+            item = result.items[-1] if result.items else None
+        except PubsubError as e:
+            log.debug("no sample item for {node}: {error}", node=node, error=e)
+            item = None
+        try:
+            metadata = await self.pubsub.get_node_metadata(client, service, node)
+        except PubsubError:
+            metadata = None
+        return item, metadata or {}
+
+    async def analyse_and_sync(self, client: Any, service: jabber_jid.JID, node: str
+                               ) -> None:
+        """Analyse a node never seen, and synchronise it if its analyser says so."""
+        key = (profile_of(client), service_key(service), node)
+        pending = self.state.analysing.get(key)
+        if pending is not None:
+            # another request is analysing the node: its result will do
+            await defer.DeferredList([pending], consumeErrors=True)
+            return
+        d = defer.ensureDeferred(self.analyse_and_record(client, service, node))
+        self.state.analysing[key] = d
+        try:
+            pubsub_node = await d
+        finally:
+            del self.state.analysing[key]
+        if pubsub_node is not None and pubsub_node.sync_state is None:
+            await self.sync_in_background(client, service, node)
+
+    async def sync_in_background(self, client: Any, service: jabber_jid.JID, node: str
+                                 ) -> None:
+        """Synchronise a node, unless that is being done already."""
+        try:
+            await self.synchronise(client, service, node)
+        except ConflictError:
+            pass  # another request started it meanwhile
+
+    async def analyse_and_record(self, client: Any, service: jabber_jid.JID, node: str
+                                 ) -> PubsubNode | None:
+        """Analyse a node and record the result; ``None`` if it can't be decided yet."""
+        existing = await self.store.node(client, service, node)
+        if existing is not None:
+            return existing
+        item: domish.Element | None = None
+        metadata: dict[str, Any] = {}
+        needs_payload = self.analysers.need_payload(node)
+        if needs_payload:
+            item, metadata = await self._sample(client, service, node)
+        analyse = await self.analyse_node(client, service, node, item, metadata)
+        if analyse is None:
+            if needs_payload and item is None and not metadata_type(metadata):
+                # an empty node says nothing of what it will hold: decide once it
+                # has items (the service answers meanwhile)
+                log.debug("node {node} is empty: its analysis waits", node=node)
+                return None
+            return await self.store.record(client, service, node, analyser=None,
+                                           sync_state=SyncState.NO_SYNC)
+        return await self.store.record(
+            client, service, node,
+            analyser=analyse["analyser"], type_=analyse["type"],
+            subtype=analyse["subtype"],
+            sync_state=None if analyse["to_sync"] else SyncState.NO_SYNC,
+        )
+
+    # synchronisation
+
+    async def synchronise(self, client: Any, service: jabber_jid.JID, node: str,
+                          force: bool = False) -> dict[str, Any]:
+        """Synchronise a node now: subscribe, fetch every item, store them.
+
+        :param force: also for a node already synchronised (its items are replaced),
+            or whose analysis said not to synchronise it
+        :return: the node's state afterwards (see
+            :func:`~libervia.backend.plugins.pubsub_cache.store.node_state`)
+        :raise ConflictError: the node is being synchronised already
+        :raise CacheError: the node can't be analysed (it is empty)
+        """
+        pubsub_node = await self.store.node(client, service, node)
+        if pubsub_node is None:
+            pubsub_node = await self.analyse_and_record(client, service, node)
+            if pubsub_node is None:
+                raise CacheError(f"node {node!r} of {service_key(service)} is empty: "
+                                 "nothing tells what it holds yet, try again once it "
+                                 "has items")
+        if pubsub_node.sync_state is SyncState.NO_SYNC and not force:
+            return node_state(pubsub_node)
+        if pubsub_node.id in self.state.rewriting:
+            raise ConflictError(f"node {node!r} of {service_key(service)} is being "
+                                "synchronised")
+        await self._rewriting(
+            client, service, pubsub_node,
+            lambda: self._semaphore.run(
+                lambda: defer.ensureDeferred(self._sync(client, service, pubsub_node))),
+        )
+        return node_state(await self.store.node(client, service, node))
+
+    async def _rewriting(self, client: Any, service: jabber_jid.JID,
+                         pubsub_node: PubsubNode, work: Callable[[], Any]) -> None:
+        """Run ``work`` (which rewrites the node's items) while events wait.
+
+        Events of the node received meanwhile are kept, then applied in the order they
+        came once the items are written, so that nothing the service sent during the
+        work is lost.  Events coming while those are applied wait their turn too.
+        """
+        pending: list[PendingEvent] = []
+        self.state.rewriting[pubsub_node.id] = pending
+        try:
+            await work()
+        finally:
+            try:
+                await self._replay(client, service, pubsub_node, pending)
+            finally:
+                del self.state.rewriting[pubsub_node.id]
+
+    async def _replay(self, client: Any, service: jabber_jid.JID,
+                      pubsub_node: PubsubNode, pending: list[PendingEvent]) -> None:
+        """Apply the events received while the node was being rewritten."""
+        if not pending:
+            return
+        fresh = await self.store.node(client, service, pubsub_node.name)
+        if fresh is None or fresh.id != pubsub_node.id:
+            pending.clear()
+            return
+        if fresh.sync_state is not SyncState.COMPLETED:
+            # the work failed: the node is not served, its item events don't matter,
+            # but a deletion or a new configuration does
+            node_events = [e for e in pending if e[0] in ("delete", "configuration")]
+            pending[:] = node_events[-1:]
+        while pending:
+            kind, data = pending.pop(0)
+            if kind == "items":
+                await self.store.upsert(client, service, fresh, data)
+            elif kind == "retract":
+                await self.store.delete_items(fresh, data)
+            elif kind == "purge":
+                await self.store.delete_items(fresh, None)
+            elif kind in ("delete", "configuration"):
+                pending.clear()
+                await self.store.forget(client, fresh)
+                if kind == "configuration":
+                    self.state.spawn(self.analyse_and_sync(client, service, fresh.name))
+
+    async def _sync(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode
+                    ) -> None:
+        node = pubsub_node.name
+        node_id = pubsub_node.id
+        self.state.verified.discard(node_id)
+        await self.store.storage.update_pubsub_node_sync_state(
+            node_id, SyncState.IN_PROGRESS, items_done=0)
+        self.store.emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, 0, None)
+        started = self.state.stamp()
+        try:
+            traits = await self.traits.traits(client, service)
+            if not pubsub_node.subscribed:
+                try:
+                    await self.pubsub.subscribe(client, service, node)
+                    await self.store.record(client, service, node, subscribed=True)
+                except PubsubError as e:
+                    # events won't come: the node can't be kept in sync
+                    raise CacheError(f"can't subscribe to {node!r}: {e}") from None
+            rows, learnt = await self._fetch_rows(client, service, pubsub_node)
+            await self.store.store_fetched(client, service, pubsub_node, rows, started,
+                                           traits.learnt(**learnt))
+        except ItemNotFound:
+            # deleted meanwhile: forgotten, it will be analysed again if asked for
+            log.info("node {node} does not exist any more", node=node)
+            await self.store.forget(client, pubsub_node)
+            return
+        except Exception as e:
+            reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
+            if not getattr(client, "is_connected", True) or isinstance(e, ConnectionClosed):
+                # interrupted (disconnection, backend stopping), not failed: the node
+                # stays IN_PROGRESS and is synchronised again at the next connection.
+                # The requests of a lost stream fail before the client knows it is
+                # disconnected: their error tells it too
+                log.info("synchronisation of node {node} interrupted ({reason}), it "
+                         "will be done again", node=node, reason=reason)
+                return
+            log.error("synchronisation of node {node} failed: {reason}", node=node,
+                      reason=reason)
+            await self.store.give_up(client, service, pubsub_node, reason)
+            return
+        self.state.verified.add(node_id)
+        log.info("node {node} of {service} synchronised ({count} items)", node=node,
+                 service=service.full(), count=len(rows))
+
+    # fetching
+
+    async def _fetch_pages(self, client: Any, service: jabber_jid.JID,
+                           pubsub_node: PubsubNode, learnt: dict[str, bool],
+                           record_progress: bool
+                           ) -> AsyncIterator[list[domish.Element]]:
+        """Every item of the node, in the service's order, by RSM pages if it pages.
+
+        The request for the next page is sent before a page is given: the service
+        prepares it while the caller handles this one (a synchronisation would
+        otherwise wait for the service, then the service for it, at every page).
+
+        :param learnt: filled with the traits learnt from the answers: ``rsm`` (the
+            service answered with RSM data; a service ignoring RSM answers the whole
+            node at once) and ``id_cursors`` (its RSM cursors are item ids)
+        :param record_progress: record the items fetched as the progress of the node's
+            synchronisation (a verification leaves the node's state alone)
+        """
+        seen: set[str] = set()
+        expected: int | None = None
+        pending: defer.Deferred | None = self._request_page(
+            client, service, pubsub_node, RSMRequest(max=self.page_size))
+        try:
+            while pending is not None:
+                result = await pending
+                pending = None
+                if not learnt:
+                    learnt["rsm"] = bool(result.rsm)
+                    learnt["id_cursors"] = not result.items or result.rsm.get(
+                        "first", result.items[0].getAttribute("id")
+                    ) == result.items[0].getAttribute("id")
+                new = [i for i in result.items
+                       if i.getAttribute("id") and i.getAttribute("id") not in seen]
+                if len(new) < len(result.items):
+                    log.debug("{n} item(s) of {node} without id or already seen, skipped",
+                              n=len(result.items) - len(new), node=pubsub_node.name)
+                seen.update(i["id"] for i in new)
+                count = result.rsm.get("count")
+                if count is not None:
+                    expected = count
+                if max(expected or 0, len(seen)) > self.max_items_per_node:
+                    raise CacheError(
+                        f"node {pubsub_node.name!r} has more than "
+                        f"{self.max_items_per_node} items (max_items_per_node): it is "
+                        "not cached"
+                    )
+                if record_progress:
+                    await self.store.storage.update_pubsub_node_sync_state(
+                        pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(seen),
+                        items_expected=expected if expected is not None else None)
+                    self.store.emit_progress(client, pubsub_node, SyncState.IN_PROGRESS,
+                                             len(seen), expected)
+                last = result.rsm.get("last")
+                # no RSM: the service does not page (it answered everything)
+                done = (not result.rsm or not new or last is None
+                        or (expected is not None and len(seen) >= expected))
+                if not done:
+                    pending = self._request_page(
+                        client, service, pubsub_node,
+                        RSMRequest(max=self.page_size, after=last))
+                yield new
+        finally:
+            if pending is not None:
+                # the caller stopped early: nobody waits for that page any more
+                pending.addErrback(lambda __: None)
+
+    def _request_page(self, client: Any, service: jabber_jid.JID,
+                      pubsub_node: PubsubNode, request: RSMRequest) -> defer.Deferred:
+        return defer.ensureDeferred(self.pubsub.get_items_from_service(
+            client, service, pubsub_node.name, rsm_request=request))
+
+    async def _fetch_all(self, client: Any, service: jabber_jid.JID,
+                         pubsub_node: PubsubNode
+                         ) -> tuple[list[domish.Element], dict[str, bool]]:
+        """Every item of the node (see :meth:`_fetch_pages`), and the traits learnt."""
+        items: list[domish.Element] = []
+        learnt: dict[str, bool] = {}
+        async with aclosing(self._fetch_pages(client, service, pubsub_node, learnt,
+                                              record_progress=False)) as pages:
+            async for page in pages:
+                items.extend(page)
+        return items, learnt
+
+    async def _fetch_rows(self, client: Any, service: jabber_jid.JID,
+                          pubsub_node: PubsubNode) -> tuple[list[Row], dict[str, bool]]:
+        """Every item of the node as rows to store, recording the sync's progress.
+
+        Each page is serialised and parsed while the service prepares the next one.
+        """
+        rows: list[Row] = []
+        learnt: dict[str, bool] = {}
+        async with aclosing(self._fetch_pages(client, service, pubsub_node, learnt,
+                                              record_progress=True)) as pages:
+            async for page in pages:
+                for item in page:
+                    rows.append(await self.store.row(client, service, pubsub_node, item))
+        return rows, learnt
+
+    # verification after (re)connection
+
+    async def profile_connected(self, client: Any) -> None:
+        """Check the profile's synchronised nodes against the services.
+
+        Until a node is checked, requests about it go to the service.  Nodes whose
+        synchronisation was interrupted (backend stopped) are synchronised again.
+        """
+        nodes = await self.store.storage.get_pubsub_nodes(
+            profile_of(client),
+            sync_states=[SyncState.COMPLETED, SyncState.IN_PROGRESS, None])
+        for pubsub_node in nodes:
+            self.state.verified.discard(pubsub_node.id)
+        for pubsub_node in nodes:
+            if pubsub_node.id in self.state.rewriting:
+                continue
+            service = jabber_jid.JID(pubsub_node.service)
+            if pubsub_node.sync_state is SyncState.COMPLETED:
+                self.state.spawn(self.verify(client, service, pubsub_node))
+            elif pubsub_node.analyser is not None:
+                # interrupted (backend stopped) or never started: do it from the start
+                self.state.spawn(self.synchronise(client, service, pubsub_node.name,
+                                                  force=True))
+
+    async def profile_disconnected(self, client: Any) -> None:
+        """Events will be missed: the profile's nodes are not served until checked."""
+        for pubsub_node in await self.store.storage.get_pubsub_nodes(profile_of(client)):
+            self.state.verified.discard(pubsub_node.id)
+
+    async def verify(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode
+                     ) -> None:
+        """Compare a node's cache with the service; refresh it if they differ."""
+        if pubsub_node.id in self.state.rewriting:
+            return  # a synchronisation is already rewriting it
+        verified = []
+
+        async def compare() -> None:
+            started = self.state.stamp()
+            await self._subscribe_again(client, service, pubsub_node)
+            remote, learnt = await self._semaphore.run(
+                lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
+            traits = node_traits(pubsub_node)
+            cached, __ = await self.store.storage.get_items(
+                pubsub_node.id, order_by=traits.item_order, data_only=True)
+            remote_view = [(i["id"], i.toXml()) for i in remote]
+            cached_view = [(i.name, i.data) for i in cached]
+            if remote_view != cached_view or learnt["rsm"] != traits.rsm:
+                log.info("node {node} changed while we were away: refreshing its cache",
+                         node=pubsub_node.name)
+                rows = [await self.store.row(client, service, pubsub_node, item)
+                        for item in remote]
+                await self.store.store_fetched(client, service, pubsub_node, rows,
+                                               started, traits.learnt(**learnt))
+            verified.append(True)
+
+        try:
+            await self._rewriting(client, service, pubsub_node, compare)
+        except ItemNotFound:
+            log.info("node {node} was deleted while we were away", node=pubsub_node.name)
+            await self.node_deleted(client, service, pubsub_node.name)
+            return
+        except Exception as e:
+            log.warn("can't verify node {node}: {error}; it stays unserved until the "
+                     "next connection", node=pubsub_node.name, error=e)
+            return
+        if verified:
+            self.state.verified.add(pubsub_node.id)
+
+    async def node_deleted(self, client: Any, service: jabber_jid.JID, node: str
+                           ) -> None:
+        """A node was deleted on its service: forget it (once its rewrite is over)."""
+        pubsub_node = await self.store.node(client, service, node)
+        if pubsub_node is not None and not self.state.defer_event(
+            pubsub_node.id, "delete", None
+        ):
+            await self.store.forget(client, pubsub_node)
+
+    async def _subscribe_again(self, client: Any, service: jabber_jid.JID,
+                               pubsub_node: PubsubNode) -> None:
+        """Subscribe to the node again; servers take it as a no-op when subscribed.
+
+        A node deleted and created again while the profile was away has the same name,
+        maybe the same items, but not its former subscribers: without a new
+        subscription its events would never come, and the cache, served once verified,
+        would stay behind.  Asking first is no help: Prosody goes on listing the
+        subscriptions to the deleted node.
+        """
+        try:
+            await self.pubsub.subscribe(client, service, pubsub_node.name)
+        except ItemNotFound:
+            raise
+        except PubsubError as e:
+            raise CacheError(f"can't subscribe to {pubsub_node.name!r}: {e}") from None
