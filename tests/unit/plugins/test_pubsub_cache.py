@@ -19,8 +19,10 @@ from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.memory.sqla import Storage, StorageError, StorageUnavailable
 from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.plugins.plugin_xep_0030 import XEP_0030
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
 from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound, PubsubHandler
+from libervia.backend.plugins.plugin_xep_0092 import XEP_0092
 from libervia.backend.plugins.pubsub_cache import (
     MISSED_CHECK_MAX_DELAY,
     CacheError,
@@ -97,7 +99,9 @@ class Host:
         self.bridge = RecordingBridge(self)
         self.clients = Clients()
         self.plugins: dict[str, Any] = {}
+        self.plugins["XEP-0030"] = XEP_0030(self)
         self.plugins["XEP-0059"] = XEP_0059(self)
+        self.plugins["XEP-0092"] = XEP_0092(self)
         self.plugins["XEP-0060"] = XEP_0060(self)
         self.plugins["PUBSUB_CACHE"] = PubsubCache(self)
 

@@ -21,24 +21,9 @@ from libervia.backend.plugins.plugin_xep_0060 import (
     PubsubError,
     PubsubHandler,
 )
+from tests.unit.plugins.iq_stub import StubClient
 
 SERVICE = JID("pubsub.example.org")
-
-
-class StubClient:
-    """Answers IQ requests with canned XML, recording what was sent."""
-
-    def __init__(self):
-        self.jid = JID("alice@example.org/res")
-        self.sent = []
-        self.answers = []
-
-    def request(self, request):
-        self.sent.append(request.toElement())
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            return defer.fail(answer)
-        return defer.succeed(parse_xml(answer))
 
 
 class Host:

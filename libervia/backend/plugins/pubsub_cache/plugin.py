@@ -47,7 +47,7 @@ PLUGIN_INFO = {
     "type": C.PLUG_TYPE_MISC,
     "modes": [C.PLUG_MODE_CLIENT],
     "protocols": [],
-    "dependencies": ["XEP-0059", "XEP-0060"],
+    "dependencies": ["XEP-0030", "XEP-0059", "XEP-0060", "XEP-0092"],
     "recommendations": [],
     "main": "PubsubCache",
     "handler": False,
@@ -91,7 +91,8 @@ class PubsubCache:
         self._state = CacheState()
         self._store = CacheStore(host, self._state, self._analysers, self.parser_timeout)
         self._sync = Synchroniser(
-            self.pubsub, self._state, self._store, self._analysers, TraitsFinder(),
+            self.pubsub, self._state, self._store, self._analysers,
+            TraitsFinder(host.plugins["XEP-0030"], host.plugins["XEP-0092"]),
             max_items_per_node=self.max_items_per_node, page_size=self.page_size,
             sync_concurrency=section.get_int("sync_concurrency"))
         self._answers = CachedAnswers(self.pubsub, self._state, self._store, self._sync)

@@ -18,7 +18,7 @@ from twisted.words.xish import domish
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
-from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB, IQRequest
+from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers
 from libervia.backend.plugins.pubsub_cache.state import CacheError, CacheState, service_key
 from libervia.backend.plugins.pubsub_cache.traits import (
@@ -28,8 +28,6 @@ from libervia.backend.plugins.pubsub_cache.traits import (
 )
 
 log = getLogger(__name__)
-
-NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 
 #: sync states as the API shows them
 STATE_NAMES = {None: "none", SyncState.IN_PROGRESS: "in_progress",
@@ -66,6 +64,8 @@ class CacheStore:
                  parser_timeout: int) -> None:
         self.host = host
         self.storage = host.storage
+        #: the XEP-0030 plugin, which lists a node's items
+        self.disco = host.plugins["XEP-0030"]
         self.state = state
         self.analysers = analysers
         self.parser_timeout = parser_timeout
@@ -205,19 +205,14 @@ class CacheStore:
 
         The node's item ids are listed with service discovery, lighter than the items.
         """
-        query = domish.Element((NS_DISCO_ITEMS, "query"))
-        query["node"] = pubsub_node.name
         try:
-            iq = await client.request(IQRequest(service, "get", query,
-                                                timeout=TRAITS_TIMEOUT))
+            listed = await self.disco.get_items(client, service, pubsub_node.name,
+                                                timeout=TRAITS_TIMEOUT)
         except Exception as e:
             log.debug("can't list the items of {node}: {error}", node=pubsub_node.name,
                       error=e)
             return
-        answer = next(iq.elements(NS_DISCO_ITEMS, "query"), None)
-        if answer is None:
-            return
-        present = {i.getAttribute("name") for i in answer.elements(NS_DISCO_ITEMS, "item")}
+        present = {item.name for item in listed}
         __, page = await self.storage.get_items(pubsub_node.id, max_items=0)
         if page.count <= len(present):
             return

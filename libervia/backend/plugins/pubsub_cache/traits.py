@@ -12,14 +12,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
-from twisted.words.xish import domish
 
 from libervia.backend.core.log import getLogger
-from libervia.backend.plugins.plugin_xep_0060 import NS_DISCO_INFO, NS_ORDER_BY, IQRequest
+from libervia.backend.plugins.plugin_xep_0030 import DiscoInfo
+from libervia.backend.plugins.plugin_xep_0060 import NS_ORDER_BY
 
 log = getLogger(__name__)
-
-NS_VERSION = "jabber:iq:version"
 
 #: seconds to wait for a service's software name or features
 TRAITS_TIMEOUT = 10
@@ -84,9 +82,15 @@ def node_traits(pubsub_node: Any) -> ServiceTraits:
 
 
 class TraitsFinder:
-    """Asks services what they are, once per domain."""
+    """Asks services what they are, once per domain.
 
-    def __init__(self) -> None:
+    :param disco: the XEP-0030 plugin
+    :param version: the XEP-0092 plugin
+    """
+
+    def __init__(self, disco: Any, version: Any) -> None:
+        self.disco = disco
+        self.version = version
         self._known: dict[str, ServiceTraits] = {}
 
     async def traits(self, client: Any, service: jabber_jid.JID) -> ServiceTraits:
@@ -103,48 +107,35 @@ class TraitsFinder:
         software = await self._software(client, service.host)
         if software is None and "." in service.host:
             software = await self._software(client, service.host.split(".", 1)[1])
-        features, names = await self.disco_info(client, service)
+        info = await self._disco_info(client, service)
         if software is None:
             # servers not answering XEP-0092 (Prosody without mod_version) still name
             # themselves in their service discovery identities
+            names = info.names
             if service.user or service.resource:
-                names += (await self.disco_info(client, jabber_jid.JID(service.host)))[1]
+                names += (await self._disco_info(client, jabber_jid.JID(service.host))).names
             software = next((n for n in names if _known_software(n)), None)
-        traits = ServiceTraits.of_software(software, NS_ORDER_BY in features)
+        traits = ServiceTraits.of_software(software, NS_ORDER_BY in info.features)
         self._known[service.host] = traits
         log.debug("traits of {service}: {traits}", service=service.host, traits=traits)
         return traits
 
     async def _software(self, client: Any, domain: str) -> str | None:
         try:
-            iq = await client.request(IQRequest(
-                jabber_jid.JID(domain), "get", domish.Element((NS_VERSION, "query")),
-                timeout=TRAITS_TIMEOUT))
+            answer = await self.version.get_version(client, jabber_jid.JID(domain),
+                                                    timeout=TRAITS_TIMEOUT)
         except Exception as e:
             log.debug("no software version from {domain}: {error}", domain=domain,
                       error=e)
             return None
-        query = next(iq.elements(NS_VERSION, "query"), None)
-        name = next(query.elements(NS_VERSION, "name"), None) if query else None
-        return str(name).strip() or None if name is not None else None
+        return answer.name
 
-    @staticmethod
-    async def disco_info(client: Any, service: jabber_jid.JID
-                         ) -> tuple[list[str], list[str]]:
-        """Features and identity names of an entity (empty if it does not answer)."""
+    async def _disco_info(self, client: Any, entity: jabber_jid.JID) -> DiscoInfo:
+        """What an entity says of itself (nothing if it does not answer)."""
         try:
-            iq = await client.request(IQRequest(
-                service, "get", domish.Element((NS_DISCO_INFO, "query")),
-                timeout=TRAITS_TIMEOUT))
+            return await self.disco.get_info(client, entity, timeout=TRAITS_TIMEOUT)
         except Exception:
-            return [], []
-        query = next(iq.elements(NS_DISCO_INFO, "query"), None)
-        if query is None:
-            return [], []
-        features = [f.getAttribute("var") for f in query.elements(NS_DISCO_INFO, "feature")]
-        names = [i.getAttribute("name") for i in query.elements(NS_DISCO_INFO, "identity")
-                 if i.getAttribute("name")]
-        return features, names
+            return DiscoInfo()
 
 
 def _known_software(name: str) -> bool:
