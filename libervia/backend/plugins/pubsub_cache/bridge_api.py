@@ -1,18 +1,17 @@
 """The cache's bridge methods (``cache_*``) and signals, for frontends."""
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.plugin_xep_0060 import check_node
+from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
 from libervia.backend.plugins.pubsub_cache.state import CacheError, service_key
-from libervia.backend.plugins.pubsub_cache.store import STATE_NAMES, node_state
-
-if TYPE_CHECKING:
-    from libervia.backend.plugins.pubsub_cache.plugin import PubsubCache
+from libervia.backend.plugins.pubsub_cache.store import STATE_NAMES, CacheStore, node_state
+from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 
 METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 
@@ -20,10 +19,14 @@ METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 class CacheBridge:
     """``cache_get``, ``cache_sync``... as the bridge calls them."""
 
-    def __init__(self, host: Any, cache: "PubsubCache") -> None:
+    def __init__(self, host: Any, pubsub: Any, store: CacheStore, sync: Synchroniser,
+                 answers: CachedAnswers) -> None:
         self.host = host
-        self.cache = cache
-        self.storage = host.storage
+        self.pubsub = pubsub
+        self.store = store
+        self.storage = store.storage
+        self.synchroniser = sync
+        self.answers = answers
 
     def register(self) -> None:
         """Register the methods and signals on the host's bridge."""
@@ -42,7 +45,7 @@ class CacheBridge:
 
     def _service(self, profile: str, service: str | None) -> tuple[Any, jabber_jid.JID]:
         client = self.host.clients.get(profile)
-        return client, self.cache.pubsub.service_jid(client, service)
+        return client, self.pubsub.service_jid(client, service)
 
     async def get(self, profile: str, service: str | None, node: str,
                   max_items: int | None = None, item_ids: list[str] | None = None,
@@ -51,27 +54,27 @@ class CacheBridge:
         """Items of a cached node, from the cache only (never the service)."""
         check_node(node)
         __, service_jid = self._service(profile, service)
-        pubsub_node = await self.cache.get_node(profile, service_jid.full(), node)
+        pubsub_node = await self.store.known_node(profile, service_jid.full(), node)
         if pubsub_node.sync_state is not SyncState.COMPLETED:
             raise CacheError(f"node {node!r} is not synchronised (state: "
                              f"{STATE_NAMES.get(pubsub_node.sync_state)})")
         rsm_request = RSMRequest.from_dict(rsm) if rsm else None
-        result = await self.cache.get_cached_items(pubsub_node, service_jid, max_items,
-                                                   item_ids, rsm_request, order_by)
+        result = await self.answers.get_cached_items(pubsub_node, service_jid, max_items,
+                                                     item_ids, rsm_request, order_by)
         return result.serialise()
 
     async def sync(self, profile: str, service: str | None, node: str) -> dict[str, Any]:
         """Synchronise a node now (again if it was), answering once done."""
         check_node(node)
         client, service_jid = self._service(profile, service)
-        return await self.cache.synchronise(client, service_jid, node, force=True)
+        return await self.synchroniser.synchronise(client, service_jid, node, force=True)
 
     async def node_state(self, profile: str, service: str | None, node: str
                          ) -> dict[str, Any]:
         """Cache state of a node."""
         check_node(node)
         __, service_jid = self._service(profile, service)
-        return node_state(await self.cache.get_node(profile, service_jid.full(), node))
+        return node_state(await self.store.known_node(profile, service_jid.full(), node))
 
     async def purge(
         self, profile: str, services: list[str] | None = None,

@@ -25,7 +25,6 @@ from twisted.words.xish import domish
 
 from libervia.backend.core.config import declare, parse_int
 from libervia.backend.core.constants import C
-from libervia.backend.core.exceptions import NotFound
 from libervia.backend.memory.sqla_mapping import PubsubNode
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.plugin_xep_0060 import ItemsResult
@@ -33,7 +32,7 @@ from libervia.backend.plugins.pubsub_cache.analysers import Analyser, Analysers
 from libervia.backend.plugins.pubsub_cache.bridge_api import CacheBridge
 from libervia.backend.plugins.pubsub_cache.events import EventHandlers
 from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
-from libervia.backend.plugins.pubsub_cache.state import CacheState, service_key
+from libervia.backend.plugins.pubsub_cache.state import CacheState
 from libervia.backend.plugins.pubsub_cache.store import CacheStore, node_state
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder
@@ -100,7 +99,8 @@ class PubsubCache:
         host.trigger.add("XEP-0060_get_items", self._answers.on_get_items, priority=500)
         EventHandlers(host, self.pubsub, self._state, self._store,
                       self._sync).register(host.trigger)
-        CacheBridge(host, self).register()
+        CacheBridge(host, self.pubsub, self._store, self._sync,
+                    self._answers).register()
 
     # analysers
 
@@ -154,11 +154,7 @@ class PubsubCache:
 
         :raise NotFound: the cache does not know it
         """
-        pubsub_node = await self.storage.get_pubsub_node(
-            profile, service_key(jabber_jid.JID(service)), node)
-        if pubsub_node is None:
-            raise NotFound(f"node {node!r} of {service} is not in the cache")
-        return pubsub_node
+        return await self._store.known_node(profile, service, node)
 
     @staticmethod
     def node_state(pubsub_node: PubsubNode) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.async_utils import maybe_async_call
+from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB
@@ -77,6 +78,17 @@ class CacheStore:
         """The cached node of a client's profile, if the cache knows it."""
         return await self.storage.get_pubsub_node(profile_of(client),
                                                   service_key(service), name)
+
+    async def known_node(self, profile: str, service: str, name: str) -> PubsubNode:
+        """A cached node of a profile (``service`` a JID as text).
+
+        :raise NotFound: the cache does not know it
+        """
+        pubsub_node = await self.storage.get_pubsub_node(
+            profile, service_key(jabber_jid.JID(service)), name)
+        if pubsub_node is None:
+            raise NotFound(f"node {name!r} of {service} is not in the cache")
+        return pubsub_node
 
     async def record(self, client: Any, service: jabber_jid.JID, name: str,
                      **values: Any) -> PubsubNode:
