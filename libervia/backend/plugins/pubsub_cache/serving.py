@@ -52,7 +52,8 @@ class CachedAnswers:
                 return True, None
             if pubsub_node.sync_state is None and pubsub_node.analyser is not None:
                 # analysed, but its synchronisation never started (backend stopped)
-                self.state.spawn(self.sync.sync_in_background(client, service, node))
+                self.state.spawn(self.sync.sync_in_background(client, service, node,
+                                                              pubsub_node))
                 return True, None
             if not self.servable(pubsub_node):
                 translated = await self._service_cursor(pubsub_node, rsm_request)

@@ -103,13 +103,13 @@ class Synchroniser:
         finally:
             del self.state.analysing[key]
         if pubsub_node is not None and pubsub_node.sync_state is None:
-            await self.sync_in_background(client, service, node)
+            await self.sync_in_background(client, service, node, pubsub_node)
 
-    async def sync_in_background(self, client: Any, service: jabber_jid.JID, node: str
-                                 ) -> None:
+    async def sync_in_background(self, client: Any, service: jabber_jid.JID, node: str,
+                                 pubsub_node: PubsubNode | None = None) -> None:
         """Synchronise a node, unless that is being done already."""
         try:
-            await self.synchronise(client, service, node)
+            await self.synchronise(client, service, node, pubsub_node=pubsub_node)
         except ConflictError:
             pass  # another request started it meanwhile
 
@@ -143,17 +143,20 @@ class Synchroniser:
     # synchronisation
 
     async def synchronise(self, client: Any, service: jabber_jid.JID, node: str,
-                          force: bool = False) -> dict[str, Any]:
+                          force: bool = False, pubsub_node: PubsubNode | None = None
+                          ) -> dict[str, Any]:
         """Synchronise a node now: subscribe, fetch every item, store them.
 
         :param force: also for a node already synchronised (its items are replaced),
             or whose analysis said not to synchronise it
+        :param pubsub_node: the node's row, when the caller has just read it
         :return: the node's state afterwards (see
             :func:`~libervia.backend.plugins.pubsub_cache.store.node_state`)
         :raise ConflictError: the node is being synchronised already
         :raise CacheError: the node can't be analysed (it is empty)
         """
-        pubsub_node = await self.store.node(client, service, node)
+        if pubsub_node is None:
+            pubsub_node = await self.store.node(client, service, node)
         if pubsub_node is None:
             pubsub_node = await self.analyse_and_record(client, service, node)
             if pubsub_node is None:
