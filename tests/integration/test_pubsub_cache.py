@@ -241,7 +241,7 @@ async def test_search_finds_cached_items_by_parsed_field_and_by_full_text(xmpp_s
     reader = await Reader.connect(backend, xmpp_server, node)
     await reader.get()
     await reader.wait_synchronised()
-    search = backend.plugins["PUBSUB_CACHE"]._bridge_search
+    search = backend.bridge.methods["cache_search"].func
 
     # by a field the XEP-0277 parser extracted
     by_title = await search(reader.name, {
