@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.words.xish import domish
 
 from bench.harness import Bench, Result
-from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB
+from libervia.backend.plugins.xep_0060.stanzas import NS_PUBSUB
 from libervia.backend.xmpp.profiles import ConnectionOptions
 from tests.pubsub_support import BackendFactory, Reader, atom, new_node, until
 

@@ -25,9 +25,9 @@ from twisted.words.xish import domish
 
 from libervia.backend.memory.sqla import Storage
 from libervia.backend.memory.sqla_mapping import SyncState
-from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB
 from libervia.backend.plugins.plugin_xep_0277 import NS_ATOM, NS_MICROBLOG, parse_entry
 from libervia.backend.plugins.pubsub_cache import DEFAULT_TRAITS
+from libervia.backend.plugins.xep_0060.stanzas import NS_PUBSUB
 
 PROFILE = "bench"
 SERVICE = "blogger@bench.example"

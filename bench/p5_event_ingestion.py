@@ -39,7 +39,7 @@ from twisted.words.xish import domish
 
 from bench.backend import add_profile, start_backend, wait_served
 from bench.harness import Bench, Result, Stats
-from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB_EVENT
+from libervia.backend.plugins.xep_0060.stanzas import NS_PUBSUB_EVENT
 from tests.pubsub_support import Publisher, atom, new_node
 
 TARGET = 2000

@@ -70,9 +70,10 @@ class Recipes:
             "minutes": minutes,
         }
 
-    def _check_before_publishing(self, client: Any, service: Any, node: str,
-                                 items: list[Any], options: Any) -> bool:
-        for item in items:
+    def _check_before_publishing(self, client: Any, publication: Any) -> bool:
+        """``XEP-0060_publish``: a recipe without title is refused."""
+        node = publication.node
+        for item in publication.items:
             recipe = _recipe(item)
             if recipe is not None and not any(str(t).strip()
                                               for t in _children(recipe, "title")):

@@ -5,7 +5,7 @@ backend's own plugins are registered there exactly like third-party ones).  An e
 point is named after the plugin's import name and points to the plugin's module::
 
     [project.entry-points."libervia.backend.plugins"]
-    XEP-0060 = "libervia.backend.plugins.plugin_xep_0060"
+    XEP-0060 = "libervia.backend.plugins.xep_0060"
 
 The module declares ``PLUGIN_INFO``, a dict of data describing the plugin (see
 :class:`PluginInfo`), and the class named by ``PLUGIN_INFO["main"]``, which is

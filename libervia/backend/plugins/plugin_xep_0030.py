@@ -18,7 +18,7 @@ from wokkel import data_form
 
 from libervia.backend.core.constants import C
 from libervia.backend.core.log import getLogger
-from libervia.backend.plugins.plugin_xep_0060 import IQRequest
+from libervia.backend.plugins.xep_0060.stanzas import IQRequest
 
 log = getLogger(__name__)
 

@@ -11,7 +11,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.constants import C
-from libervia.backend.plugins.plugin_xep_0060 import IQRequest
+from libervia.backend.plugins.xep_0060.stanzas import IQRequest
 
 NS_VERSION = "jabber:iq:version"
 

@@ -21,7 +21,6 @@ from libervia.backend.memory.sqla import Storage, StorageError, StorageUnavailab
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_xep_0030 import XEP_0030
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import XEP_0060, ItemNotFound, PubsubHandler
 from libervia.backend.plugins.plugin_xep_0092 import XEP_0092
 from libervia.backend.plugins.pubsub_cache import (
     MISSED_CHECK_MAX_DELAY,
@@ -30,6 +29,7 @@ from libervia.backend.plugins.pubsub_cache import (
     PubsubCache,
     node_traits,
 )
+from libervia.backend.plugins.xep_0060 import XEP_0060, ItemNotFound, PubsubHandler
 from tests.unit.plugins.fake_pubsub import (
     KINDS,
     NS_ATOM,
@@ -146,7 +146,7 @@ class Env:
         return await self.xep_0060.get_items(self.client, SERVICE, node, **kwargs)
 
     async def event(self, message: Any) -> None:
-        await self.xep_0060.on_event(self.client, message)
+        await self.xep_0060.dispatch(self.client, [message])
 
     async def node(self, node: str = BLOG) -> Any:
         return await self.storage.get_pubsub_node(self.client.profile.name,
@@ -602,14 +602,14 @@ async def test_notifications_arriving_during_a_write_are_cached_together(env):
     handled: list[list[str]] = []
     done = defer.Deferred()
 
-    def after_the_cache(client, service, node, items, message):
-        handled.append([i["id"] for i in items])
-        if items[-1]["id"] == "new5":
+    def after_the_cache(client, event):
+        handled.append([i["id"] for i in event.items])
+        if event.items[-1]["id"] == "new5":
             done.callback(None)
         return True
 
     env.host.trigger.add("XEP-0060_items", after_the_cache)
-    handler = PubsubHandler(env.xep_0060, env.client)
+    handler = PubsubHandler(env.xep_0060.dispatch, env.client)
     for n in range(6):
         handler._on_event(env.service.publish(BLOG, f"new{n}"))
     await done

@@ -12,8 +12,9 @@ from wokkel.test.helpers import XmlStreamStub
 from libervia.backend.bridge.server import Bridge
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
+from libervia.backend.plugins.plugin_xep_0030 import XEP_0030
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import (
+from libervia.backend.plugins.xep_0060 import (
     NS_PUBSUB,
     XEP_0060,
     InvalidRequest,
@@ -31,7 +32,7 @@ class Host:
         self.reactor = task.Clock()
         self.trigger = TriggerManager()
         self.bridge = Bridge(self)
-        self.plugins = {"XEP-0059": XEP_0059(self)}
+        self.plugins = {"XEP-0030": XEP_0030(self), "XEP-0059": XEP_0059(self)}
 
 
 @pytest.fixture
@@ -102,9 +103,9 @@ async def test_get_items_by_ids_and_pep_default(plugin, client):
 async def test_get_items_return_point_answers_in_place_of_the_service(plugin, client, host):
     seen = []
 
-    async def cache(client_, service, node, max_items, item_ids, rsm, order, extra):
-        seen.append((service.full(), node, max_items, extra["use_cache"]))
-        if extra["use_cache"]:
+    async def cache(client_, query):
+        seen.append((query.service.full(), query.node, query.max_items, query.use_cache))
+        if query.use_cache:
             return False, "from cache"
         return True, None
 
@@ -251,14 +252,16 @@ async def test_every_event_kind_reaches_its_trigger(plugin, client, host, payloa
                                                      expected):
     calls = []
 
-    def record(client_, service, node, *rest):
-        calls.append((service.full(), node, rest[:-1]))
+    def record(client_, event):
+        rest = tuple(getattr(event, name) for name in ("items", "item_ids", "options")
+                     if hasattr(event, name))
+        calls.append((event.service.full(), event.node, rest))
         return True
 
     for name in ("XEP-0060_items", "XEP-0060_retract", "XEP-0060_purge",
                  "XEP-0060_delete", "XEP-0060_configuration"):
         host.trigger.add(name, lambda *a, name=name: calls.append(name) or record(*a))
-    await plugin.on_event(client, parse_xml(EVENT.format(payload)))
+    await plugin.dispatch(client, [parse_xml(EVENT.format(payload))])
     assert calls[0] == point
     service, node, rest = calls[1]
     assert (service, node) == ("pubsub.example.org", "blog")
@@ -273,7 +276,7 @@ async def test_every_event_kind_reaches_its_trigger(plugin, client, host, payloa
 async def test_event_without_node_is_ignored(plugin, client, host):
     calls = []
     host.trigger.add("XEP-0060_purge", lambda *a: calls.append(a) or True)
-    await plugin.on_event(client, parse_xml(EVENT.format("<purge/>")))
+    await plugin.dispatch(client, [parse_xml(EVENT.format("<purge/>"))])
     assert calls == []
 
 
@@ -282,7 +285,8 @@ def test_handler_processes_events_in_order(plugin, client, host):
     order = []
     gate = defer.Deferred()
 
-    async def slow_items(client_, service, node, items, message):
+    async def slow_items(client_, event):
+        items = event.items
         order.append(("start", items[0]["id"]))
         if items[0]["id"] == "first":
             await gate
@@ -290,7 +294,7 @@ def test_handler_processes_events_in_order(plugin, client, host):
         return True
 
     host.trigger.add("XEP-0060_items", slow_items)
-    handler = PubsubHandler(plugin, client)
+    handler = PubsubHandler(plugin.dispatch, client)
     for item_id in ("first", "second"):
         handler._on_event(parse_xml(EVENT.format(
             f"<items node='blog'><item id='{item_id}'/></items>")))
@@ -305,15 +309,15 @@ def record_events(host, gate_on: str):
     calls = []
     gate = defer.Deferred()
 
-    async def items(client_, service, node, items, message):
-        calls.append(("items", node, [i["id"] for i in items]))
-        if items[0]["id"] == gate_on:
+    async def items(client_, event):
+        calls.append(("items", event.node, [i["id"] for i in event.items]))
+        if event.items[0]["id"] == gate_on:
             await gate
         return True
 
     host.trigger.add("XEP-0060_items", items)
-    host.trigger.add("XEP-0060_retract", lambda client_, service, node, ids, message:
-                     calls.append(("retract", node, ids)) or True)
+    host.trigger.add("XEP-0060_retract", lambda client_, event:
+                     calls.append(("retract", event.node, event.item_ids)) or True)
     return calls, gate
 
 
@@ -327,7 +331,7 @@ def test_new_items_of_a_node_queued_in_a_row_come_in_one_trigger_call(plugin, cl
                                                                        host):
     """A burst of notifications costs the cache one transaction, not one each."""
     calls, gate = record_events(host, gate_on="first")
-    handler = PubsubHandler(plugin, client)
+    handler = PubsubHandler(plugin.dispatch, client)
     handler._on_event(items_event("blog", "first"))
     for item_id in ("a", "b", "c"):
         handler._on_event(items_event("blog", item_id))
@@ -343,7 +347,7 @@ def test_a_burst_of_items_ends_at_any_other_event_node_service_or_repeated_id(
     """Events keep their order: nothing is merged across a retraction, another node or
     service, or an id notified twice (its first publication sets its place)."""
     calls, gate = record_events(host, gate_on="first")
-    handler = PubsubHandler(plugin, client)
+    handler = PubsubHandler(plugin.dispatch, client)
     handler._on_event(items_event("blog", "first"))
     for message in (items_event("blog", "a"), items_event("blog", "b"),
                     parse_xml(EVENT.format(
@@ -363,12 +367,12 @@ def test_a_long_backlog_holds_the_reading_until_half_of_it_is_handled(plugin, cl
                                                                      host):
     """A server notifying faster than the backend handles fills its own queue: the
     backend's memory holds at most MAX_BACKLOG waiting notifications."""
-    from libervia.backend.plugins.plugin_xep_0060 import MAX_BACKLOG
+    from libervia.backend.plugins.xep_0060.events import MAX_BACKLOG
 
     holds = []
     client.hold_reading = holds.append
     calls, gate = record_events(host, gate_on="first")
-    handler = PubsubHandler(plugin, client)
+    handler = PubsubHandler(plugin.dispatch, client)
     handler._on_event(items_event("blog", "first"))
     for n in range(MAX_BACKLOG - 1):
         handler._on_event(items_event("blog", f"i{n}"))
@@ -384,14 +388,14 @@ def test_a_long_backlog_holds_the_reading_until_half_of_it_is_handled(plugin, cl
 def test_an_event_failing_does_not_stop_the_following_ones(plugin, client, host):
     seen = []
 
-    def items(client_, service, node, items, message):
-        seen.append(node)
-        if node == "broken":
+    def items(client_, event):
+        seen.append(event.node)
+        if event.node == "broken":
             raise ValueError("handler bug")
         return True
 
     host.trigger.add("XEP-0060_items", items)
-    handler = PubsubHandler(plugin, client)
+    handler = PubsubHandler(plugin.dispatch, client)
     handler._on_event(items_event("broken", "a"))
     handler._on_event(items_event("blog", "b"))
     assert seen == ["broken", "blog"]
@@ -402,13 +406,13 @@ def test_handler_announces_presence_and_dispatches_events_from_the_stream(plugin
     """Notifications to the bare JID only reach available resources: the handler sends
     an initial presence once the stream is ready, then receives events from it."""
     stub = XmlStreamStub()
-    handler = PubsubHandler(plugin, client)
+    handler = PubsubHandler(plugin.dispatch, client)
     handler.parent = SimpleNamespace(send=stub.xmlstream.send)
     handler.makeConnection(stub.xmlstream)
     handler.connectionInitialized()
     assert [e.toXml() for e in stub.output] == ["<presence/>"]
     purged = []
-    host.trigger.add("XEP-0060_purge", lambda client_, service, node, message:
-                     purged.append((service.full(), node)) or True)
+    host.trigger.add("XEP-0060_purge", lambda client_, event:
+                     purged.append((event.service.full(), event.node)) or True)
     stub.send(parse_xml(EVENT.format("<purge node='blog'/>")))
     assert purged == [("pubsub.example.org", "blog")]

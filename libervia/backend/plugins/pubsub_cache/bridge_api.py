@@ -7,11 +7,11 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import check_node
 from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
 from libervia.backend.plugins.pubsub_cache.state import CacheError, service_key
 from libervia.backend.plugins.pubsub_cache.store import STATE_NAMES, CacheStore, node_state
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
+from libervia.backend.plugins.xep_0060.stanzas import check_node
 
 METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 

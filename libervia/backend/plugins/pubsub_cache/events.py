@@ -17,17 +17,26 @@ from twisted.words.xish import domish
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla import StorageError
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
-from libervia.backend.plugins.plugin_xep_0060 import PubsubError
 from libervia.backend.plugins.pubsub_cache.state import CacheState, service_key
-from libervia.backend.plugins.pubsub_cache.store import CacheStore, as_pubsub_item
+from libervia.backend.plugins.pubsub_cache.store import CacheStore
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
+from libervia.backend.plugins.xep_0060.events import (
+    ConfigurationEvent,
+    DeleteEvent,
+    ItemsEvent,
+    PubsubEvent,
+    PurgeEvent,
+    RetractEvent,
+    as_pubsub_item,
+)
+from libervia.backend.plugins.xep_0060.stanzas import PubsubError
 
 log = getLogger(__name__)
 
 #: longest wait between two checks of a database that could not store an event
 MISSED_CHECK_MAX_DELAY = 10.0
 
-EventHandler = Callable[..., Awaitable[bool]]
+EventHandler = Callable[[Any, Any], Awaitable[bool]]
 
 
 class EventHandlers:
@@ -43,18 +52,18 @@ class EventHandlers:
 
     def register(self, trigger: Any) -> None:
         """Add the handlers to the trigger manager."""
-        trigger.add("XEP-0060_items", self._storing(self.on_items))
-        trigger.add("XEP-0060_retract", self._storing(self.on_retract))
-        trigger.add("XEP-0060_purge", self._storing(self.on_purge))
-        trigger.add("XEP-0060_delete", self._storing(self.on_delete))
-        trigger.add("XEP-0060_configuration", self._storing(self.on_configuration))
+        trigger.add(ItemsEvent.TRIGGER, self._storing(self.on_items))
+        trigger.add(RetractEvent.TRIGGER, self._storing(self.on_retract))
+        trigger.add(PurgeEvent.TRIGGER, self._storing(self.on_purge))
+        trigger.add(DeleteEvent.TRIGGER, self._storing(self.on_delete))
+        trigger.add(ConfigurationEvent.TRIGGER, self._storing(self.on_configuration))
 
     def _storing(self, handler: EventHandler) -> EventHandler:
         """``handler`` of a node's events, whose storage failures lose no event."""
-        async def on_event(client: Any, service: jabber_jid.JID, node: str,
-                           *args: Any) -> bool:
+        async def on_event(client: Any, event: PubsubEvent) -> bool:
+            service, node = event.service, event.node
             try:
-                return await handler(client, service, node, *args)
+                return await handler(client, event)
             except StorageError as e:
                 key = (service_key(service), node)
                 log.warn("an event of node {node} could not be stored ({error}); the "
@@ -97,9 +106,9 @@ class EventHandlers:
             return None
         return pubsub_node
 
-    async def on_items(self, client: Any, service: jabber_jid.JID, node: str,
-                       items: list[domish.Element], message: domish.Element) -> bool:
+    async def on_items(self, client: Any, event: ItemsEvent) -> bool:
         """New or updated items."""
+        service, node, items = event.service, event.node, event.items
         pubsub_node = await self._followed_node(client, service, node)
         if pubsub_node is None:
             return True
@@ -130,39 +139,36 @@ class EventHandlers:
         await self.store.upsert(client, service, pubsub_node, converted)
         return True
 
-    async def on_retract(self, client: Any, service: jabber_jid.JID, node: str,
-                         item_ids: list[str], message: domish.Element) -> bool:
+    async def on_retract(self, client: Any, event: RetractEvent) -> bool:
         """Items retracted."""
-        await self._delete_items(client, service, node, "retract", item_ids)
+        await self._delete_items(client, event, "retract", event.item_ids)
         return True
 
-    async def on_purge(self, client: Any, service: jabber_jid.JID, node: str,
-                       message: domish.Element) -> bool:
+    async def on_purge(self, client: Any, event: PurgeEvent) -> bool:
         """Every item of the node retracted."""
-        await self._delete_items(client, service, node, "purge", None)
+        await self._delete_items(client, event, "purge", None)
         return True
 
-    async def _delete_items(self, client: Any, service: jabber_jid.JID, node: str,
-                            kind: str, item_ids: list[str] | None) -> None:
-        pubsub_node = await self._followed_node(client, service, node)
+    async def _delete_items(self, client: Any, event: PubsubEvent, kind: str,
+                            item_ids: list[str] | None) -> None:
+        pubsub_node = await self._followed_node(client, event.service, event.node)
         if pubsub_node is not None and not self.state.defer_event(
             pubsub_node.id, kind, item_ids
         ):
             await self.store.delete_items(pubsub_node, item_ids)
 
-    async def on_delete(self, client: Any, service: jabber_jid.JID, node: str,
-                        message: domish.Element | None) -> bool:
+    async def on_delete(self, client: Any, event: DeleteEvent) -> bool:
         """The node was deleted."""
-        await self.sync.node_deleted(client, service, node)
+        await self.sync.node_deleted(client, event.service, event.node)
         return True
 
-    async def on_configuration(self, client: Any, service: jabber_jid.JID, node: str,
-                               options: Any, message: domish.Element) -> bool:
+    async def on_configuration(self, client: Any, event: ConfigurationEvent) -> bool:
         """The node's configuration changed: what it holds may have changed too, so it
         is forgotten and analysed again."""
+        service, node = event.service, event.node
         pubsub_node = await self.store.node(client, service, node)
         if pubsub_node is None or self.state.defer_event(pubsub_node.id, "configuration",
-                                                         options):
+                                                         event.options):
             return True
         await self.store.forget(client, pubsub_node)
         self.state.spawn(self.sync.analyse_and_sync(client, service, node))

@@ -27,7 +27,6 @@ from libervia.backend.core.config import declare, parse_int
 from libervia.backend.core.constants import C
 from libervia.backend.memory.sqla_mapping import PubsubNode
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import ItemsResult
 from libervia.backend.plugins.pubsub_cache.analysers import Analyser, Analysers
 from libervia.backend.plugins.pubsub_cache.bridge_api import CacheBridge
 from libervia.backend.plugins.pubsub_cache.events import EventHandlers
@@ -36,6 +35,8 @@ from libervia.backend.plugins.pubsub_cache.state import CacheState
 from libervia.backend.plugins.pubsub_cache.store import CacheStore, node_state
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder
+from libervia.backend.plugins.xep_0060.operations import TRIGGER_GET_ITEMS
+from libervia.backend.plugins.xep_0060.stanzas import ItemsResult
 
 IMPORT_NAME = "PUBSUB_CACHE"
 SECTION = f"plugin {IMPORT_NAME}"
@@ -96,7 +97,7 @@ class PubsubCache:
             sync_concurrency=section.get_int("sync_concurrency"))
         self._answers = CachedAnswers(self.pubsub, self._state, self._store, self._sync)
         # high priority: the cache answers before anything else asks the service
-        host.trigger.add("XEP-0060_get_items", self._answers.on_get_items, priority=500)
+        host.trigger.add(TRIGGER_GET_ITEMS, self._answers.on_get_items, priority=500)
         EventHandlers(host, self.pubsub, self._state, self._store,
                       self._sync).register(host.trigger)
         CacheBridge(host, self.pubsub, self._store, self._sync,

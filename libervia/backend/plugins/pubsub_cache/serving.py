@@ -16,11 +16,12 @@ from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import XMLError, parse_xml
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import ItemsResult
 from libervia.backend.plugins.pubsub_cache.state import CacheState
 from libervia.backend.plugins.pubsub_cache.store import CacheStore
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.pubsub_cache.traits import node_traits
+from libervia.backend.plugins.xep_0060.operations import ItemsQuery
+from libervia.backend.plugins.xep_0060.stanzas import ItemsResult
 
 log = getLogger(__name__)
 
@@ -35,15 +36,13 @@ class CachedAnswers:
         self.store = store
         self.sync = sync
 
-    async def on_get_items(
-        self, client: Any, service: jabber_jid.JID, node: str, max_items: int | None,
-        item_ids: list[str] | None, rsm_request: RSMRequest | None,
-        order_by: str | None, extra: dict[str, Any],
-    ) -> tuple[bool, Any]:
+    async def on_get_items(self, client: Any, query: ItemsQuery
+                           ) -> tuple[bool, ItemsResult | None]:
         """The ``XEP-0060_get_items`` trigger: ``(False, answer)`` when the cache
         answers, ``(True, None)`` to let the service answer."""
-        if not extra.get("use_cache", True):
+        if not query.use_cache:
             return True, None
+        service, node, rsm_request = query.service, query.node, query.rsm
         try:
             pubsub_node = await self.store.node(client, service, node)
             if pubsub_node is None:
@@ -60,11 +59,12 @@ class CachedAnswers:
                 if translated is None:
                     return True, None
                 result = await self.pubsub.get_items_from_service(
-                    client, service, node, max_items, item_ids, translated, order_by)
+                    client, service, node, query.max_items, query.item_ids, translated,
+                    query.order_by)
                 return False, result
             result = await self.get_cached_items(
-                pubsub_node, service, max_items, item_ids, rsm_request, order_by
-            )
+                pubsub_node, service, query.max_items, query.item_ids, rsm_request,
+                query.order_by)
         except NotFound:
             # an RSM cursor we don't know: let the service deal with it
             return True, None

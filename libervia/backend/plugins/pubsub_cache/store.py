@@ -19,7 +19,6 @@ from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
-from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers
 from libervia.backend.plugins.pubsub_cache.state import CacheError, CacheState, service_key
 from libervia.backend.plugins.pubsub_cache.traits import (
@@ -262,15 +261,3 @@ def serialise(item: domish.Element, node: str) -> str:
             f"item {item.getAttribute('id')!r} of node {node!r} is nested too deeply "
             "to be cached"
         ) from None
-
-
-def as_pubsub_item(item: domish.Element) -> domish.Element:
-    """An event's ``<item/>`` (pubsub#event namespace) as the items request gives it."""
-    if item.uri == NS_PUBSUB:
-        return item
-    converted = domish.Element((NS_PUBSUB, "item"))
-    for key, value in item.attributes.items():
-        converted[key] = value
-    for child in item.children:
-        converted.addChild(child)
-    return converted

@@ -24,7 +24,6 @@ from libervia.backend.core.exceptions import BackendError, ConflictError
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
-from libervia.backend.plugins.plugin_xep_0060 import ItemNotFound, PubsubError
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers, metadata_type
 from libervia.backend.plugins.pubsub_cache.state import (
     CacheError,
@@ -39,6 +38,7 @@ from libervia.backend.plugins.pubsub_cache.store import (
     profile_of,
 )
 from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder, node_traits
+from libervia.backend.plugins.xep_0060.stanzas import ItemNotFound, PubsubError
 
 log = getLogger(__name__)
 

@@ -15,7 +15,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core.log import getLogger
 from libervia.backend.plugins.plugin_xep_0030 import DiscoInfo
-from libervia.backend.plugins.plugin_xep_0060 import NS_ORDER_BY
+from libervia.backend.plugins.xep_0060.stanzas import NS_ORDER_BY
 
 log = getLogger(__name__)
 

@@ -1,0 +1,250 @@
+"""Pubsub event notifications: what services send, as event objects for the triggers.
+
+Each action of a notification becomes one event object (:class:`ItemsEvent`,
+:class:`RetractEvent`, :class:`PurgeEvent`, :class:`DeleteEvent`,
+:class:`ConfigurationEvent`), passed to the trigger point named by its ``TRIGGER``
+with the client: ``host.trigger.add(ItemsEvent.TRIGGER, on_items)`` then
+``on_items(client, event)``.
+
+:class:`PubsubHandler` receives the notifications of one profile and has them handled
+one after the other, in the order they came; new items of one node notified in a row
+while earlier notifications were being handled come as one :class:`ItemsEvent`.
+"""
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from twisted.internet import defer
+from twisted.words.protocols.jabber import jid as jabber_jid
+from twisted.words.xish import domish
+from wokkel import data_form
+from wokkel.subprotocols import XMPPHandler
+
+from libervia.backend.core.interfaces import Client
+from libervia.backend.core.log import getLogger
+from libervia.backend.plugins.xep_0060.stanzas import NS_PUBSUB, NS_PUBSUB_EVENT, form_values
+
+log = getLogger(__name__)
+
+#: item notifications handled together at most (bounds a transaction and a delay)
+MAX_BURST = 500
+#: notifications waiting to be handled beyond which the stream is not read any more,
+#: until half of them are handled: a server notifying faster than the backend handles
+#: makes its own queue grow, not the backend's memory
+MAX_BACKLOG = MAX_BURST
+
+
+@dataclass(frozen=True)
+class PubsubEvent:
+    """Something a service notified about one of its nodes.
+
+    :ivar message: the notification (for an event made of several notifications, the
+        last one)
+    """
+
+    TRIGGER: ClassVar[str]
+    service: jabber_jid.JID
+    node: str
+    message: domish.Element
+
+
+@dataclass(frozen=True)
+class ItemsEvent(PubsubEvent):
+    """New or updated items: ``<item/>`` elements as sent (pubsub#event namespace)."""
+
+    TRIGGER: ClassVar[str] = "XEP-0060_items"
+    items: list[domish.Element]
+
+
+@dataclass(frozen=True)
+class RetractEvent(PubsubEvent):
+    """Items retracted."""
+
+    TRIGGER: ClassVar[str] = "XEP-0060_retract"
+    item_ids: list[str]
+
+
+@dataclass(frozen=True)
+class PurgeEvent(PubsubEvent):
+    """Every item of the node retracted."""
+
+    TRIGGER: ClassVar[str] = "XEP-0060_purge"
+
+
+@dataclass(frozen=True)
+class DeleteEvent(PubsubEvent):
+    """The node was deleted."""
+
+    TRIGGER: ClassVar[str] = "XEP-0060_delete"
+
+
+@dataclass(frozen=True)
+class ConfigurationEvent(PubsubEvent):
+    """The node's configuration changed: its new options, when the service sent them."""
+
+    TRIGGER: ClassVar[str] = "XEP-0060_configuration"
+    options: dict[str, Any] | None
+
+
+def event_actions(message: domish.Element) -> list[domish.Element]:
+    """The actions (``<items/>``, ``<purge/>``...) of a notification."""
+    event = next(message.elements(NS_PUBSUB_EVENT, "event"), None)
+    if event is None:
+        return []
+    return [a for a in event.elements() if a.uri == NS_PUBSUB_EVENT]
+
+
+def parse_events(service: jabber_jid.JID, message: domish.Element) -> list[PubsubEvent]:
+    """The events of a notification, in its order; actions without node are left out
+    (with a log line)."""
+    events: list[PubsubEvent] = []
+    for action in event_actions(message):
+        node = action.getAttribute("node")
+        if not node:
+            log.warn("ignoring a pubsub {kind} event without node from {service}",
+                     kind=action.name, service=service.full())
+            continue
+        if action.name == "items":
+            items = list(action.elements(NS_PUBSUB_EVENT, "item"))
+            retracted = [r.getAttribute("id") for r in
+                         action.elements(NS_PUBSUB_EVENT, "retract")]
+            if items:
+                events.append(ItemsEvent(service, node, message, items))
+            if retracted:
+                events.append(RetractEvent(service, node, message,
+                                           [i for i in retracted if i]))
+        elif action.name == "purge":
+            events.append(PurgeEvent(service, node, message))
+        elif action.name == "delete":
+            events.append(DeleteEvent(service, node, message))
+        elif action.name == "configuration":
+            form_elt = next(action.elements(data_form.NS_X_DATA, "x"), None)
+            options = (form_values(data_form.Form.fromElement(form_elt))
+                       if form_elt is not None else None)
+            events.append(ConfigurationEvent(service, node, message, options))
+    return events
+
+
+def items_notification(message: domish.Element
+                       ) -> tuple[str | None, str, frozenset[str]] | None:
+    """``(sender, node, item ids)`` of a plain notification of new items, else None.
+
+    Plain: one ``<items/>`` of a named node holding ``<item/>`` elements only, each
+    with its own id (no retraction, nothing else in the event).
+    """
+    actions = event_actions(message)
+    if len(actions) != 1 or actions[0].name != "items":
+        return None
+    node = actions[0].getAttribute("node")
+    ids = []
+    for child in actions[0].elements():
+        if child.uri != NS_PUBSUB_EVENT or child.name != "item":
+            return None
+        ids.append(child.getAttribute("id"))
+    if not node or not ids or None in ids or len(set(ids)) < len(ids):
+        return None
+    return message.getAttribute("from"), node, frozenset(ids)
+
+
+def burst_event(service: jabber_jid.JID, messages: list[domish.Element]) -> ItemsEvent:
+    """One :class:`ItemsEvent` of plain item notifications of one node (see
+    :func:`items_notification`), in the order they came."""
+    items: list[domish.Element] = []
+    for message in messages:
+        items.extend(event_actions(message)[0].elements(NS_PUBSUB_EVENT, "item"))
+    node = event_actions(messages[0])[0].getAttribute("node")
+    return ItemsEvent(service, node, messages[-1], items)
+
+
+def as_pubsub_item(item: domish.Element) -> domish.Element:
+    """An event's ``<item/>`` (pubsub#event namespace) as the items request gives it."""
+    if item.uri == NS_PUBSUB:
+        return item
+    converted = domish.Element((NS_PUBSUB, "item"))
+    for key, value in item.attributes.items():
+        converted[key] = value
+    for child in item.children:
+        converted.addChild(child)
+    return converted
+
+
+class PubsubHandler(XMPPHandler):
+    """Receives pubsub event notifications for one profile.
+
+    :param dispatch: ``dispatch(client, messages)`` handles one notification, or a
+        burst of plain item notifications of one node
+    """
+
+    def __init__(self, dispatch: Callable[[Client, list[domish.Element]], Awaitable[None]],
+                 client: Client) -> None:
+        super().__init__()
+        self.dispatch = dispatch
+        self.client = client
+        # events are handled one after the other, in the order they came: a retraction
+        # must not overtake the publication it retracts
+        self._queue: deque[domish.Element] = deque()
+        self._draining = False
+        # reading from the server held while the queue is long (see MAX_BACKLOG)
+        self._holding = False
+
+    def connectionInitialized(self) -> None:  # noqa: N802 (Wokkel API)
+        self.xmlstream.addObserver(
+            f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]', self._on_event
+        )
+        # services send notifications to the subscribed bare JID, which servers
+        # deliver only to available resources: without an initial presence, no event
+        # would ever arrive (measured on Prosody and ejabberd)
+        self.send(domish.Element((None, "presence")))
+
+    def _on_event(self, message: domish.Element) -> None:
+        if message.getAttribute("type") == "error":
+            return
+        message.handled = True
+        self._queue.append(message)
+        if len(self._queue) >= MAX_BACKLOG:
+            self._hold_reading(True)
+        if not self._draining:
+            self._draining = True
+            d = defer.ensureDeferred(self._drain())
+            d.addErrback(lambda f: log.failure("error while handling pubsub events", f))
+
+    async def _drain(self) -> None:
+        """Handle the queued events; new items of a node queued in a row go together."""
+        try:
+            while self._queue:
+                burst = self._next_burst()
+                if len(self._queue) <= MAX_BACKLOG // 2:
+                    self._hold_reading(False)
+                try:
+                    await self.dispatch(self.client, burst)
+                except Exception:
+                    log.failure("error while handling a pubsub event")
+        finally:
+            self._draining = False
+            self._hold_reading(False)
+
+    def _hold_reading(self, hold: bool) -> None:
+        """Stop or resume reading the stream (a client without flow control reads on)."""
+        hold_reading = getattr(self.client, "hold_reading", None)
+        if hold != self._holding and hold_reading is not None:
+            self._holding = hold
+            hold_reading(hold)
+
+    def _next_burst(self) -> list[domish.Element]:
+        first = self._queue.popleft()
+        key = items_notification(first)
+        burst = [first]
+        if key is None:
+            return burst
+        source, seen = key[:2], set(key[2])
+        while self._queue and len(burst) < MAX_BURST:
+            following = items_notification(self._queue[0])
+            # an id seen again ends the burst: each notification of it is handled on
+            # its own, as the first one sets the item's creation time
+            if following is None or following[:2] != source or seen & following[2]:
+                break
+            seen.update(following[2])
+            burst.append(self._queue.popleft())
+        return burst
