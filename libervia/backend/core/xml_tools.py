@@ -31,7 +31,11 @@ def parse_xml(text: str | bytes, max_size: int = MAX_SIZE) -> domish.Element:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise XMLError(f"XML is not valid UTF-8: {e}") from None
-    if len(text.encode()) > max_size:
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise XMLError("XML text holds a lone surrogate, which no encoding carries") from None
+    if size > max_size:
         raise XMLError(f"XML is larger than {max_size} bytes")
     text = _XML_DECLARATION.sub("", text, count=1)
     elements: list[domish.Element] = []

@@ -416,3 +416,80 @@ def test_handler_announces_presence_and_dispatches_events_from_the_stream(plugin
                      purged.append((event.service.full(), event.node)) or True)
     stub.send(parse_xml(EVENT.format("<purge node='blog'/>")))
     assert purged == [("pubsub.example.org", "blog")]
+
+
+BAD_TEXTS = ["", "a\x01b", "lone \ud800 surrogate", "\ufffe", "x" * 1025]
+
+
+@pytest.mark.parametrize("bad", BAD_TEXTS + [1.5, True, None, ["i"]])
+@pytest_twisted.ensureDeferred
+async def test_an_item_id_a_stanza_cant_carry_is_refused_before_sending(plugin, client,
+                                                                        bad):
+    """A control character sent in a stanza makes the server close the stream."""
+    with pytest.raises(InvalidRequest, match="item id"):
+        await plugin.retract_items(client, SERVICE, "blog", ["ok", bad])
+    with pytest.raises(InvalidRequest, match="item id"):
+        await plugin.get_items(client, SERVICE, "blog", item_ids=["ok", bad])
+    assert client.sent == []
+
+
+@pytest.mark.parametrize("item_ids", [1.5, True, "i1", {"i1": 1}])
+@pytest_twisted.ensureDeferred
+async def test_item_ids_must_be_a_list(plugin, client, item_ids):
+    with pytest.raises(InvalidRequest, match="list"):
+        await plugin.retract_items(client, SERVICE, "blog", item_ids)
+    with pytest.raises(InvalidRequest, match="list"):
+        await plugin.get_items(client, SERVICE, "blog", item_ids=item_ids)
+    assert client.sent == []
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"pubsub#title": "a\x00b"}, "pubsub#title"),
+    ({"pubsub#title": "\udfff"}, "pubsub#title"),
+    ({"bad\x07name": "x"}, "option name"),
+    ({"": "x"}, "option name"),
+    ({"pubsub#max_items": {"nested": 1}}, "pubsub#max_items"),
+    ({"pubsub#roster_groups_allowed": ["ok", None]}, "roster_groups_allowed"),
+    ([("pubsub#title", "x")], "object"),
+])
+@pytest_twisted.ensureDeferred
+async def test_options_a_form_cant_carry_are_refused_before_sending(plugin, client,
+                                                                    options, message):
+    for call in (lambda: plugin.create_node(client, SERVICE, "blog", options),
+                 lambda: plugin.configure_node(client, SERVICE, "blog", options),
+                 lambda: plugin.subscribe(client, SERVICE, "blog", options),
+                 lambda: plugin.publish(client, SERVICE, "blog",
+                                        [parse_xml("<item id='i'/>")], options)):
+        with pytest.raises(InvalidRequest, match=message):
+            await call()
+    assert client.sent == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_subscription_id_a_stanza_cant_carry_is_refused(plugin, client):
+    with pytest.raises(InvalidRequest, match="subscription id"):
+        await plugin.unsubscribe(client, SERVICE, "blog", subid="s\x1b1")
+    assert client.sent == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_accepted_options_are_sent_as_their_text(plugin, client):
+    client.answers.append("<iq type='result'/>")
+    await plugin.configure_node(client, SERVICE, "blog", {
+        "pubsub#max_items": 10, "pubsub#persist_items": True,
+        "pubsub#roster_groups_allowed": ["friends", 2], "pubsub#title": ""})
+    form = client.sent[0].pubsub.configure.x
+    values = {f["var"]: [str(v) for v in f.elements() if v.name == "value"]
+              for f in form.elements() if f.name == "field"}
+    assert values["pubsub#max_items"] == ["10"]
+    assert values["pubsub#persist_items"] == ["true"]
+    assert values["pubsub#roster_groups_allowed"] == ["friends", "2"]
+
+
+@pytest.mark.parametrize("cursor", ["a\x02", "\ud800"])
+@pytest_twisted.ensureDeferred
+async def test_an_rsm_cursor_a_stanza_cant_carry_is_refused(plugin, client, cursor):
+    for rsm in (RSMRequest(max=5, after=cursor), RSMRequest(max=5, before=cursor)):
+        with pytest.raises(InvalidRequest, match="RSM cursor"):
+            await plugin.get_items(client, SERVICE, "blog", rsm_request=rsm)
+    assert client.sent == []

@@ -158,21 +158,21 @@ class Pubsub:
         :param order_by: ``creation`` or ``modification`` (XEP-0413)
         :param use_cache: ``False`` to ask the service even if the node is cached
         """
-        service_jid = self.service_jid(client, service)
-        check_node(node)
         if max_items is not None and (not isinstance(max_items, int) or max_items < 0):
             raise InvalidRequest(f"max_items must be a positive integer, not {max_items!r}")
         if order_by is not None and order_by not in ORDER_BY:
             raise InvalidRequest(f"order_by must be one of {', '.join(ORDER_BY)}")
-        query = ItemsQuery(service_jid, node, max_items, item_ids, rsm_request, order_by,
-                           use_cache, dict(extra or {}))
+        # built (and checked) first: whoever answers, the request is one a service takes
+        request = self._request(client, "items", service, node,
+                                item_ids=item_ids or [], max_items=max_items,
+                                rsm=rsm_request, order_by=order_by)
+        query = ItemsQuery(request.service, node, max_items, request.item_ids or None,
+                           rsm_request, order_by, use_cache, dict(extra or {}))
         go_on, answer = await self.host.trigger.async_return_point(
             TRIGGER_GET_ITEMS, client, query)
         if not go_on:
             return answer
-        return await self.get_items_from_service(
-            client, service_jid, node, max_items, item_ids, rsm_request, order_by
-        )
+        return parse_items(await self._send(client, request), request.service, node)
 
     async def get_items_from_service(
         self,
@@ -186,7 +186,7 @@ class Pubsub:
     ) -> ItemsResult:
         """Ask the service, never the cache (used by the cache to synchronise)."""
         iq = await self._send(client, PubsubRequest(
-            "items", service, node, item_ids=list(item_ids or ()), max_items=max_items,
+            "items", service, node, item_ids=item_ids or [], max_items=max_items,
             rsm=rsm_request, order_by=order_by))
         return parse_items(iq, service, node)
 
@@ -225,8 +225,8 @@ class Pubsub:
                             item_ids: list[str], notify: bool = True) -> None:
         """Retract items of a node (subscribers are told, unless ``notify`` is False)."""
         request = self._request(client, "retract", service, node,
-                                item_ids=list(item_ids or ()), notify=notify)
-        if not item_ids:
+                                item_ids=item_ids, notify=notify)
+        if not request.item_ids:
             raise InvalidRequest("no item to retract")
         await self._send(client, request)
 

@@ -99,17 +99,65 @@ def pubsub_error(exc: BaseException, service: str, node: str | None) -> BaseExce
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+#: longest node name, item id or subscription id sent (characters)
+MAX_ID = 1024
+
+
+def check_text(value: Any, what: str, max_length: int | None = MAX_ID) -> str:
+    """``value`` if it can go into a stanza: a non-empty string XML can carry.
+
+    :raise InvalidRequest: not a string, empty, too long, or with characters XML can't
+        carry (sent, they would make the server close the stream)
+    """
+    if (not isinstance(value, str) or not value
+            or (max_length is not None and len(value) > max_length)
+            or _NOT_XML_CHAR.search(value)):
+        limit = f" ({max_length} characters max)" if max_length is not None else ""
+        raise InvalidRequest(f"{what} must be a non-empty string{limit} of characters "
+                             "XML allows (no control character)")
+    return value
+
+
 def check_node(node: Any) -> str:
     """``node`` if it can be a node name.
 
     :raise InvalidRequest: not a string, empty, too long, or with characters XML can't
         carry
     """
-    if (not isinstance(node, str) or not node or len(node) > 1024
-            or _NOT_XML_CHAR.search(node)):
-        raise InvalidRequest("a node name must be a non-empty string (1024 characters "
-                             "max) of characters XML allows (no control character)")
-    return node
+    return check_text(node, "a node name")
+
+
+def check_item_ids(item_ids: Any) -> list[str]:
+    """``item_ids`` if it is a list of item ids that can be sent.
+
+    :raise InvalidRequest: not a list, or an id that can't be one (see
+        :func:`check_text`)
+    """
+    if not isinstance(item_ids, (list, tuple)):
+        raise InvalidRequest("item ids must be a list of strings")
+    return [check_text(item_id, "an item id") for item_id in item_ids]
+
+
+def check_options(options: Any) -> dict[str, Any] | None:
+    """``options`` if they can be sent as a form: names to strings, numbers, booleans
+    or lists of strings and numbers.
+
+    :raise InvalidRequest: anything else, or a text XML can't carry
+    """
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise InvalidRequest("options must be an object of option names to values")
+    for name, value in options.items():
+        check_text(name, "an option name")
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for one in values:
+            if not isinstance(one, (str, int, float)):
+                raise InvalidRequest(f"option {name!r} must be a string, a number, a "
+                                     "boolean or a list of strings")
+            if isinstance(one, str) and one:
+                check_text(one, f"option {name!r}", max_length=None)
+    return options
 
 
 def form_values(form: data_form.Form) -> dict[str, Any]:
@@ -177,6 +225,23 @@ class PubsubRequest:
     subscriber: str | None = None
     subid: str | None = None
     notify: bool = False
+
+    def __post_init__(self) -> None:
+        # every text that goes into the stanza, checked before anything is built
+        if self.verb not in VERBS:
+            raise InvalidRequest(f"unknown pubsub verb {self.verb!r}")
+        if self.node is not None:
+            check_node(self.node)
+        self.item_ids = check_item_ids(self.item_ids)
+        for what, value in (("a subscriber JID", self.subscriber),
+                            ("a subscription id", self.subid)):
+            if value is not None:
+                check_text(value, what)
+        self.options = check_options(self.options)
+        if self.rsm is not None:
+            for cursor in (self.rsm.after, self.rsm.before):
+                if cursor:  # "" is a request for the last page
+                    check_text(cursor, "an RSM cursor", max_length=None)
 
     @property
     def stanza_type(self) -> str:
