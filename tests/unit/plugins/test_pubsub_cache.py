@@ -458,6 +458,51 @@ async def test_a_failing_database_lets_the_service_answer(storage, monkeypatch):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_stream_lost_without_a_disconnection_stops_the_serving(storage, kind):
+    """However a stream ends (connection lost, stream error, server gone), events are
+    missed from then on: the cache does not answer for the profile's nodes until it
+    has checked them on a new stream."""
+    env = Env(storage, FakePubsubService(kind))
+    env.client.xmlstream = object()
+    env.client.is_connected = True
+    await env.sync()
+    assert (await env.get()).cached is True
+    # the link is cut: the client is reconnecting, no hook ran
+    env.client.is_connected = False
+    env.service.publish(BLOG, "while-away")  # no event reaches the backend
+    result = await env.get()
+    assert result.cached is False and result.items[-1]["id"] == "while-away"
+    # a new stream: still not served before the check the connection hook starts
+    env.client.xmlstream = object()
+    env.client.is_connected = True
+    assert (await env.get()).cached is False
+    await env.cache.profile_connected(env.client)
+    await env.cache.wait_background()
+    result = await env.get()
+    assert result.cached is True and result.items[-1]["id"] == "while-away"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_check_started_on_a_stream_since_lost_does_not_make_the_node_served(
+        storage):
+    """A synchronisation that ends after its stream was replaced proves nothing about
+    the events of the gap: the node waits for the check of the new stream."""
+    env = Env(storage, FakePubsubService("ejabberd"), settings={"page_size": 5})
+    env.client.xmlstream = first_stream = object()
+    env.fill()
+    env.client.hold(is_page_request)
+    assert (await env.get()).cached is False
+    await env.client.wait_held()
+    env.client.xmlstream = object()  # reconnected while the sync waits for a page
+    env.client.release()
+    await env.cache.wait_background()
+    assert await env.state() == "completed"
+    assert (await env.get()).cached is False
+    env.client.xmlstream = first_stream
+    assert (await env.get()).cached is True  # (only the stream differed)
+
+
+@pytest_twisted.ensureDeferred
 async def test_cache_cursors_still_page_when_the_service_answers(storage):
     """A caller paging with the cache's cursors (item ids) goes on when the node stops
     being served: ejabberd, whose cursors are time stamps, gets positions instead."""

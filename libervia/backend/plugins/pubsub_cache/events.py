@@ -91,7 +91,7 @@ class EventHandlers:
                     delay = min(delay * 2, MISSED_CHECK_MAX_DELAY)
             if pubsub_node is None or pubsub_node.sync_state is not SyncState.COMPLETED:
                 return
-            self.state.verified.discard(pubsub_node.id)
+            self.state.unverify(pubsub_node.id)
             await self.sync.verify(client, service, pubsub_node)
         finally:
             self.state.missed.discard(key)
@@ -127,7 +127,7 @@ class EventHandlers:
             except PubsubError as e:
                 log.warn("can't fetch notified items of {node}: {error}; the node will "
                          "be checked against the service", node=node, error=e)
-                self.state.verified.discard(pubsub_node.id)
+                self.state.unverify(pubsub_node.id)
                 self.state.spawn(self.sync.verify(client, service, pubsub_node))
                 return True
             wanted = set(without)

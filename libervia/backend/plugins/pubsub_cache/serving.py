@@ -54,7 +54,7 @@ class CachedAnswers:
                 self.state.spawn(self.sync.sync_in_background(client, service, node,
                                                               pubsub_node))
                 return True, None
-            if not self.servable(pubsub_node):
+            if not self.servable(pubsub_node, client):
                 translated = await self._service_cursor(pubsub_node, rsm_request)
                 if translated is None:
                     return True, None
@@ -75,11 +75,11 @@ class CachedAnswers:
             return True, None
         return False, result
 
-    def servable(self, pubsub_node: PubsubNode) -> bool:
-        """Whether the node may be answered from the database now."""
+    def servable(self, pubsub_node: PubsubNode, client: Any) -> bool:
+        """Whether the node may be answered from the database now, for ``client``."""
         return (pubsub_node.sync_state is SyncState.COMPLETED
                 and self.state.is_servable(pubsub_node.id, pubsub_node.service,
-                                           pubsub_node.name))
+                                           pubsub_node.name, client))
 
     async def _service_cursor(self, pubsub_node: PubsubNode,
                               rsm_request: RSMRequest | None) -> RSMRequest | None:

@@ -41,13 +41,21 @@ def service_key(service: jabber_jid.JID) -> str:
     return service.userhost() if service.user else service.host
 
 
+def stream_of(client: Any) -> Any:
+    """The stream a client has open now (a new one at each connection): events come
+    through it, so what is checked on one stream holds only while it lasts, however it
+    ends (lost connection, stream error, server shutdown, backend suspended)."""
+    return getattr(client, "xmlstream", None)
+
+
 class CacheState:
     """The run-time state of the cache, shared by the modules of the package."""
 
     def __init__(self) -> None:
-        #: node ids whose items were compared with the service since the connection
-        #: (or synchronised since): only those are served
-        self.verified: set[int] = set()
+        #: node ids whose items were compared with the service (or synchronised), with
+        #: the stream that was open when the check started: a node is served only
+        #: while that stream is the client's, since events are lost once it ends
+        self.verified: dict[int, Any] = {}
         #: node ids being rewritten, with the events received meanwhile
         self.rewriting: dict[int, list[PendingEvent]] = {}
         #: (service, node) whose events could not be stored: not served until checked
@@ -60,9 +68,21 @@ class CacheState:
         #: last time stamp given to a cached item, so that stamps always grow
         self._last_stamp = datetime.min.replace(tzinfo=UTC)
 
-    def is_servable(self, node_id: int, service: str, name: str) -> bool:
-        """Whether a COMPLETED node may be answered from the database now."""
-        return (node_id in self.verified and node_id not in self.rewriting
+    def mark_verified(self, node_id: int, stream: Any) -> None:
+        """The node equals its service as of ``stream`` (see :func:`stream_of`)."""
+        self.verified[node_id] = stream
+
+    def unverify(self, node_id: int) -> None:
+        """The node may differ from its service: not served until checked again."""
+        self.verified.pop(node_id, None)
+
+    def is_servable(self, node_id: int, service: str, name: str, client: Any) -> bool:
+        """Whether a COMPLETED node may be answered from the database now: checked on
+        the client's current stream, which is still open, and nothing pending."""
+        return (getattr(client, "is_connected", True)
+                and node_id in self.verified
+                and self.verified[node_id] is stream_of(client)
+                and node_id not in self.rewriting
                 and (service, name) not in self.missed)
 
     def defer_event(self, node_id: int, kind: str, data: Any) -> bool:

@@ -97,7 +97,7 @@ class CacheStore:
 
     async def forget(self, client: Any, pubsub_node: PubsubNode) -> None:
         """Drop a node and its items from the cache."""
-        self.state.verified.discard(pubsub_node.id)
+        self.state.unverify(pubsub_node.id)
         async with self.state.lock(pubsub_node.id):
             await self.storage.delete_pubsub_nodes(
                 profiles=[profile_of(client)], services=[pubsub_node.service],
@@ -107,7 +107,7 @@ class CacheStore:
     async def give_up(self, client: Any, service: jabber_jid.JID,
                       pubsub_node: PubsubNode, reason: str) -> None:
         """The node can't be kept equal to the service: ERROR, the service answers."""
-        self.state.verified.discard(pubsub_node.id)
+        self.state.unverify(pubsub_node.id)
         try:
             await self.record(client, service, pubsub_node.name,
                               sync_state=SyncState.ERROR, extra={"error": reason})

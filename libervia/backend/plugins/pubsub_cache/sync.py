@@ -30,6 +30,7 @@ from libervia.backend.plugins.pubsub_cache.state import (
     CacheState,
     PendingEvent,
     service_key,
+    stream_of,
 )
 from libervia.backend.plugins.pubsub_cache.store import (
     CacheStore,
@@ -225,11 +226,12 @@ class Synchroniser:
                     ) -> None:
         node = pubsub_node.name
         node_id = pubsub_node.id
-        self.state.verified.discard(node_id)
+        self.state.unverify(node_id)
         await self.store.storage.update_pubsub_node_sync_state(
             node_id, SyncState.IN_PROGRESS, items_done=0)
         self.store.emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, 0, None)
         started = self.state.stamp()
+        stream = stream_of(client)
         try:
             traits = await self.traits.traits(client, service)
             if not pubsub_node.subscribed:
@@ -261,7 +263,7 @@ class Synchroniser:
                       reason=reason)
             await self.store.give_up(client, service, pubsub_node, reason)
             return
-        self.state.verified.add(node_id)
+        self.state.mark_verified(node_id, stream)
         log.info("node {node} of {service} synchronised ({count} items)", node=node,
                  service=service.full(), count=len(rows))
 
@@ -375,7 +377,7 @@ class Synchroniser:
             profile_of(client),
             sync_states=[SyncState.COMPLETED, SyncState.IN_PROGRESS, None])
         for pubsub_node in nodes:
-            self.state.verified.discard(pubsub_node.id)
+            self.state.unverify(pubsub_node.id)
         for pubsub_node in nodes:
             if pubsub_node.id in self.state.rewriting:
                 continue
@@ -390,7 +392,7 @@ class Synchroniser:
     async def profile_disconnected(self, client: Any) -> None:
         """Events will be missed: the profile's nodes are not served until checked."""
         for pubsub_node in await self.store.storage.get_pubsub_nodes(profile_of(client)):
-            self.state.verified.discard(pubsub_node.id)
+            self.state.unverify(pubsub_node.id)
 
     async def verify(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode
                      ) -> None:
@@ -398,6 +400,7 @@ class Synchroniser:
         if pubsub_node.id in self.state.rewriting:
             return  # a synchronisation is already rewriting it
         verified = []
+        stream = stream_of(client)
 
         async def compare() -> None:
             started = self.state.stamp()
@@ -429,7 +432,7 @@ class Synchroniser:
                      "next connection", node=pubsub_node.name, error=e)
             return
         if verified:
-            self.state.verified.add(pubsub_node.id)
+            self.state.mark_verified(pubsub_node.id, stream)
 
     async def node_deleted(self, client: Any, service: jabber_jid.JID, node: str
                            ) -> None:
