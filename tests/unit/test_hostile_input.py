@@ -40,9 +40,9 @@ from libervia.backend.xmpp.client import (
 from libervia.backend.xmpp.profiles import ConnectionOptions, Profile
 from tests.unit.bridge import test_bridge_protocol as bridge_tests
 from tests.unit.bridge.helpers import Client
-from tests.unit.plugins import test_pubsub_cache as cache_tests
+from tests.unit.plugins import conftest as plugin_fixtures
 from tests.unit.plugins.fake_pubsub import NS_ATOM, FakePubsubService, entry
-from tests.unit.plugins.test_pubsub_cache import (
+from tests.unit.plugins.cache_env import (
     BLOG,
     SERVICE,
     Env,
@@ -183,7 +183,7 @@ def test_a_well_formed_stream_is_still_read():
 
 
 #: a real Storage (SQLite, and PostgreSQL when available), as in the cache's tests
-storage = cache_tests.storage
+storage = plugin_fixtures.storage
 
 
 @pytest.fixture

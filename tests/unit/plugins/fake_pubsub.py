@@ -315,6 +315,79 @@ class FakePubsubService:
                 f"<last>{page[-1].cursor}</last><count>{count}</count></set>")
 
 
+class LyingService(FakePubsubService):
+    """An ejabberd-like service that pages wrongly in one way, ``lie``:
+
+    ``count_low`` / ``count_zero``
+        announces 5 (or 0) items whatever the node holds;
+    ``no_set``
+        honours RSM ``max`` but answers without any ``<set/>``;
+    ``ignores_after``
+        answers the first page again to a request for the next one;
+    ``cursor_back``
+        gives its second page the ``last`` cursor of the first one;
+    ``repeat_other``
+        repeats the node's first item, with another payload, in each later page;
+    ``repeat_inside``
+        gives the first page's first item twice in that page, the second time with
+        another payload;
+    ``repeat_same``
+        repeats the first item, unchanged, in each later page (an honest overlap).
+    """
+
+    LIES = ("count_low", "count_zero", "no_set", "ignores_after", "cursor_back",
+            "repeat_other", "repeat_inside", "repeat_same")
+
+    def __init__(self, lie: str, jid: str = "pubsub.example.org") -> None:
+        super().__init__("ejabberd", jid)
+        assert lie in self.LIES
+        self.lie = lie
+
+    def _page(self, items: list[FakeItem], set_elt: domish.Element
+              ) -> tuple[list[FakeItem], str]:
+        after = next(set_elt.elements(NS_RSM, "after"), None)
+        if self.lie == "ignores_after" and after is not None:
+            set_elt.children.remove(after)
+        page, rsm = super()._page(items, set_elt)
+        count = f"<count>{len(items)}</count>"
+        if self.lie == "count_low":
+            rsm = rsm.replace(count, "<count>5</count>")
+        elif self.lie == "count_zero":
+            rsm = rsm.replace(count, "<count>0</count>")
+        elif self.lie == "no_set":
+            rsm = ""
+        elif self.lie == "cursor_back" and after is not None and page:
+            size = len(page)
+            first_page_last = items[size - 1].cursor
+            rsm = rsm.replace(f"<last>{page[-1].cursor}</last>",
+                              f"<last>{first_page_last}</last>")
+        elif self.lie in ("repeat_other", "repeat_same") and after is not None and page:
+            first = items[0]
+            payload = first.payload if self.lie == "repeat_same" else entry(first.id, "x")
+            page = [FakeItem(first.id, payload, first.created, first.modified)] + page
+        elif self.lie == "repeat_inside" and after is None and page:
+            first = page[0]
+            page = page + [FakeItem(first.id, entry(first.id, "other"), first.created,
+                                    first.modified)]
+        return page, rsm
+
+
+class SilentComponent(FakePubsubService):
+    """An ejabberd-like pubsub component that tells neither its software nor a known
+    name, on a server that says it runs Prosody."""
+
+    def __init__(self, jid: str = "pubsub.example.org") -> None:
+        super().__init__("ejabberd", jid)
+        #: what the server hosting it answers (see StubClient)
+        self.software = "Prosody"
+
+    def answer(self, iq: domish.Element) -> domish.Element:
+        child = next(iq.elements(), None)
+        if child is not None and (child.uri, child.name) == (NS_VERSION, "query"):
+            raise jabber_error.StanzaError("service-unavailable")
+        return super().answer(iq)
+
+
 class StubClient:
     """A profile's client: its requests are answered by fake services, at once or when
     released (see :meth:`hold`)."""

@@ -8,7 +8,7 @@ from twisted.words.protocols.jabber.jid import JID
 
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.plugins.plugin_xep_0277 import XEP_0277, parse_entry
-from tests.unit.plugins.test_pubsub_cache import Host
+from tests.unit.plugins.cache_env import Host
 
 ITEM = "<item xmlns='http://jabber.org/protocol/pubsub' id='{id}'>{entry}</item>"
 

@@ -523,7 +523,7 @@ async def test_search_microblog_entries_parsed_by_the_xep_0277_parser(storage):
 @pytest_twisted.ensureDeferred
 async def test_cache_search_bridge_method_answers_json_for_the_calling_profile(storage):
     from libervia.backend.bridge import errors
-    from tests.unit.plugins.test_pubsub_cache import Host
+    from tests.unit.plugins.cache_env import Host
 
     await fill(storage)
     host = Host(storage)

@@ -11,9 +11,8 @@ profile connects, each of its synchronised nodes is *verified* (fetched again an
 compared with the cache) before it is served again, and refreshed where it differs.
 """
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionClosed
@@ -23,8 +22,8 @@ from twisted.words.xish import domish
 from libervia.backend.core.exceptions import BackendError, ConflictError
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
-from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers, metadata_type
+from libervia.backend.plugins.pubsub_cache.fetch import InconsistentService, NodeFetcher
 from libervia.backend.plugins.pubsub_cache.state import (
     CacheError,
     CacheState,
@@ -34,7 +33,6 @@ from libervia.backend.plugins.pubsub_cache.state import (
 )
 from libervia.backend.plugins.pubsub_cache.store import (
     CacheStore,
-    Row,
     node_state,
     profile_of,
 )
@@ -42,6 +40,8 @@ from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder, node_trai
 from libervia.backend.plugins.xep_0060.stanzas import ItemNotFound, PubsubError
 
 log = getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Synchroniser:
@@ -56,8 +56,8 @@ class Synchroniser:
         self.store = store
         self.analysers = analysers
         self.traits = traits
-        self.max_items_per_node = max_items_per_node
-        self.page_size = page_size
+        self.fetcher = NodeFetcher(pubsub, store, page_size=page_size,
+                                   max_items_per_node=max_items_per_node)
         self._semaphore = defer.DeferredSemaphore(sync_concurrency)
 
     # analysis
@@ -241,7 +241,8 @@ class Synchroniser:
                 except PubsubError as e:
                     # events won't come: the node can't be kept in sync
                     raise CacheError(f"can't subscribe to {node!r}: {e}") from None
-            rows, learnt = await self._fetch_rows(client, service, pubsub_node)
+            rows, learnt = await self._consistent(
+                node, lambda: self.fetcher.rows(client, service, pubsub_node))
             await self.store.store_fetched(client, service, pubsub_node, rows, started,
                                            traits.learnt(**learnt))
         except ItemNotFound:
@@ -267,103 +268,18 @@ class Synchroniser:
         log.info("node {node} of {service} synchronised ({count} items)", node=node,
                  service=service.full(), count=len(rows))
 
-    # fetching
+    @staticmethod
+    async def _consistent(node: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        """``fetch()``, done a second time if the service contradicted itself the first
+        time (a node changing during a fetch can make an honest service look so).
 
-    async def _fetch_pages(self, client: Any, service: jabber_jid.JID,
-                           pubsub_node: PubsubNode, learnt: dict[str, bool],
-                           record_progress: bool
-                           ) -> AsyncIterator[list[domish.Element]]:
-        """Every item of the node, in the service's order, by RSM pages if it pages.
-
-        The request for the next page is sent before a page is given: the service
-        prepares it while the caller handles this one (a synchronisation would
-        otherwise wait for the service, then the service for it, at every page).
-
-        :param learnt: filled with the traits learnt from the answers: ``rsm`` (the
-            service answered with RSM data; a service ignoring RSM answers the whole
-            node at once) and ``id_cursors`` (its RSM cursors are item ids)
-        :param record_progress: record the items fetched as the progress of the node's
-            synchronisation (a verification leaves the node's state alone)
+        :raise InconsistentService: it did both times
         """
-        seen: set[str] = set()
-        expected: int | None = None
-        pending: defer.Deferred | None = self._request_page(
-            client, service, pubsub_node, RSMRequest(max=self.page_size))
         try:
-            while pending is not None:
-                result = await pending
-                pending = None
-                if not learnt:
-                    learnt["rsm"] = bool(result.rsm)
-                    learnt["id_cursors"] = not result.items or result.rsm.get(
-                        "first", result.items[0].getAttribute("id")
-                    ) == result.items[0].getAttribute("id")
-                new = [i for i in result.items
-                       if i.getAttribute("id") and i.getAttribute("id") not in seen]
-                if len(new) < len(result.items):
-                    log.debug("{n} item(s) of {node} without id or already seen, skipped",
-                              n=len(result.items) - len(new), node=pubsub_node.name)
-                seen.update(i["id"] for i in new)
-                count = result.rsm.get("count")
-                if count is not None:
-                    expected = count
-                if max(expected or 0, len(seen)) > self.max_items_per_node:
-                    raise CacheError(
-                        f"node {pubsub_node.name!r} has more than "
-                        f"{self.max_items_per_node} items (max_items_per_node): it is "
-                        "not cached"
-                    )
-                if record_progress:
-                    await self.store.storage.update_pubsub_node_sync_state(
-                        pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(seen),
-                        items_expected=expected if expected is not None else None)
-                    self.store.emit_progress(client, pubsub_node, SyncState.IN_PROGRESS,
-                                             len(seen), expected)
-                last = result.rsm.get("last")
-                # no RSM: the service does not page (it answered everything)
-                done = (not result.rsm or not new or last is None
-                        or (expected is not None and len(seen) >= expected))
-                if not done:
-                    pending = self._request_page(
-                        client, service, pubsub_node,
-                        RSMRequest(max=self.page_size, after=last))
-                yield new
-        finally:
-            if pending is not None:
-                # the caller stopped early: nobody waits for that page any more
-                pending.addErrback(lambda __: None)
-
-    def _request_page(self, client: Any, service: jabber_jid.JID,
-                      pubsub_node: PubsubNode, request: RSMRequest) -> defer.Deferred:
-        return defer.ensureDeferred(self.pubsub.get_items_from_service(
-            client, service, pubsub_node.name, rsm_request=request))
-
-    async def _fetch_all(self, client: Any, service: jabber_jid.JID,
-                         pubsub_node: PubsubNode
-                         ) -> tuple[list[domish.Element], dict[str, bool]]:
-        """Every item of the node (see :meth:`_fetch_pages`), and the traits learnt."""
-        items: list[domish.Element] = []
-        learnt: dict[str, bool] = {}
-        async with aclosing(self._fetch_pages(client, service, pubsub_node, learnt,
-                                              record_progress=False)) as pages:
-            async for page in pages:
-                items.extend(page)
-        return items, learnt
-
-    async def _fetch_rows(self, client: Any, service: jabber_jid.JID,
-                          pubsub_node: PubsubNode) -> tuple[list[Row], dict[str, bool]]:
-        """Every item of the node as rows to store, recording the sync's progress.
-
-        Each page is serialised and parsed while the service prepares the next one.
-        """
-        rows: list[Row] = []
-        learnt: dict[str, bool] = {}
-        async with aclosing(self._fetch_pages(client, service, pubsub_node, learnt,
-                                              record_progress=True)) as pages:
-            async for page in pages:
-                for item in page:
-                    rows.append(await self.store.row(client, service, pubsub_node, item))
-        return rows, learnt
+            return await fetch()
+        except InconsistentService as e:
+            log.info("{reason}; fetching node {node} again", reason=e, node=node)
+        return await fetch()
 
     # verification after (re)connection
 
@@ -406,7 +322,9 @@ class Synchroniser:
             started = self.state.stamp()
             await self._subscribe_again(client, service, pubsub_node)
             remote, learnt = await self._semaphore.run(
-                lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
+                lambda: defer.ensureDeferred(self._consistent(
+                    pubsub_node.name,
+                    lambda: self.fetcher.items(client, service, pubsub_node))))
             traits = node_traits(pubsub_node)
             cached, __ = await self.store.storage.get_items(
                 pubsub_node.id, order_by=traits.item_order, data_only=True)
@@ -426,6 +344,11 @@ class Synchroniser:
         except ItemNotFound:
             log.info("node {node} was deleted while we were away", node=pubsub_node.name)
             await self.node_deleted(client, service, pubsub_node.name)
+            return
+        except InconsistentService as e:
+            log.warn("node {node} can't be checked: {reason}; the service answers for "
+                     "it from now on", node=pubsub_node.name, reason=e)
+            await self.store.give_up(client, service, pubsub_node, str(e))
             return
         except Exception as e:
             log.warn("can't verify node {node}: {error}; it stays unserved until the "

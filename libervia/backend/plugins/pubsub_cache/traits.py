@@ -97,16 +97,15 @@ class TraitsFinder:
         """What the service's software does differently.
 
         Asked once per service domain: its software name (XEP-0092, asked to the
-        domain, then to its parent domain for a component) and whether it supports
-        XEP-0413 ordering (service discovery).  Whether it pages with RSM is learnt
-        from the answers while synchronising.
+        service's domain: the server of an account, or the component itself, never
+        the server hosting a component, which may run other software) and whether it
+        supports XEP-0413 ordering (service discovery).  Whether it pages with RSM is
+        learnt from the answers while synchronising.
         """
         known = self._known.get(service.host)
         if known is not None:
             return known
         software = await self._software(client, service.host)
-        if software is None and "." in service.host:
-            software = await self._software(client, service.host.split(".", 1)[1])
         info = await self._disco_info(client, service)
         if software is None:
             # servers not answering XEP-0092 (Prosody without mod_version) still name
