@@ -10,13 +10,13 @@ presence layer.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 from wokkel import data_form
 
 from libervia.backend.core.constants import C
+from libervia.backend.core.interfaces import Client, Host
 from libervia.backend.core.log import getLogger
 from libervia.backend.plugins.xep_0060.stanzas import IQRequest
 
@@ -106,7 +106,7 @@ class DiscoItem:
 class XEP_0030:  # noqa: N801
     """Service discovery requests; ``host.plugins["XEP-0030"]``."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
     @staticmethod
@@ -116,7 +116,7 @@ class XEP_0030:  # noqa: N801
             query["node"] = node
         return query
 
-    async def get_info(self, client: Any, entity: jabber_jid.JID, node: str | None = None,
+    async def get_info(self, client: Client, entity: jabber_jid.JID, node: str | None = None,
                        timeout: float | None = DEFAULT_TIMEOUT) -> DiscoInfo:
         """What ``entity`` (or one of its nodes) is and supports.
 
@@ -128,7 +128,7 @@ class XEP_0030:  # noqa: N801
                                             self._query(NS_DISCO_INFO, node), timeout))
         return DiscoInfo.from_element(next(iq.elements(NS_DISCO_INFO, "query"), None))
 
-    async def get_items(self, client: Any, entity: jabber_jid.JID,
+    async def get_items(self, client: Client, entity: jabber_jid.JID,
                         node: str | None = None,
                         timeout: float | None = DEFAULT_TIMEOUT) -> list[DiscoItem]:
         """The items ``entity`` (or one of its nodes) lists, in its order.

@@ -5,12 +5,12 @@ differ) ask here.  Answering other entities' requests comes with the presence la
 """
 
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.constants import C
+from libervia.backend.core.interfaces import Client, Host
 from libervia.backend.plugins.xep_0060.stanzas import IQRequest
 
 NS_VERSION = "jabber:iq:version"
@@ -49,10 +49,10 @@ def _text(query: domish.Element, name: str) -> str | None:
 class XEP_0092:  # noqa: N801
     """Software version requests; ``host.plugins["XEP-0092"]``."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
 
-    async def get_version(self, client: Any, entity: jabber_jid.JID,
+    async def get_version(self, client: Client, entity: jabber_jid.JID,
                           timeout: float | None = DEFAULT_TIMEOUT) -> SoftwareVersion:
         """The software ``entity`` runs (its parts ``None`` when it does not say).
 

@@ -14,6 +14,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.async_utils import maybe_async_call
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
 from libervia.backend.plugins.pubsub_cache.state import CacheError
 
@@ -148,7 +149,7 @@ class Analysers:
         return any(a.namespace for a in self.candidates(node))
 
     async def analyse(
-        self, client: Any, service: jabber_jid.JID, node: str,
+        self, client: Client, service: jabber_jid.JID, node: str,
         item: domish.Element | None, metadata: dict[str, Any] | None,
         sample: Sampler,
     ) -> dict[str, Any] | None:

@@ -5,13 +5,16 @@ from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 
+from libervia.backend.core.interfaces import Client
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
 from libervia.backend.plugins.pubsub_cache.state import CacheError, service_key
 from libervia.backend.plugins.pubsub_cache.store import STATE_NAMES, CacheStore, node_state
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
+from libervia.backend.plugins.xep_0060.operations import Pubsub
 from libervia.backend.plugins.xep_0060.stanzas import check_node
+from libervia.backend.xmpp.profiles import StorageHost
 
 METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 
@@ -19,7 +22,7 @@ METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 class CacheBridge:
     """``cache_get``, ``cache_sync``... as the bridge calls them."""
 
-    def __init__(self, host: Any, pubsub: Any, store: CacheStore, sync: Synchroniser,
+    def __init__(self, host: StorageHost, pubsub: Pubsub, store: CacheStore, sync: Synchroniser,
                  answers: CachedAnswers) -> None:
         self.host = host
         self.pubsub = pubsub
@@ -30,9 +33,7 @@ class CacheBridge:
 
     def register(self) -> None:
         """Register the methods and signals on the host's bridge."""
-        bridge = getattr(self.host, "bridge", None)
-        if bridge is None:
-            return
+        bridge = self.host.bridge
         bridge.register_signal(
             "cache_sync_progress",
             "a node's synchronisation progressed: params {profile, service, node, state, "
@@ -43,7 +44,7 @@ class CacheBridge:
         for name in METHODS:
             bridge.register_method(f"cache_{name}", getattr(self, name))
 
-    def _service(self, profile: str, service: str | None) -> tuple[Any, jabber_jid.JID]:
+    def _service(self, profile: str, service: str | None) -> tuple[Client, jabber_jid.JID]:
         client = self.host.clients.get(profile)
         return client, self.pubsub.service_jid(client, service)
 

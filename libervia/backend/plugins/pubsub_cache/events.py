@@ -14,7 +14,9 @@ from twisted.internet import task
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
+from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.sqla import StorageError
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.pubsub_cache.state import CacheState, service_key
@@ -29,7 +31,9 @@ from libervia.backend.plugins.xep_0060.events import (
     RetractEvent,
     as_pubsub_item,
 )
+from libervia.backend.plugins.xep_0060.operations import Pubsub
 from libervia.backend.plugins.xep_0060.stanzas import PubsubError
+from libervia.backend.xmpp.profiles import StorageHost
 
 log = getLogger(__name__)
 
@@ -42,7 +46,7 @@ EventHandler = Callable[[Any, Any], Awaitable[bool]]
 class EventHandlers:
     """The cache's handlers of the XEP-0060 event triggers."""
 
-    def __init__(self, host: Any, pubsub: Any, state: CacheState, store: CacheStore,
+    def __init__(self, host: StorageHost, pubsub: Pubsub, state: CacheState, store: CacheStore,
                  sync: Synchroniser) -> None:
         self.host = host
         self.pubsub = pubsub
@@ -50,7 +54,7 @@ class EventHandlers:
         self.store = store
         self.sync = sync
 
-    def register(self, trigger: Any) -> None:
+    def register(self, trigger: TriggerManager) -> None:
         """Add the handlers to the trigger manager."""
         trigger.add(ItemsEvent.TRIGGER, self._storing(self.on_items))
         trigger.add(RetractEvent.TRIGGER, self._storing(self.on_retract))
@@ -60,7 +64,7 @@ class EventHandlers:
 
     def _storing(self, handler: EventHandler) -> EventHandler:
         """``handler`` of a node's events, whose storage failures lose no event."""
-        async def on_event(client: Any, event: PubsubEvent) -> bool:
+        async def on_event(client: Client, event: PubsubEvent) -> bool:
             service, node = event.service, event.node
             try:
                 return await handler(client, event)
@@ -76,7 +80,7 @@ class EventHandlers:
 
         return on_event
 
-    async def _check_missed(self, client: Any, service: jabber_jid.JID, node: str
+    async def _check_missed(self, client: Client, service: jabber_jid.JID, node: str
                             ) -> None:
         """Wait for the database, then verify a node whose events were lost."""
         key = (service_key(service), node)
@@ -96,7 +100,7 @@ class EventHandlers:
         finally:
             self.state.missed.discard(key)
 
-    async def _followed_node(self, client: Any, service: jabber_jid.JID, node: str
+    async def _followed_node(self, client: Client, service: jabber_jid.JID, node: str
                              ) -> PubsubNode | None:
         """The cached node whose items events change, if the cache holds them."""
         pubsub_node = await self.store.node(client, service, node)
@@ -106,7 +110,7 @@ class EventHandlers:
             return None
         return pubsub_node
 
-    async def on_items(self, client: Any, event: ItemsEvent) -> bool:
+    async def on_items(self, client: Client, event: ItemsEvent) -> bool:
         """New or updated items."""
         service, node, items = event.service, event.node, event.items
         pubsub_node = await self._followed_node(client, service, node)
@@ -139,17 +143,17 @@ class EventHandlers:
         await self.store.upsert(client, service, pubsub_node, converted)
         return True
 
-    async def on_retract(self, client: Any, event: RetractEvent) -> bool:
+    async def on_retract(self, client: Client, event: RetractEvent) -> bool:
         """Items retracted."""
         await self._delete_items(client, event, "retract", event.item_ids)
         return True
 
-    async def on_purge(self, client: Any, event: PurgeEvent) -> bool:
+    async def on_purge(self, client: Client, event: PurgeEvent) -> bool:
         """Every item of the node retracted."""
         await self._delete_items(client, event, "purge", None)
         return True
 
-    async def _delete_items(self, client: Any, event: PubsubEvent, kind: str,
+    async def _delete_items(self, client: Client, event: PubsubEvent, kind: str,
                             item_ids: list[str] | None) -> None:
         pubsub_node = await self._followed_node(client, event.service, event.node)
         if pubsub_node is not None and not self.state.defer_event(
@@ -157,12 +161,12 @@ class EventHandlers:
         ):
             await self.store.delete_items(pubsub_node, item_ids)
 
-    async def on_delete(self, client: Any, event: DeleteEvent) -> bool:
+    async def on_delete(self, client: Client, event: DeleteEvent) -> bool:
         """The node was deleted."""
         await self.sync.node_deleted(client, event.service, event.node)
         return True
 
-    async def on_configuration(self, client: Any, event: ConfigurationEvent) -> bool:
+    async def on_configuration(self, client: Client, event: ConfigurationEvent) -> bool:
         """The node's configuration changed: what it holds may have changed too, so it
         is forgotten and analysed again."""
         service, node = event.service, event.node

@@ -26,17 +26,18 @@ The rules:
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
 
 from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.pubsub_cache.state import CacheError
 from libervia.backend.plugins.pubsub_cache.store import CacheStore, Row
+from libervia.backend.plugins.xep_0060.operations import Pubsub
 from libervia.backend.plugins.xep_0060.stanzas import ItemsResult
 
 log = getLogger(__name__)
@@ -52,14 +53,14 @@ class NodeFetcher:
     :param pubsub: the XEP-0060 plugin
     """
 
-    def __init__(self, pubsub: Any, store: CacheStore, *, page_size: int,
+    def __init__(self, pubsub: Pubsub, store: CacheStore, *, page_size: int,
                  max_items_per_node: int) -> None:
         self.pubsub = pubsub
         self.store = store
         self.page_size = page_size
         self.max_items_per_node = max_items_per_node
 
-    async def _pages(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode,
+    async def _pages(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode,
                      learnt: dict[str, bool], record_progress: bool
                      ) -> AsyncIterator[list[domish.Element]]:
         """Every item of the node, in the service's order, by RSM pages if it pages.
@@ -133,12 +134,12 @@ class NodeFetcher:
                 # the caller stopped early: nobody waits for that page any more
                 pending.addErrback(lambda __: None)
 
-    def _request(self, client: Any, service: jabber_jid.JID, node: str,
+    def _request(self, client: Client, service: jabber_jid.JID, node: str,
                  request: RSMRequest | None) -> defer.Deferred:
         return defer.ensureDeferred(self.pubsub.get_items_from_service(
             client, service, node, rsm_request=request))
 
-    async def items(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode
+    async def items(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode
                     ) -> tuple[list[domish.Element], dict[str, bool]]:
         """Every item of the node, and the traits learnt (see :meth:`_pages`)."""
         items: list[domish.Element] = []
@@ -149,7 +150,7 @@ class NodeFetcher:
                 items.extend(page)
         return items, learnt
 
-    async def rows(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode
+    async def rows(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode
                    ) -> tuple[list[Row], dict[str, bool]]:
         """Every item of the node as rows to store, recording the sync's progress.
 

@@ -25,6 +25,7 @@ from twisted.words.xish import domish
 
 from libervia.backend.core.config import declare, parse_int
 from libervia.backend.core.constants import C
+from libervia.backend.core.interfaces import Client
 from libervia.backend.memory.sqla_mapping import PubsubNode
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.pubsub_cache.analysers import Analyser, Analysers
@@ -37,6 +38,7 @@ from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder
 from libervia.backend.plugins.xep_0060.operations import TRIGGER_GET_ITEMS
 from libervia.backend.plugins.xep_0060.stanzas import ItemsResult
+from libervia.backend.xmpp.profiles import StorageHost
 
 IMPORT_NAME = "PUBSUB_CACHE"
 SECTION = f"plugin {IMPORT_NAME}"
@@ -78,7 +80,7 @@ declare(SECTION, "sync_concurrency", _positive, 2,
 class PubsubCache:
     """The pubsub cache plugin; ``host.plugins["PUBSUB_CACHE"]``."""
 
-    def __init__(self, host: Any) -> None:
+    def __init__(self, host: StorageHost) -> None:
         self.host = host
         self.storage = host.storage
         #: the XEP-0060 plugin, through which services are asked
@@ -123,7 +125,7 @@ class PubsubCache:
         self._analysers.register(analyser)
 
     async def analyse_node(
-        self, client: Any, service: jabber_jid.JID, node: str,
+        self, client: Client, service: jabber_jid.JID, node: str,
         item: domish.Element | None = None, metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Find the analyser of a node; ``None`` if none matches.
@@ -135,7 +137,7 @@ class PubsubCache:
 
     # synchronisation and answers
 
-    async def synchronise(self, client: Any, service: jabber_jid.JID, node: str,
+    async def synchronise(self, client: Client, service: jabber_jid.JID, node: str,
                           force: bool = False) -> dict[str, Any]:
         """Synchronise a node now (see :meth:`.sync.Synchroniser.synchronise`)."""
         return await self._sync.synchronise(client, service, node, force)
@@ -168,11 +170,11 @@ class PubsubCache:
 
     # plugin hooks
 
-    async def profile_connected(self, client: Any) -> None:
+    async def profile_connected(self, client: Client) -> None:
         """Check the profile's synchronised nodes against the services (see
         :meth:`.sync.Synchroniser.profile_connected`)."""
         await self._sync.profile_connected(client)
 
-    async def profile_disconnected(self, client: Any) -> None:
+    async def profile_disconnected(self, client: Client) -> None:
         """Events will be missed: the profile's nodes are not served until checked."""
         await self._sync.profile_disconnected(client)

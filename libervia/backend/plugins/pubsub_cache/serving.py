@@ -12,6 +12,7 @@ from typing import Any
 from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import XMLError, parse_xml
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
@@ -20,7 +21,7 @@ from libervia.backend.plugins.pubsub_cache.state import CacheState
 from libervia.backend.plugins.pubsub_cache.store import CacheStore
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.pubsub_cache.traits import node_traits
-from libervia.backend.plugins.xep_0060.operations import ItemsQuery
+from libervia.backend.plugins.xep_0060.operations import ItemsQuery, Pubsub
 from libervia.backend.plugins.xep_0060.stanzas import ItemsResult
 
 log = getLogger(__name__)
@@ -29,14 +30,14 @@ log = getLogger(__name__)
 class CachedAnswers:
     """Answers get-items requests from the cache where it may."""
 
-    def __init__(self, pubsub: Any, state: CacheState, store: CacheStore,
+    def __init__(self, pubsub: Pubsub, state: CacheState, store: CacheStore,
                  sync: Synchroniser) -> None:
         self.pubsub = pubsub
         self.state = state
         self.store = store
         self.sync = sync
 
-    async def on_get_items(self, client: Any, query: ItemsQuery
+    async def on_get_items(self, client: Client, query: ItemsQuery
                            ) -> tuple[bool, ItemsResult | None]:
         """The ``XEP-0060_get_items`` trigger: ``(False, answer)`` when the cache
         answers, ``(True, None)`` to let the service answer."""
@@ -75,7 +76,7 @@ class CachedAnswers:
             return True, None
         return False, result
 
-    def servable(self, pubsub_node: PubsubNode, client: Any) -> bool:
+    def servable(self, pubsub_node: PubsubNode, client: Client) -> bool:
         """Whether the node may be answered from the database now, for ``client``."""
         return (pubsub_node.sync_state is SyncState.COMPLETED
                 and self.state.is_servable(pubsub_node.id, pubsub_node.service,

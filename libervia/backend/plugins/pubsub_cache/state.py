@@ -23,6 +23,7 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core.exceptions import BackendError
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
 
 log = getLogger(__name__)
@@ -41,7 +42,7 @@ def service_key(service: jabber_jid.JID) -> str:
     return service.userhost() if service.user else service.host
 
 
-def stream_of(client: Any) -> Any:
+def stream_of(client: Client) -> Any:
     """The stream a client has open now (a new one at each connection): events come
     through it, so what is checked on one stream holds only while it lasts, however it
     ends (lost connection, stream error, server shutdown, backend suspended)."""
@@ -76,7 +77,7 @@ class CacheState:
         """The node may differ from its service: not served until checked again."""
         self.verified.pop(node_id, None)
 
-    def is_servable(self, node_id: int, service: str, name: str, client: Any) -> bool:
+    def is_servable(self, node_id: int, service: str, name: str, client: Client) -> bool:
         """Whether a COMPLETED node may be answered from the database now: checked on
         the client's current stream, which is still open, and nothing pending."""
         return (getattr(client, "is_connected", True)

@@ -17,6 +17,7 @@ from twisted.words.xish import domish
 
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers
@@ -26,6 +27,7 @@ from libervia.backend.plugins.pubsub_cache.traits import (
     ServiceTraits,
     node_traits,
 )
+from libervia.backend.xmpp.profiles import StorageHost
 
 log = getLogger(__name__)
 
@@ -52,7 +54,7 @@ def node_state(pubsub_node: PubsubNode) -> dict[str, Any]:
     }
 
 
-def profile_of(client: Any) -> str:
+def profile_of(client: Client) -> str:
     """The name of a client's profile, as nodes are stored under it."""
     return client.profile.name
 
@@ -60,7 +62,7 @@ def profile_of(client: Any) -> str:
 class CacheStore:
     """Reads and writes the cached nodes and items of every profile."""
 
-    def __init__(self, host: Any, state: CacheState, analysers: Analysers,
+    def __init__(self, host: StorageHost, state: CacheState, analysers: Analysers,
                  parser_timeout: int) -> None:
         self.host = host
         self.storage = host.storage
@@ -72,7 +74,7 @@ class CacheStore:
 
     # nodes
 
-    async def node(self, client: Any, service: jabber_jid.JID, name: str
+    async def node(self, client: Client, service: jabber_jid.JID, name: str
                    ) -> PubsubNode | None:
         """The cached node of a client's profile, if the cache knows it."""
         return await self.storage.get_pubsub_node(profile_of(client),
@@ -89,13 +91,13 @@ class CacheStore:
             raise NotFound(f"node {name!r} of {service} is not in the cache")
         return pubsub_node
 
-    async def record(self, client: Any, service: jabber_jid.JID, name: str,
+    async def record(self, client: Client, service: jabber_jid.JID, name: str,
                      **values: Any) -> PubsubNode:
         """Create or update a node's row (see ``Storage.set_pubsub_node``)."""
         return await self.storage.set_pubsub_node(profile_of(client), service_key(service),
                                                   name, **values)
 
-    async def forget(self, client: Any, pubsub_node: PubsubNode) -> None:
+    async def forget(self, client: Client, pubsub_node: PubsubNode) -> None:
         """Drop a node and its items from the cache."""
         self.state.unverify(pubsub_node.id)
         async with self.state.lock(pubsub_node.id):
@@ -104,7 +106,7 @@ class CacheStore:
                 names=[pubsub_node.name])
         self.state.forget_lock(pubsub_node.id)
 
-    async def give_up(self, client: Any, service: jabber_jid.JID,
+    async def give_up(self, client: Client, service: jabber_jid.JID,
                       pubsub_node: PubsubNode, reason: str) -> None:
         """The node can't be kept equal to the service: ERROR, the service answers."""
         self.state.unverify(pubsub_node.id)
@@ -118,13 +120,13 @@ class CacheStore:
 
     # items
 
-    async def row(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode,
+    async def row(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode,
                   item: domish.Element) -> Row:
         """A fetched item as stored, time stamps apart: its XML and parsed data."""
         return {"name": item["id"], "data": serialise(item, pubsub_node.name),
                 "parsed": await self.parse(client, pubsub_node, item, service)}
 
-    async def parse(self, client: Any, pubsub_node: PubsubNode, item: domish.Element,
+    async def parse(self, client: Client, pubsub_node: PubsubNode, item: domish.Element,
                     service: jabber_jid.JID) -> Any:
         """What the node's analyser parser extracts from an item (``None`` if it has
         none, fails or times out)."""
@@ -150,7 +152,7 @@ class CacheStore:
                         node=pubsub_node.name)
         return None
 
-    async def store_fetched(self, client: Any, service: jabber_jid.JID,
+    async def store_fetched(self, client: Client, service: jabber_jid.JID,
                             pubsub_node: PubsubNode, rows: list[Row], started: datetime,
                             traits: ServiceTraits) -> None:
         """Replace the node's items by ``rows`` (see :meth:`row`) at once; the node
@@ -171,7 +173,7 @@ class CacheStore:
                                                     sync_state=SyncState.COMPLETED)
         self.emit_progress(client, pubsub_node, SyncState.COMPLETED, count, count)
 
-    async def upsert(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode,
+    async def upsert(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode,
                      items: list[domish.Element]) -> None:
         """Add or update items a service notified (the node stays as it is)."""
         rows = []
@@ -209,7 +211,7 @@ class CacheStore:
         async with self.state.lock(pubsub_node.id):
             await self.storage.delete_pubsub_items(pubsub_node.id, item_ids)
 
-    async def _drop_trimmed(self, client: Any, service: jabber_jid.JID,
+    async def _drop_trimmed(self, client: Client, service: jabber_jid.JID,
                             pubsub_node: PubsubNode) -> None:
         """Drop the items a service removed without telling (beyond the node's
         ``max_items``, Prosody sends no retraction).
@@ -236,7 +238,7 @@ class CacheStore:
 
     # what frontends are told
 
-    def emit_progress(self, client: Any, pubsub_node: PubsubNode,
+    def emit_progress(self, client: Client, pubsub_node: PubsubNode,
                       state: SyncState | None, done: int, expected: int | None) -> None:
         """Signal ``cache_sync_progress``: a node's synchronisation moved on."""
         self._emit("cache_sync_progress", profile=profile_of(client),
@@ -244,9 +246,8 @@ class CacheStore:
                    state=STATE_NAMES[state], done=done, expected=expected)
 
     def _emit(self, signal: str, **data: Any) -> None:
-        bridge = getattr(self.host, "bridge", None)
-        if bridge is not None and signal in bridge.signals:
-            bridge.emit_signal(signal, **data)
+        if signal in self.host.bridge.signals:
+            self.host.bridge.emit_signal(signal, **data)
 
 
 def serialise(item: domish.Element, node: str) -> str:

@@ -20,6 +20,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.exceptions import BackendError, ConflictError
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers, metadata_type
@@ -37,6 +38,7 @@ from libervia.backend.plugins.pubsub_cache.store import (
     profile_of,
 )
 from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder, node_traits
+from libervia.backend.plugins.xep_0060.operations import Pubsub
 from libervia.backend.plugins.xep_0060.stanzas import ItemNotFound, PubsubError
 
 log = getLogger(__name__)
@@ -47,7 +49,7 @@ T = TypeVar("T")
 class Synchroniser:
     """Analyses nodes, synchronises and verifies them."""
 
-    def __init__(self, pubsub: Any, state: CacheState, store: CacheStore,
+    def __init__(self, pubsub: Pubsub, state: CacheState, store: CacheStore,
                  analysers: Analysers, traits: TraitsFinder, *, max_items_per_node: int,
                  page_size: int, sync_concurrency: int) -> None:
         #: the XEP-0060 plugin, which asks the services
@@ -62,7 +64,7 @@ class Synchroniser:
 
     # analysis
 
-    async def analyse_node(self, client: Any, service: jabber_jid.JID, node: str,
+    async def analyse_node(self, client: Client, service: jabber_jid.JID, node: str,
                            item: domish.Element | None = None,
                            metadata: dict[str, Any] | None = None
                            ) -> dict[str, Any] | None:
@@ -72,7 +74,7 @@ class Synchroniser:
             client, service, node, item, metadata,
             lambda: self._sample(client, service, node))
 
-    async def _sample(self, client: Any, service: jabber_jid.JID, node: str
+    async def _sample(self, client: Client, service: jabber_jid.JID, node: str
                       ) -> tuple[domish.Element | None, dict[str, Any]]:
         """One item (the last) and the metadata of a node, as far as they can be had."""
         try:
@@ -88,7 +90,7 @@ class Synchroniser:
             metadata = None
         return item, metadata or {}
 
-    async def analyse_and_sync(self, client: Any, service: jabber_jid.JID, node: str
+    async def analyse_and_sync(self, client: Client, service: jabber_jid.JID, node: str
                                ) -> None:
         """Analyse a node never seen, and synchronise it if its analyser says so."""
         key = (profile_of(client), service_key(service), node)
@@ -106,7 +108,7 @@ class Synchroniser:
         if pubsub_node is not None and pubsub_node.sync_state is None:
             await self.sync_in_background(client, service, node, pubsub_node)
 
-    async def sync_in_background(self, client: Any, service: jabber_jid.JID, node: str,
+    async def sync_in_background(self, client: Client, service: jabber_jid.JID, node: str,
                                  pubsub_node: PubsubNode | None = None) -> None:
         """Synchronise a node, unless that is being done already."""
         try:
@@ -114,7 +116,7 @@ class Synchroniser:
         except ConflictError:
             pass  # another request started it meanwhile
 
-    async def analyse_and_record(self, client: Any, service: jabber_jid.JID, node: str
+    async def analyse_and_record(self, client: Client, service: jabber_jid.JID, node: str
                                  ) -> PubsubNode | None:
         """Analyse a node and record the result; ``None`` if it can't be decided yet."""
         existing = await self.store.node(client, service, node)
@@ -143,7 +145,7 @@ class Synchroniser:
 
     # synchronisation
 
-    async def synchronise(self, client: Any, service: jabber_jid.JID, node: str,
+    async def synchronise(self, client: Client, service: jabber_jid.JID, node: str,
                           force: bool = False, pubsub_node: PubsubNode | None = None
                           ) -> dict[str, Any]:
         """Synchronise a node now: subscribe, fetch every item, store them.
@@ -176,7 +178,7 @@ class Synchroniser:
         )
         return node_state(await self.store.node(client, service, node))
 
-    async def _rewriting(self, client: Any, service: jabber_jid.JID,
+    async def _rewriting(self, client: Client, service: jabber_jid.JID,
                          pubsub_node: PubsubNode, work: Callable[[], Any]) -> None:
         """Run ``work`` (which rewrites the node's items) while events wait.
 
@@ -194,7 +196,7 @@ class Synchroniser:
             finally:
                 del self.state.rewriting[pubsub_node.id]
 
-    async def _replay(self, client: Any, service: jabber_jid.JID,
+    async def _replay(self, client: Client, service: jabber_jid.JID,
                       pubsub_node: PubsubNode, pending: list[PendingEvent]) -> None:
         """Apply the events received while the node was being rewritten."""
         if not pending:
@@ -222,7 +224,7 @@ class Synchroniser:
                 if kind == "configuration":
                     self.state.spawn(self.analyse_and_sync(client, service, fresh.name))
 
-    async def _sync(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode
+    async def _sync(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode
                     ) -> None:
         node = pubsub_node.name
         node_id = pubsub_node.id
@@ -283,7 +285,7 @@ class Synchroniser:
 
     # verification after (re)connection
 
-    async def profile_connected(self, client: Any) -> None:
+    async def profile_connected(self, client: Client) -> None:
         """Check the profile's synchronised nodes against the services.
 
         Until a node is checked, requests about it go to the service.  Nodes whose
@@ -305,12 +307,12 @@ class Synchroniser:
                 self.state.spawn(self.synchronise(client, service, pubsub_node.name,
                                                   force=True))
 
-    async def profile_disconnected(self, client: Any) -> None:
+    async def profile_disconnected(self, client: Client) -> None:
         """Events will be missed: the profile's nodes are not served until checked."""
         for pubsub_node in await self.store.storage.get_pubsub_nodes(profile_of(client)):
             self.state.unverify(pubsub_node.id)
 
-    async def verify(self, client: Any, service: jabber_jid.JID, pubsub_node: PubsubNode
+    async def verify(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode
                      ) -> None:
         """Compare a node's cache with the service; refresh it if they differ."""
         if pubsub_node.id in self.state.rewriting:
@@ -357,7 +359,7 @@ class Synchroniser:
         if verified:
             self.state.mark_verified(pubsub_node.id, stream)
 
-    async def node_deleted(self, client: Any, service: jabber_jid.JID, node: str
+    async def node_deleted(self, client: Client, service: jabber_jid.JID, node: str
                            ) -> None:
         """A node was deleted on its service: forget it (once its rewrite is over)."""
         pubsub_node = await self.store.node(client, service, node)
@@ -366,7 +368,7 @@ class Synchroniser:
         ):
             await self.store.forget(client, pubsub_node)
 
-    async def _subscribe_again(self, client: Any, service: jabber_jid.JID,
+    async def _subscribe_again(self, client: Client, service: jabber_jid.JID,
                                pubsub_node: PubsubNode) -> None:
         """Subscribe to the node again; servers take it as a no-op when subscribed.
 

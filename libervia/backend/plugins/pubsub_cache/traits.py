@@ -13,8 +13,11 @@ from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 
+from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
-from libervia.backend.plugins.plugin_xep_0030 import DiscoInfo
+from libervia.backend.memory.sqla_mapping import PubsubNode
+from libervia.backend.plugins.plugin_xep_0030 import XEP_0030, DiscoInfo
+from libervia.backend.plugins.plugin_xep_0092 import XEP_0092
 from libervia.backend.plugins.xep_0060.stanzas import NS_ORDER_BY
 
 log = getLogger(__name__)
@@ -76,7 +79,7 @@ class ServiceTraits:
 DEFAULT_TRAITS = ServiceTraits().as_dict()
 
 
-def node_traits(pubsub_node: Any) -> ServiceTraits:
+def node_traits(pubsub_node: PubsubNode) -> ServiceTraits:
     """Traits of a cached node's service, as recorded when it was synchronised."""
     return ServiceTraits.from_dict((pubsub_node.extra or {}).get("traits"))
 
@@ -88,12 +91,12 @@ class TraitsFinder:
     :param version: the XEP-0092 plugin
     """
 
-    def __init__(self, disco: Any, version: Any) -> None:
+    def __init__(self, disco: XEP_0030, version: XEP_0092) -> None:
         self.disco = disco
         self.version = version
         self._known: dict[str, ServiceTraits] = {}
 
-    async def traits(self, client: Any, service: jabber_jid.JID) -> ServiceTraits:
+    async def traits(self, client: Client, service: jabber_jid.JID) -> ServiceTraits:
         """What the service's software does differently.
 
         Asked once per service domain: its software name (XEP-0092, asked to the
@@ -119,7 +122,7 @@ class TraitsFinder:
         log.debug("traits of {service}: {traits}", service=service.host, traits=traits)
         return traits
 
-    async def _software(self, client: Any, domain: str) -> str | None:
+    async def _software(self, client: Client, domain: str) -> str | None:
         try:
             answer = await self.version.get_version(client, jabber_jid.JID(domain),
                                                     timeout=TRAITS_TIMEOUT)
@@ -129,7 +132,7 @@ class TraitsFinder:
             return None
         return answer.name
 
-    async def _disco_info(self, client: Any, entity: jabber_jid.JID) -> DiscoInfo:
+    async def _disco_info(self, client: Client, entity: jabber_jid.JID) -> DiscoInfo:
         """What an entity says of itself (nothing if it does not answer)."""
         try:
             return await self.disco.get_info(client, entity, timeout=TRAITS_TIMEOUT)
