@@ -41,13 +41,13 @@ from libervia.backend.xmpp.profiles import ConnectionOptions, Profile
 from tests.unit.bridge import test_bridge_protocol as bridge_tests
 from tests.unit.bridge.helpers import Client
 from tests.unit.plugins import conftest as plugin_fixtures
-from tests.unit.plugins.fake_pubsub import NS_ATOM, FakePubsubService, entry
 from tests.unit.plugins.cache_env import (
     BLOG,
     SERVICE,
     Env,
     assert_cache_is_service,
 )
+from tests.unit.plugins.fake_pubsub import NS_ATOM, FakePubsubService, entry
 
 STREAM = ("<stream:stream xmlns='jabber:client' "
           "xmlns:stream='http://etherx.jabber.org/streams' from='example.org' "

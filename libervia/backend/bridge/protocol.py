@@ -16,18 +16,15 @@ frontend costs a bounded amount of memory and never blocks the backend.
 import json
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from libervia.backend.bridge import errors
 from libervia.backend.core.log import getLogger
-
-if TYPE_CHECKING:
-    from libervia.backend.bridge.server import Bridge
 
 log = getLogger(__name__)
 
@@ -37,6 +34,15 @@ DEFAULT_MAX_CLIENTS = 256
 
 #: every signal (``subscribe`` without names)
 ALL_SIGNALS = "*"
+
+
+class MethodCaller(Protocol):
+    """What a connection needs of the bridge: calling a method by name
+    (:class:`~libervia.backend.bridge.server.Bridge` is one)."""
+
+    def call(self, name: str, params: dict[str, Any],
+             connection: "BridgeProtocol | None" = None) -> defer.Deferred:
+        """Call method ``name`` with ``params``; a Deferred of its result."""
 
 
 def _refuse_constant(name: str) -> Any:
@@ -128,7 +134,7 @@ class BridgeProtocol(protocol.Protocol):
         self.subscriptions: set[str] | str = set()
 
     @property
-    def bridge(self) -> "Bridge":
+    def bridge(self) -> MethodCaller:
         return self.factory.bridge
 
     # connection life
@@ -300,7 +306,7 @@ class BridgeFactory(protocol.Factory):
 
     def __init__(
         self,
-        bridge: "Bridge",
+        bridge: MethodCaller,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         max_clients: int = DEFAULT_MAX_CLIENTS,

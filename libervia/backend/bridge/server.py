@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application import service
 from twisted.internet import defer, error
@@ -36,9 +36,17 @@ from libervia.backend.core.config import Config, declare, parse_int
 from libervia.backend.core.exceptions import ConflictError, StartupError
 from libervia.backend.core.interfaces import Host
 from libervia.backend.core.log import getLogger
+from libervia.backend.core.plugins import PluginManager
 from libervia.backend.core.trigger_names import BACKEND_STATUS
 
 log = getLogger(__name__)
+
+
+class BridgeHost(Host, Protocol):
+    """The host, with its plugin loader (the ``plugin_list`` method reports it)."""
+
+    #: the plugin loader (what was loaded, from where, and what failed)
+    plugin_manager: PluginManager
 
 
 def _parse_positive_int(value: str) -> int:
@@ -124,7 +132,7 @@ class Bridge:
     :param host: the backend
     """
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: BridgeHost) -> None:
         self.host = host
         self.methods: dict[str, Method] = {}
         self.signals: dict[str, Signal] = {}
@@ -401,7 +409,7 @@ class BridgeService(service.Service):
 
     name = "bridge"
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: BridgeHost) -> None:
         self.host = host
         self.port: IListeningPort | None = None
         self.path: Path | None = None

@@ -21,7 +21,7 @@ awaits whichever it gets (:func:`~libervia.backend.core.async_utils.maybe_async_
 """
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IConnector, IDelayedCall, IListeningPort
@@ -32,9 +32,6 @@ from wokkel.subprotocols import XMPPHandler
 
 from libervia.backend.core.config import Config
 from libervia.backend.core.triggers import TriggerManager
-
-if TYPE_CHECKING:
-    from libervia.backend.core.plugins import PluginManager
 
 #: what a hook returns: nothing, or something to wait for
 HookResult = Awaitable[None] | None
@@ -231,8 +228,6 @@ class Host(Protocol):
     bridge: Bridge
     #: the connected profiles
     clients: Clients
-    #: the plugin loader (what was loaded, from where, and what failed)
-    plugin_manager: "PluginManager"
 
     @property
     def plugins(self) -> Mapping[str, Any]:

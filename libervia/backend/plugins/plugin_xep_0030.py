@@ -18,7 +18,7 @@ from wokkel import data_form
 from libervia.backend.core.constants import C
 from libervia.backend.core.interfaces import Client, Host
 from libervia.backend.core.log import getLogger
-from libervia.backend.plugins.xep_0060.stanzas import IQRequest
+from libervia.backend.xmpp.iq import IQRequest
 
 log = getLogger(__name__)
 

@@ -11,7 +11,7 @@ from twisted.words.xish import domish
 
 from libervia.backend.core.constants import C
 from libervia.backend.core.interfaces import Client, Host
-from libervia.backend.plugins.xep_0060.stanzas import IQRequest
+from libervia.backend.xmpp.iq import IQRequest
 
 NS_VERSION = "jabber:iq:version"
 

@@ -37,6 +37,7 @@ from libervia.backend.core.interfaces import (
     ProfileDisconnected,
 )
 from libervia.backend.core.log import getLogger
+from libervia.backend.core.plugins import PluginManager
 from libervia.backend.memory.sqla import Storage
 from libervia.backend.xmpp.client import ConnectionState, XMPPClient
 from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager, StorageHost
@@ -61,6 +62,8 @@ class ConnectionHost(StorageHost, Protocol):
     profiles: ProfileManager
     #: the connected profiles
     clients: "ClientManager"
+    #: the plugin loader (which plugins give a handler to each connection)
+    plugin_manager: PluginManager
 
 
 #: a profile hook: the protocol a plugin implements, and the name of its method

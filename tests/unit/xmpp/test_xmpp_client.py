@@ -267,7 +267,7 @@ def test_held_reading_goes_on_while_an_iq_answer_is_awaited():
     """What holds the reading may be waiting for that answer: no deadlock."""
     from twisted.words.xish import domish
 
-    from libervia.backend.plugins.xep_0060.stanzas import IQRequest
+    from libervia.backend.xmpp.iq import IQRequest
 
     client, __, __ = make_client()
     stream = reading_stream(client)

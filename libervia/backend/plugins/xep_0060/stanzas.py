@@ -15,7 +15,7 @@ from typing import Any
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
-from wokkel import data_form, generic
+from wokkel import data_form
 
 from libervia.backend.core.exceptions import BackendError, NotFound
 from libervia.backend.core.log import getLogger
@@ -25,6 +25,7 @@ from libervia.backend.plugins.plugin_xep_0059 import (
     RSMResponse,
     find_set,
 )
+from libervia.backend.xmpp.iq import DEFAULT_TIMEOUT, IQRequest
 
 log = getLogger(__name__)
 
@@ -40,8 +41,6 @@ NS_ORDER_BY = "urn:xmpp:order-by:1"  # XEP-0413
 
 #: orders a service supporting XEP-0413 knows
 ORDER_BY = ("creation", "modification")
-#: seconds to wait for a service's answer
-DEFAULT_TIMEOUT = 60
 
 #: verb -> (IQ type, namespace of <pubsub/>, name of the verb's element)
 VERBS: dict[str, tuple[str, str, str]] = {
@@ -186,21 +185,6 @@ def submit_form(namespace: str, options: dict[str, Any]) -> data_form.Form:
         else:
             form.addField(data_form.Field(var=name, value=str(value)))
     return form
-
-
-class IQRequest(generic.Request):
-    """An IQ get/set carrying a prepared payload element."""
-
-    def __init__(self, recipient: jabber_jid.JID | None, stanza_type: str,
-                 payload: domish.Element, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        super().__init__(recipient=recipient, stanzaType=stanza_type)
-        self.payload = payload
-        self.timeout = timeout
-
-    def toElement(self) -> domish.Element:  # noqa: N802 (Wokkel API)
-        element = super().toElement()
-        element.addChild(self.payload)
-        return element
 
 
 @dataclass
