@@ -23,8 +23,8 @@ from twisted.internet import defer, reactor, threads
 from twisted.python.threadpool import ThreadPool
 from twisted.words.xish import domish
 
-from libervia.backend.memory.sqla import Storage
 from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.memory.storage import Storage
 from libervia.backend.plugins.plugin_pubsub_cache import DEFAULT_TRAITS
 from libervia.backend.plugins.plugin_xep_0060 import NS_PUBSUB
 from libervia.backend.plugins.plugin_xep_0277 import NS_ATOM, NS_MICROBLOG, parse_entry
@@ -120,8 +120,8 @@ async def fill_cache(storage: Storage, total: int, nodes: int, seed: int = 8,
     The profile is created if needed. Node names are the blog node and sub-nodes of it,
     as the XEP-0277 analyser would record them (analyser, type ``blog``).
     """
-    if profile not in await storage.get_profiles():
-        await storage.create_profile(profile)
+    if profile not in await storage.profiles.get_profiles():
+        await storage.profiles.create_profile(profile)
     rng = random.Random(seed)
     traits = DEFAULT_TRAITS | {"software": "bench"}
     stored: dict[str, int] = {}
@@ -129,12 +129,12 @@ async def fill_cache(storage: Storage, total: int, nodes: int, seed: int = 8,
     for index in range(nodes):
         name = NS_MICROBLOG if index == 0 else f"{NS_MICROBLOG}:{index}"
         size = total // nodes + (1 if index < total % nodes else 0)
-        node = await storage.set_pubsub_node(
+        node = await storage.pubsub.set_pubsub_node(
             profile, SERVICE, name, analyser="XEP-0277", type_="blog",
             sync_state=SyncState.IN_PROGRESS, extra={"traits": traits})
         items = [blog_item(rng, number + n) for n in range(size)]
         number += size
-        await storage.replace_pubsub_items(
+        await storage.pubsub.replace_pubsub_items(
             node.id, item_rows(items, datetime.now(UTC)), sync_state=SyncState.COMPLETED)
         stored[name] = node.id
     return CachedNodes(profile, SERVICE, stored, number)

@@ -117,7 +117,7 @@ async def run(bench: Bench) -> list[Result]:
             (count,), = await raw.fetch_in_thread(query.count_sql(), params)
             return rows, count
 
-        found = await storage.search_items(search)
+        found = await storage.search.search_items(search)
         rows, count = await hand_written()
         if [h.item_id for h in found.items] != [r[3] for r in rows] or (
                 found.total != count):
@@ -125,7 +125,7 @@ async def run(bench: Bench) -> list[Result]:
                 f"{query.label}: the hand-written SQL answers differently "
                 f"({count} items, not {found.total})")
         measured, baseline = await measure_pair(
-            lambda search=search: storage.search_items(search), hand_written,
+            lambda search=search: storage.search.search_items(search), hand_written,
             bench.repeat, clock=time.process_time)
         results.append(ratio_result(
             "P4", f"search: {query.label}", f"{setting}, {found.total:,} match",

@@ -51,8 +51,8 @@ from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import BackendError, ConflictError, NotFound
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import XMLError, parse_xml
-from libervia.backend.memory.sqla import StorageError
 from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.memory.storage import StorageError
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.plugin_xep_0060 import (
     NS_DISCO_INFO,
@@ -364,7 +364,7 @@ class PubsubCache:
         profile = self._profile(client)
         service_key = _service_key(service)
         try:
-            pubsub_node = await self.storage.get_pubsub_node(profile, service_key, node)
+            pubsub_node = await self.storage.pubsub.get_pubsub_node(profile, service_key, node)
             if pubsub_node is None:
                 # unknown node: decide in the background, the service answers this time
                 self._spawn(self._analyse_and_sync(client, service, node))
@@ -412,14 +412,13 @@ class PubsubCache:
         order = "modification" if traits["republish_moves"] else "creation"
         try:
             if rsm_request.after:
-                following, page = await self.storage.get_items(
-                    pubsub_node.id, max_items=1, after=rsm_request.after, order_by=order,
-                    data_only=True)
+                following, page = await self.storage.pubsub.get_items(
+                    pubsub_node.id, max_items=1, after=rsm_request.after, order_by=order)
                 index = page.index if following else page.count
                 return RSMRequest(max=rsm_request.max, index=index)
-            preceding, page = await self.storage.get_items(
+            preceding, page = await self.storage.pubsub.get_items(
                 pubsub_node.id, max_items=rsm_request.max, before=rsm_request.before,
-                order_by=order, data_only=True)
+                order_by=order)
         except NotFound:
             return None  # not one of ours: the service's own cursor
         return RSMRequest(max=len(preceding), index=page.index or 0)
@@ -450,8 +449,7 @@ class PubsubCache:
         order = (order_by or native) if traits["order_by"] else native
         if not traits["rsm"]:
             rsm_request = None
-        # the id and XML of each item are all an answer needs
-        kwargs: dict[str, Any] = {"order_by": order, "data_only": True}
+        kwargs: dict[str, Any] = {"order_by": order}
         if item_ids:
             kwargs["item_ids"] = item_ids
         if rsm_request is not None:
@@ -466,7 +464,7 @@ class PubsubCache:
             # the last N published items, oldest first, as services answer
             kwargs["max_items"] = max_items
             kwargs["before"] = ""
-        items, page = await self.storage.get_items(pubsub_node.id, **kwargs)
+        items, page = await self.storage.pubsub.get_items(pubsub_node.id, **kwargs)
         if item_ids and traits["ids_in_request_order"]:
             by_name = {item.name: item for item in items}
             items = [by_name.pop(i) for i in item_ids if i in by_name]
@@ -539,7 +537,7 @@ class PubsubCache:
         """Analyse a node and record the result; ``None`` if it can't be decided yet."""
         profile = self._profile(client)
         service_key = _service_key(service)
-        existing = await self.storage.get_pubsub_node(profile, service_key, node)
+        existing = await self.storage.pubsub.get_pubsub_node(profile, service_key, node)
         if existing is not None:
             return existing
         item: domish.Element | None = None
@@ -554,9 +552,9 @@ class PubsubCache:
                 # has items (the service answers meanwhile)
                 log.debug("node {node} is empty: its analysis waits", node=node)
                 return None
-            return await self.storage.set_pubsub_node(
+            return await self.storage.pubsub.set_pubsub_node(
                 profile, service_key, node, analyser=None, sync_state=SyncState.NO_SYNC)
-        return await self.storage.set_pubsub_node(
+        return await self.storage.pubsub.set_pubsub_node(
             profile, service_key, node,
             analyser=analyse["analyser"], type_=analyse["type"],
             subtype=analyse["subtype"],
@@ -575,7 +573,7 @@ class PubsubCache:
         """
         profile = self._profile(client)
         service_key = _service_key(service)
-        pubsub_node = await self.storage.get_pubsub_node(profile, service_key, node)
+        pubsub_node = await self.storage.pubsub.get_pubsub_node(profile, service_key, node)
         if pubsub_node is None:
             pubsub_node = await self._analyse_and_record(client, service, node)
             if pubsub_node is None:
@@ -590,7 +588,8 @@ class PubsubCache:
             lambda: self._sync_semaphore.run(
                 lambda: defer.ensureDeferred(self._sync(client, service, pubsub_node))),
         )
-        return self.node_state(await self.storage.get_pubsub_node(profile, service_key, node))
+        return self.node_state(
+            await self.storage.pubsub.get_pubsub_node(profile, service_key, node))
 
     async def _buffering_events(self, client: Any, service: jabber_jid.JID,
                                 pubsub_node: Any, work: Callable[[], Any]) -> None:
@@ -615,7 +614,7 @@ class PubsubCache:
         """Apply the events received while the node was being synchronised."""
         if not pending:
             return
-        fresh = await self.storage.get_pubsub_node(
+        fresh = await self.storage.pubsub.get_pubsub_node(
             self._profile(client), _service_key(service), pubsub_node.name)
         if fresh is None or fresh.id != pubsub_node.id:
             pending.clear()
@@ -643,7 +642,7 @@ class PubsubCache:
         node = pubsub_node.name
         node_id = pubsub_node.id
         self._verified.discard(node_id)
-        await self.storage.update_pubsub_node_sync_state(
+        await self.storage.pubsub.update_pubsub_node_sync_state(
             node_id, SyncState.IN_PROGRESS, items_done=0)
         self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, 0, None)
         started = self._stamp()
@@ -652,7 +651,7 @@ class PubsubCache:
             if not pubsub_node.subscribed:
                 try:
                     await self._xep_0060.subscribe(client, service, node)
-                    await self.storage.set_pubsub_node(
+                    await self.storage.pubsub.set_pubsub_node(
                         self._profile(client), _service_key(service), node,
                         subscribed=True)
                 except PubsubError as e:
@@ -689,7 +688,7 @@ class PubsubCache:
         """The node can't be kept equal to the service: ERROR, the service answers."""
         self._verified.discard(pubsub_node.id)
         try:
-            await self.storage.set_pubsub_node(
+            await self.storage.pubsub.set_pubsub_node(
                 self._profile(client), _service_key(service), pubsub_node.name,
                 sync_state=SyncState.ERROR, extra={"error": reason})
         except Exception:
@@ -741,7 +740,7 @@ class PubsubCache:
                         "not cached"
                     )
                 if record_progress:
-                    await self.storage.update_pubsub_node_sync_state(
+                    await self.storage.pubsub.update_pubsub_node_sync_state(
                         pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(seen),
                         items_expected=expected if expected is not None else None)
                     self._emit_progress(client, pubsub_node, SyncState.IN_PROGRESS,
@@ -810,12 +809,12 @@ class PubsubCache:
                 microseconds=count - position)
         async with _locked(self._lock(pubsub_node.id)):
             # the traits first: a node is never COMPLETED without them
-            await self.storage.set_pubsub_node(
+            await self.storage.pubsub.set_pubsub_node(
                 self._profile(client), _service_key(service), pubsub_node.name,
                 extra={"traits": traits})
             pubsub_node.extra = {"traits": traits}
-            await self.storage.replace_pubsub_items(pubsub_node.id, rows,
-                                                    sync_state=SyncState.COMPLETED)
+            await self.storage.pubsub.replace_pubsub_items(pubsub_node.id, rows,
+                                                           sync_state=SyncState.COMPLETED)
         self._emit_progress(client, pubsub_node, SyncState.COMPLETED, count, count)
 
     def _stamp(self) -> datetime:
@@ -969,7 +968,7 @@ class PubsubCache:
         try:
             while True:
                 try:
-                    pubsub_node = await self.storage.get_pubsub_node(
+                    pubsub_node = await self.storage.pubsub.get_pubsub_node(
                         self._profile(client), key[0], node)
                     break
                 except StorageError:
@@ -983,7 +982,7 @@ class PubsubCache:
             self._missed.discard(key)
 
     async def _cached_node(self, client: Any, service: jabber_jid.JID, node: str) -> Any:
-        pubsub_node = await self.storage.get_pubsub_node(
+        pubsub_node = await self.storage.pubsub.get_pubsub_node(
             self._profile(client), _service_key(service), node)
         if pubsub_node is None or pubsub_node.sync_state not in (
             SyncState.COMPLETED, SyncState.IN_PROGRESS
@@ -1054,7 +1053,7 @@ class PubsubCache:
                      reason=reason, node=pubsub_node.name)
             await self._give_up(client, service, pubsub_node, reason)
         async with _locked(self._lock(pubsub_node.id)):
-            await self.storage.cache_pubsub_items(pubsub_node.id, rows)
+            await self.storage.pubsub.cache_pubsub_items(pubsub_node.id, rows)
         if node_traits(pubsub_node)["silent_trim"]:
             await self._drop_trimmed(client, service, pubsub_node)
         bridge = getattr(self.host, "bridge", None)
@@ -1083,10 +1082,10 @@ class PubsubCache:
         if answer is None:
             return
         present = {i.getAttribute("name") for i in answer.elements(NS_DISCO_ITEMS, "item")}
-        __, page = await self.storage.get_items(pubsub_node.id, max_items=0)
+        __, page = await self.storage.pubsub.get_items(pubsub_node.id, max_items=0)
         if page.count <= len(present):
             return
-        cached, __ = await self.storage.get_items(pubsub_node.id, data_only=True)
+        cached, __ = await self.storage.pubsub.get_items(pubsub_node.id)
         gone = [i.name for i in cached if i.name not in present]
         if gone:
             log.debug("{n} item(s) of {node} dropped by the service", n=len(gone),
@@ -1095,13 +1094,13 @@ class PubsubCache:
 
     async def _delete_items(self, pubsub_node: Any, item_ids: list[str] | None) -> None:
         async with _locked(self._lock(pubsub_node.id)):
-            await self.storage.delete_pubsub_items(pubsub_node.id, item_ids)
+            await self.storage.pubsub.delete_pubsub_items(pubsub_node.id, item_ids)
 
     async def _forget(self, client: Any, pubsub_node: Any) -> None:
         """Drop a node and its items from the cache."""
         self._verified.discard(pubsub_node.id)
         async with _locked(self._lock(pubsub_node.id)):
-            await self.storage.delete_pubsub_nodes(
+            await self.storage.pubsub.delete_pubsub_nodes(
                 profiles=[self._profile(client)], services=[pubsub_node.service],
                 names=[pubsub_node.name])
         self._node_locks.pop(pubsub_node.id, None)
@@ -1126,7 +1125,7 @@ class PubsubCache:
 
     async def _on_delete_event(self, client: Any, service: jabber_jid.JID, node: str,
                                message: domish.Element | None) -> bool:
-        pubsub_node = await self.storage.get_pubsub_node(
+        pubsub_node = await self.storage.pubsub.get_pubsub_node(
             self._profile(client), _service_key(service), node)
         if pubsub_node is not None and not self._defer_if_syncing(
             pubsub_node, "delete", None
@@ -1138,7 +1137,7 @@ class PubsubCache:
                                       node: str, options: Any, message: domish.Element
                                       ) -> bool:
         # what the node holds may have changed: forget it and analyse it again
-        pubsub_node = await self.storage.get_pubsub_node(
+        pubsub_node = await self.storage.pubsub.get_pubsub_node(
             self._profile(client), _service_key(service), node)
         if pubsub_node is None or self._defer_if_syncing(pubsub_node, "configuration",
                                                          options):
@@ -1156,7 +1155,7 @@ class PubsubCache:
         synchronisation was interrupted (backend stopped) are synchronised again.
         """
         profile = self._profile(client)
-        nodes = await self.storage.get_pubsub_nodes(
+        nodes = await self.storage.pubsub.get_pubsub_nodes(
             profile, sync_states=[SyncState.COMPLETED, SyncState.IN_PROGRESS, None])
         for pubsub_node in nodes:
             self._verified.discard(pubsub_node.id)
@@ -1173,7 +1172,7 @@ class PubsubCache:
 
     async def profile_disconnected(self, client: Any) -> None:
         """Events will be missed: the profile's nodes are not served until checked."""
-        for pubsub_node in await self.storage.get_pubsub_nodes(self._profile(client)):
+        for pubsub_node in await self.storage.pubsub.get_pubsub_nodes(self._profile(client)):
             self._verified.discard(pubsub_node.id)
 
     async def _verify(self, client: Any, service: jabber_jid.JID, pubsub_node: Any
@@ -1190,8 +1189,8 @@ class PubsubCache:
                 lambda: defer.ensureDeferred(self._fetch_all(client, service, pubsub_node)))
             traits = node_traits(pubsub_node)
             order = "modification" if traits["republish_moves"] else "creation"
-            cached, __ = await self.storage.get_items(pubsub_node.id, order_by=order,
-                                                      data_only=True)
+            cached, __ = await self.storage.pubsub.get_items(pubsub_node.id,
+                                                             order_by=order)
             remote_view = [(i["id"], i.toXml()) for i in remote]
             cached_view = [(i.name, i.data) for i in cached]
             if remote_view != cached_view or learnt["rsm"] != traits["rsm"]:
@@ -1236,7 +1235,7 @@ class PubsubCache:
     # management
 
     async def get_node(self, profile: str, service: str, node: str) -> Any:
-        pubsub_node = await self.storage.get_pubsub_node(
+        pubsub_node = await self.storage.pubsub.get_pubsub_node(
             profile, _service_key(jabber_jid.JID(service)), node)
         if pubsub_node is None:
             raise NotFound(f"node {node!r} of {service} is not in the cache")
@@ -1305,18 +1304,18 @@ class PubsubCache:
                 raise CacheError(f"invalid date {value!r}: use ISO 8601") from None
             return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
-        return await self.storage.purge_pubsub_items(
+        return await self.storage.pubsub.purge_pubsub_items(
             profiles=[profile], services=services, names=nodes, types=types,
             subtypes=subtypes, created_before=when(created_before),
             updated_before=when(updated_before))
 
     async def _bridge_reset(self, profile: str) -> int:
         """Forget every cached node of the profile; answer how many."""
-        return await self.storage.delete_pubsub_nodes(profiles=[profile])
+        return await self.storage.pubsub.delete_pubsub_nodes(profiles=[profile])
 
     async def _bridge_stats(self, profile: str) -> dict[str, Any]:
         """Nodes by state, items and bytes cached for the profile."""
-        stats = await self.storage.get_cache_stats(profile)
+        stats = await self.storage.pubsub.get_cache_stats(profile)
         by_state = {
             STATE_NAMES.get(None if name == "none" else SyncState[name], name.lower()):
             count for name, count in stats["nodes"].items()
@@ -1327,7 +1326,7 @@ class PubsubCache:
     async def _bridge_search(self, profile: str, query: dict[str, Any] | None = None
                              ) -> dict[str, Any]:
         """Search the profile's cached items (see doc/developer/search.rst)."""
-        from libervia.backend.memory.search import InvalidQuery, SearchQuery
+        from libervia.backend.memory.storage import InvalidQuery, SearchQuery
 
         if query is not None and not isinstance(query, dict):
             raise InvalidQuery("a search query is a JSON object")
@@ -1342,7 +1341,7 @@ class PubsubCache:
                 query["services"] = [_service_key(jabber_jid.JID(s)) for s in services]
             except (jabber_jid.InvalidFormat, TypeError, AttributeError):
                 raise InvalidQuery(f"invalid service JID in {services!r}") from None
-        result = await self.storage.search_items(
+        result = await self.storage.search.search_items(
             SearchQuery.from_dict({**query, "profiles": [profile]}))
         return result.to_dict()
 
