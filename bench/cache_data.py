@@ -3,8 +3,8 @@
 The storage benchmarks (P2, P4) and the memory one (P8) need a large cache without
 spending minutes publishing to a server: the items are generated here, then go through
 the code the cache runs on a synchronisation: serialised as XML, parsed by the blog
-analyser's parser (XEP-0277), stored with ``Storage.set_pubsub_node`` and
-``Storage.replace_pubsub_items`` (node COMPLETED, with service traits). What ends up
+analyser's parser (XEP-0277), stored with ``storage.pubsub.set_pubsub_node`` and
+``storage.pubsub.replace_pubsub_items`` (node COMPLETED, with service traits). What ends up
 in the database is what a synchronised blog leaves there.
 
 Generation is deterministic (seeded), so that two runs search the same data.

@@ -4,8 +4,8 @@
 stored through the storage's own code with what the blog analyser parsed from them
 (:mod:`bench.cache_data`). Each query below is run both ways, alternately:
 
-- ``Storage.search_items``: validation of the query, SQL built by
-  :mod:`libervia.backend.memory.search`, the page and the count of ``total``, in a
+- ``storage.search.search_items``: validation of the query, SQL built by
+  :mod:`libervia.backend.memory.storage.search`, the page and the count of ``total``, in a
   storage thread, rows turned into ``SearchHit`` objects;
 - the SQL someone would write by hand for the same answer, with the standard
   ``sqlite3`` module on the same file, in a thread as well: the same joins, FTS5 match
