@@ -149,7 +149,7 @@ class Env:
 
     async def cached_rows(self, node: str = BLOG) -> list[Any]:
         pubsub_node = await self.node(node)
-        items, __ = await self.storage.pubsub.get_items(pubsub_node.id)
+        items, __ = await self.storage.pubsub.get_items(pubsub_node.id, details=True)
         return items
 
     def fill(self, node: str = BLOG, count: int = 12) -> None:

@@ -278,7 +278,7 @@ async def test_deleting_nodes_deletes_their_items(storage, profile):
 @pytest_twisted.ensureDeferred
 async def test_returned_objects_are_readable_after_their_session_closed(storage, profile):
     node = await node_with_items(storage, profile, count=1)
-    items, __ = await storage.pubsub.get_items(node.id)
+    items, __ = await storage.pubsub.get_items(node.id, details=True)
     # every column was loaded in the thread; nothing is left to load lazily
     assert (items[0].name, items[0].parsed, items[0].node_id) == ("i0", {"n": 0}, node.id)
     assert items[0].created == T0
@@ -286,6 +286,16 @@ async def test_returned_objects_are_readable_after_their_session_closed(storage,
     node = await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
     with pytest.raises(InvalidRequestError):
         node.profile  # noqa: B018
+
+
+@pytest_twisted.ensureDeferred
+async def test_details_of_items_not_read_raise_instead_of_being_none(storage, profile):
+    node = await node_with_items(storage, profile, count=1)
+    (plain,), __ = await storage.pubsub.get_items(node.id)
+    assert (plain.name, plain.data, plain.node_id) == ("i0", item(0)["data"], node.id)
+    for name in ("parsed", "created", "updated"):
+        with pytest.raises(AttributeError, match="details=True"):
+            getattr(plain, name)
 
 
 # pubsub items
@@ -301,7 +311,7 @@ async def test_caching_an_existing_item_updates_it_but_keeps_its_creation(storag
          "created": later, "updated": later},
     ])
     assert written == 1
-    (cached,), page = await storage.pubsub.get_items(node.id)
+    (cached,), page = await storage.pubsub.get_items(node.id, details=True)
     assert page.count == 1
     assert (cached.data, cached.parsed) == ("<item id='i1'>v2</item>", {"v": 2})
     assert (cached.created, cached.updated) == (T0, later)

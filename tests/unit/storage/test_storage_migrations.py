@@ -140,7 +140,7 @@ async def test_old_database_is_backed_up_and_upgraded_with_its_data(db_url):
         assert (nodes[0].sync_items_done, nodes[0].sync_items_expected) == (3, 3)
         assert (nodes[1].sync_items_done, nodes[1].sync_items_expected) == (0, None)
         for node, (__, name, __, count) in zip(nodes, NODES):
-            items, page = await storage.pubsub.get_items(node.id)
+            items, page = await storage.pubsub.get_items(node.id, details=True)
             assert page.count == count
             assert [i.parsed for i in items] == [{"i": i} for i in range(count)]
             assert items[0].data == item_xml(name, 0)

@@ -4,9 +4,10 @@ Every read of items (the latest N for a request, a page after or before an RSM c
 items by id, a whole node) is made here by :func:`thd_get_items`, for every request a
 frontend sends: its statements are compiled once per shape and run on a driver cursor
 (:meth:`~.runner.StorageRunner.run_in_cursor`), without SQLAlchemy's per-statement and
-per-row work, and an item's columns are decoded only when they are read
-(:class:`ItemData`).  The number of items of a node, needed for every RSM answer, is
-remembered between reads as long as nothing is written (:class:`ItemCounts`).
+per-row work.  An answer only needs each item's id and XML: the other columns are read
+only when asked (``details``), and decoded only when used (:class:`ItemData`).  The
+number of items of a node, needed for every RSM answer, is remembered between reads as
+long as nothing is written (:class:`ItemCounts`).
 """
 
 import threading
@@ -47,7 +48,7 @@ class ItemsPage:
     count: int
 
 
-#: columns of a row of :class:`ItemData`, in this order
+#: columns of a row of :class:`ItemData`, in this order; the last three with details
 _ITEM_COLUMNS = (PubsubItem.name, PubsubItem.data, PubsubItem.created,
                  PubsubItem.updated, PubsubItem.parsed)
 
@@ -56,33 +57,43 @@ class ItemData:
     """An item of a cached node, as ``get_items`` gives it.
 
     ``name`` (the item id), ``data`` (its XML, as received) and ``node_id`` are plain
-    attributes; ``created``, ``updated`` (aware datetimes, UTC) and ``parsed`` (what
-    the node's analyser parsed, ``None`` if nothing) are decoded from the database's
-    values when first read, so that answering a request, which only needs the XML,
-    pays for none of them.
+    attributes: all that answering a request needs.  ``created``, ``updated`` (aware
+    datetimes, UTC) and ``parsed`` (what the node's analyser parsed, ``None`` if
+    nothing) are there when the items were read with ``details=True``, decoded from
+    the database's values when first used; reading one of them otherwise raises, as a
+    relationship of the mapping does, rather than giving a wrong ``None``.
     """
 
-    __slots__ = ("name", "data", "node_id", "_raw", "_decoders")
+    __slots__ = ("name", "data", "node_id", "_row", "_decoders")
 
     def __init__(self, node_id: int, row: tuple[Any, ...],
-                 decoders: "_Decoders") -> None:
+                 decoders: "_Decoders | None") -> None:
         self.node_id = node_id
         self.name: str = row[0]
         self.data: str = row[1]
-        self._raw = row
+        self._row = row
         self._decoders = decoders
+
+    def _detail(self, index: int, name: str) -> Any:
+        decoders = self._decoders
+        if decoders is None:
+            raise AttributeError(
+                f"{name} of item {self.name!r} was not read: ask get_items for it with "
+                "details=True")
+        decode = decoders.parsed if index == 4 else decoders.time
+        return decode(self._row[index])
 
     @property
     def created(self) -> datetime:
-        return self._decoders.time(self._raw[2])
+        return self._detail(2, "created")
 
     @property
     def updated(self) -> datetime:
-        return self._decoders.time(self._raw[3])
+        return self._detail(3, "updated")
 
     @property
     def parsed(self) -> Any:
-        return self._decoders.parsed(self._raw[4])
+        return self._detail(4, "parsed")
 
     def __repr__(self) -> str:
         return f"<ItemData {self.name!r} of node {self.node_id}>"
@@ -208,7 +219,7 @@ def _anchor_statement(order: OrderBy, id_slots: int) -> Any:
 
 
 def _page_statement(order: OrderBy, desc: bool, id_slots: int, anchor: str | None,
-                    limit: bool, offset: bool) -> Any:
+                    limit: bool, offset: bool, details: bool) -> Any:
     """The page, in ``desc`` order; ``anchor``: "after" or "before" the anchor item."""
     conditions = _conditions(id_slots)
     if anchor == "after":
@@ -217,7 +228,7 @@ def _page_statement(order: OrderBy, desc: bool, id_slots: int, anchor: str | Non
     elif anchor == "before":
         conditions.append(_precedes(order, not desc))
     key = _key(order)
-    query = select(*_ITEM_COLUMNS).where(*conditions).order_by(
+    query = select(*_ITEM_COLUMNS[:5 if details else 2]).where(*conditions).order_by(
         *(col.desc() if desc else col.asc() for col in (key, PubsubItem.id)))
     if limit:
         query = query.limit(bindparam("limit", type_=Integer))
@@ -249,6 +260,7 @@ def thd_get_items(
     index: int | None,
     order: OrderBy,
     desc: bool,
+    details: bool,
 ) -> tuple[list[ItemData], ItemsPage]:
     """See :meth:`~.pubsub.PubsubComponent.get_items`; runs on a driver cursor."""
     whole_node = item_ids is None
@@ -267,13 +279,12 @@ def thd_get_items(
     if snapshot:
         db_engine.begin_read(cursor)
 
-    def statement(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-        return compiled(dialect, ("items", order, id_slots) + key, build)
+    # (no annotations on these: they would be evaluated at each call)
+    def run(key, build):  # noqa: ANN001, ANN202
+        return execute(cursor, compiled(dialect, ("items", order, id_slots) + key, build),
+                       params)
 
-    def run(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-        return execute(cursor, statement(key, build), params)
-
-    def read() -> tuple[list[tuple[Any, ...]], int | None, int | None]:
+    def read():  # noqa: ANN202
         """The page's rows (in the set's order), its index, items before it."""
         reverse = before is not None
         limit = max_items is not None
@@ -289,8 +300,9 @@ def thd_get_items(
                                "not in the requested set")
             params["akey"], params["aid"] = found[0], found[1]
             side = "after" if after is not None else "before"
-            rows = run(("page", direction, side, limit, False), lambda: _page_statement(
-                order, direction, id_slots, side, limit, False)).fetchall()
+            rows = run(("page", direction, side, limit, False, details),
+                       lambda: _page_statement(order, direction, id_slots, side, limit,
+                                               False, details)).fetchall()
             if after is not None:
                 start = run(("count", desc, "to"), lambda: _count_statement(
                     order, desc, id_slots, "to")).fetchone()[0]
@@ -301,8 +313,9 @@ def thd_get_items(
             offset = bool(index) and not reverse
             if offset:
                 params["offset"] = start = index
-            rows = run(("page", direction, None, limit, offset), lambda: _page_statement(
-                order, direction, id_slots, None, limit, offset)).fetchall()
+            rows = run(("page", direction, None, limit, offset, details),
+                       lambda: _page_statement(order, direction, id_slots, None, limit,
+                                               offset, details)).fetchall()
         if reverse:
             rows.reverse()
         return rows, start, preceding
@@ -322,7 +335,7 @@ def thd_get_items(
             counts.remember(epoch, node_id, count)
     if start is None:
         start = (count if preceding is None else preceding) - len(rows)
-    decoders = _decoders(dialect)
+    decoders = _decoders(dialect) if details else None
     items = [ItemData(node_id, row, decoders) for row in rows]
     if not items:
         return items, ItemsPage(None, None, None, count)

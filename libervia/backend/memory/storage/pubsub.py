@@ -237,6 +237,7 @@ class PubsubComponent(StorageComponent):
         index: int | None = None,
         order_by: OrderBy | str = OrderBy.CREATION,
         desc: bool = False,
+        details: bool = False,
     ) -> defer.Deferred:
         """Return a page of a node's items, RSM style.
 
@@ -249,9 +250,12 @@ class PubsubComponent(StorageComponent):
         * ``index``: from this position (0 is the first item);
         * none of them: from the start.
 
+        :param details: also read each item's creation and modification times and
+            parsed data (an answer to a request needs none of them: each column read
+            costs, for every request)
         :return: Deferred fired with ``(items, page)``: a list of
-            :class:`~.item_reads.ItemData` in that order (id and XML at once, the rest
-            decoded when read), and an :class:`~.item_reads.ItemsPage`
+            :class:`~.item_reads.ItemData` (whatever ``details``) in that order, and an
+            :class:`~.item_reads.ItemsPage`
         :raise NotFound: the ``before`` or ``after`` item is not in the set
         :raise ValueError: more than one of ``before``, ``after``, ``index``, or a
             negative ``max_items`` or ``index``
@@ -269,7 +273,7 @@ class PubsubComponent(StorageComponent):
             ))
         return self.runner.run_in_cursor(
             "get_items", thd_get_items, self._item_counts, node_id, max_items,
-            _opt_list(item_ids), before, after, index, order, desc)
+            _opt_list(item_ids), before, after, index, order, desc, details)
 
 
 def _opt_list(values: Iterable[str] | None) -> list[str] | None:
