@@ -3,8 +3,8 @@
 The storage benchmarks (P2, P4) and the memory one (P8) need a large cache without
 spending minutes publishing to a server: the items are generated here, then go through
 the code the cache runs on a synchronisation: serialised as XML, parsed by the blog
-analyser's parser (XEP-0277), stored with ``Storage.set_pubsub_node`` and
-``Storage.replace_pubsub_items`` (node COMPLETED, with service traits). What ends up
+analyser's parser (XEP-0277), stored with ``storage.pubsub.set_pubsub_node`` and
+``storage.pubsub.replace_pubsub_items`` (node COMPLETED, with service traits). What ends up
 in the database is what a synchronised blog leaves there.
 
 Generation is deterministic (seeded), so that two runs search the same data.
@@ -23,8 +23,8 @@ from twisted.internet import defer, reactor, threads
 from twisted.python.threadpool import ThreadPool
 from twisted.words.xish import domish
 
-from libervia.backend.memory.sqla import Storage
 from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.memory.storage import Storage
 from libervia.backend.plugins.plugin_xep_0277 import NS_ATOM, NS_MICROBLOG, parse_entry
 from libervia.backend.plugins.pubsub_cache import DEFAULT_TRAITS
 from libervia.backend.plugins.xep_0060.stanzas import NS_PUBSUB
@@ -120,8 +120,8 @@ async def fill_cache(storage: Storage, total: int, nodes: int, seed: int = 8,
     The profile is created if needed. Node names are the blog node and sub-nodes of it,
     as the XEP-0277 analyser would record them (analyser, type ``blog``).
     """
-    if profile not in await storage.get_profiles():
-        await storage.create_profile(profile)
+    if profile not in await storage.profiles.get_profiles():
+        await storage.profiles.create_profile(profile)
     rng = random.Random(seed)
     traits = DEFAULT_TRAITS | {"software": "bench"}
     stored: dict[str, int] = {}
@@ -129,12 +129,12 @@ async def fill_cache(storage: Storage, total: int, nodes: int, seed: int = 8,
     for index in range(nodes):
         name = NS_MICROBLOG if index == 0 else f"{NS_MICROBLOG}:{index}"
         size = total // nodes + (1 if index < total % nodes else 0)
-        node = await storage.set_pubsub_node(
+        node = await storage.pubsub.set_pubsub_node(
             profile, SERVICE, name, analyser="XEP-0277", type_="blog",
             sync_state=SyncState.IN_PROGRESS, extra={"traits": traits})
         items = [blog_item(rng, number + n) for n in range(size)]
         number += size
-        await storage.replace_pubsub_items(
+        await storage.pubsub.replace_pubsub_items(
             node.id, item_rows(items, datetime.now(UTC)), sync_state=SyncState.COMPLETED)
         stored[name] = node.id
     return CachedNodes(profile, SERVICE, stored, number)

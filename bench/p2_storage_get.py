@@ -2,7 +2,7 @@
 
 A node of 10,000 cached items (quick: 1,000) is stored through the storage's own code
 (:mod:`bench.cache_data`). The measured call is the one the pubsub cache makes to
-answer "the last 20 items" (``get_items(max_items=20, before="", data_only=True)``):
+answer "the last 20 items" (``storage.pubsub.get_items(max_items=20, before="")``):
 the page (id and XML of each item) and its RSM data (position, count), in a storage
 thread, back to the reactor. The baseline is the same rows read with the standard
 ``sqlite3`` module on the same file (same columns, order and limit, a connection kept
@@ -45,13 +45,11 @@ async def run(bench: Bench) -> list[Result]:
         return (await raw.fetch_in_thread(RAW_LATEST, (node_id, LATEST)))[::-1]
 
     async def storage_latest() -> None:
-        items, page = await storage.get_items(node_id, max_items=LATEST, before="",
-                                              data_only=True)
+        items, page = await storage.pubsub.get_items(node_id, max_items=LATEST, before="")
         assert len(items) == LATEST and page.count == size
 
     # both return the same items, in the same order
-    items, __ = await storage.get_items(node_id, max_items=LATEST, before="",
-                                        data_only=True)
+    items, __ = await storage.pubsub.get_items(node_id, max_items=LATEST, before="")
     rows = await raw_latest_in_thread()
     assert [(i.name, i.data) for i in items] == rows, "not the same rows"
 

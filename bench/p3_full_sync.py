@@ -47,7 +47,7 @@ async def measure_node(bench: Bench, kind: str, count: int) -> Result:
     cache = reader.cache
 
     async def reset() -> None:
-        await reader.backend.storage.delete_pubsub_nodes(
+        await reader.backend.storage.pubsub.delete_pubsub_nodes(
             profiles=[reader.name], services=[reader.service.full()], names=[synced.node])
 
     async def cache_sync() -> None:

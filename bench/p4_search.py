@@ -4,8 +4,8 @@
 stored through the storage's own code with what the blog analyser parsed from them
 (:mod:`bench.cache_data`). Each query below is run both ways, alternately:
 
-- ``Storage.search_items``: validation of the query, SQL built by
-  :mod:`libervia.backend.memory.search`, the page and the count of ``total``, in a
+- ``storage.search.search_items``: validation of the query, SQL built by
+  :mod:`libervia.backend.memory.storage.search`, the page and the count of ``total``, in a
   storage thread, rows turned into ``SearchHit`` objects;
 - the SQL someone would write by hand for the same answer, with the standard
   ``sqlite3`` module on the same file, in a thread as well: the same joins, FTS5 match
@@ -117,7 +117,7 @@ async def run(bench: Bench) -> list[Result]:
             (count,), = await raw.fetch_in_thread(query.count_sql(), params)
             return rows, count
 
-        found = await storage.search_items(search)
+        found = await storage.search.search_items(search)
         rows, count = await hand_written()
         if [h.item_id for h in found.items] != [r[3] for r in rows] or (
                 found.total != count):
@@ -125,7 +125,7 @@ async def run(bench: Bench) -> list[Result]:
                 f"{query.label}: the hand-written SQL answers differently "
                 f"({count} items, not {found.total})")
         measured, baseline = await measure_pair(
-            lambda search=search: storage.search_items(search), hand_written,
+            lambda search=search: storage.search.search_items(search), hand_written,
             bench.repeat, clock=time.process_time)
         results.append(ratio_result(
             "P4", f"search: {query.label}", f"{setting}, {found.total:,} match",

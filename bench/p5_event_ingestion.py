@@ -74,7 +74,7 @@ class Ingestion:
         self.notifications = 0
         self.last_stored: float | None = None
         self.done = defer.Deferred()
-        self._storage = reader.backend.storage
+        self._storage = reader.backend.storage.pubsub
         self._original = self._storage.cache_pubsub_items
         self._storage.cache_pubsub_items = self._cache_pubsub_items
         self._xmlstream = reader.client.xmlstream
@@ -121,7 +121,7 @@ class Ingestion:
     async def check(self) -> dict[str, Any]:
         """What reached the cache: lost and duplicated ids, and the rate."""
         node = await self.reader.pubsub_node()
-        items, __ = await self.reader.backend.storage.get_items(node.id)
+        items, __ = await self.reader.backend.storage.pubsub.get_items(node.id)
         cached = Counter(i.name for i in items if i.name in self.expected)
         lost = len(self.expected - set(cached))
         duplicated = sum(n - 1 for n in cached.values() if n > 1) + sum(

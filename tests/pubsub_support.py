@@ -286,8 +286,8 @@ class Reader:
                                              **kwargs)
 
     async def pubsub_node(self) -> Any:
-        return await self.backend.storage.get_pubsub_node(self.name, self.service.full(),
-                                                          self.node)
+        return await self.backend.storage.pubsub.get_pubsub_node(self.name, self.service.full(),
+                                                                 self.node)
 
     async def state(self) -> str | None:
         node = await self.pubsub_node()
@@ -297,7 +297,7 @@ class Reader:
         node = await self.pubsub_node()
         if node is None:
             return []
-        items, __ = await self.backend.storage.get_items(node.id)
+        items, __ = await self.backend.storage.pubsub.get_items(node.id)
         return sorted((i.name, i.data) for i in items)
 
     async def remote(self) -> list[tuple[str, str]]:

@@ -99,10 +99,10 @@ async def test_recipes_are_checked_cached_and_parsed(backend, prosody_server):
     assert not first.cached and len(first.items) == 2
     await cache.wait_background()
 
-    pubsub_node = await backend.storage.get_pubsub_node("cook", service, node)
+    pubsub_node = await backend.storage.pubsub.get_pubsub_node("cook", service, node)
     assert pubsub_node.analyser == "recipes" and pubsub_node.type_ == "recipe"
     assert pubsub_node.sync_state is SyncState.COMPLETED
-    items, __ = await backend.storage.get_items(pubsub_node.id)
+    items, __ = await backend.storage.pubsub.get_items(pubsub_node.id, details=True)
     parsed = {item.name: item.parsed for item in items}
     assert parsed["pancakes"] == {"title": "Pancakes", "minutes": 20,
                                   "ingredients": ["flour", "milk", "eggs"]}

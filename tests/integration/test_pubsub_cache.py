@@ -77,7 +77,8 @@ async def test_cache_mirrors_a_node_published_by_another_client(xmpp_server, mak
     assert (pubsub_node.analyser, pubsub_node.type_) == ("XEP-0277", "blog")
     assert await reader.mirrors_service()
     await assert_answers_like_the_service(reader, ids)
-    items, __ = await backend.storage.get_items(pubsub_node.id, item_ids=["post007"])
+    items, __ = await backend.storage.pubsub.get_items(pubsub_node.id, item_ids=["post007"],
+                                                       details=True)
     assert items[0].parsed["title"] == "Post post007"
     assert items[0].parsed["author"]["jid"] == "admin@localhost"
 
@@ -86,7 +87,8 @@ async def test_cache_mirrors_a_node_published_by_another_client(xmpp_server, mak
                                    ("post010", "Edited title")])
     await until(reader.mirrors_service, "new and edited items in the cache")
     node_id = pubsub_node.id
-    items, __ = await backend.storage.get_items(node_id, item_ids=["post010"])
+    items, __ = await backend.storage.pubsub.get_items(node_id, item_ids=["post010"],
+                                                       details=True)
     assert items[0].parsed["title"] == "Edited title"
     ids = [i["id"] for i in (await reader.get(use_cache=False)).items]
     await assert_answers_like_the_service(reader, ids)
@@ -145,8 +147,8 @@ async def test_restart_during_a_sync_ends_complete_without_duplicates(xmpp_serve
     await publisher.retract(node, ["post003"])
 
     restarted = await make_backend()
-    left = await restarted.storage.get_pubsub_node(reader.name, xmpp_server.pubsub_service,
-                                                   node)
+    left = await restarted.storage.pubsub.get_pubsub_node(reader.name, xmpp_server.pubsub_service,
+                                                          node)
     assert reader.cache.node_state(left)["state"] == "in_progress"
     again = await Reader.connect(restarted, xmpp_server, node, name=reader.name)
     await again.wait_synchronised()

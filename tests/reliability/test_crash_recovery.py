@@ -96,8 +96,8 @@ async def add_autoconnect_profile(backend, info, node: str) -> None:
     await backend.profiles.create(PROFILE, user.jid, user.password, ConnectionOptions(
         host=info.address, port=info.c2s_port, ca_file=str(info.ca_file),
         autoconnect=True))
-    await backend.storage.set_pubsub_node(PROFILE, info.pubsub_service, node,
-                                          analyser="XEP-0277", type_="blog")
+    await backend.storage.pubsub.set_pubsub_node(PROFILE, info.pubsub_service, node,
+                                                 analyser="XEP-0277", type_="blog")
 
 
 @pytest_twisted.ensureDeferred

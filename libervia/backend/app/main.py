@@ -120,7 +120,7 @@ class Backend(AsyncMultiService):
         """Add the parts of the backend in start-up order."""
         storage_service = StorageService(self.config, reactor=self.reactor)
         storage_service.setServiceParent(self)
-        #: the database API (:class:`~libervia.backend.memory.sqla.Storage`), usable by
+        #: the database API (:class:`~libervia.backend.memory.storage.Storage`), usable by
         #: plugins: it is opened and migrated before they load
         self.storage = storage_service.storage
         PluginService(self).setServiceParent(self)

@@ -1,7 +1,8 @@
 """Schema revisions: creating, checking and migrating the database at start-up.
 
-:func:`thd_migrate` runs in a storage thread (see :meth:`.sqla.Storage.migrate`) on a
-connection given by :meth:`.engines.DatabaseEngine.migration_connection`:
+:func:`thd_migrate` runs in a storage thread (see
+:meth:`.storage.runner.StorageRunner.migrate`) on a connection given by
+:meth:`.engines.DatabaseEngine.migration_connection`:
 
 * no table yet: the schema is created from the mapping and stamped at the head revision;
 * at head: nothing to do;

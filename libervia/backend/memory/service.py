@@ -15,13 +15,13 @@ from libervia.backend.core.config import Config
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory import schema
 from libervia.backend.memory.engines import database_url
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 
 log = getLogger(__name__)
 
 
 class StorageService(service.Service):
-    """Service owning the :class:`~libervia.backend.memory.sqla.Storage`.
+    """Service owning the :class:`~libervia.backend.memory.storage.Storage`.
 
     :param config: backend configuration (``[storage] url``, ``local_dir``)
     :param reactor: reactor to use (injected by tests)

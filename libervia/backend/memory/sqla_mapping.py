@@ -3,7 +3,7 @@
 Every change here needs an Alembic revision (see ``doc/developer/storage.rst``); a test
 checks that the mapping and the migrations describe the same schema.
 
-Objects of this mapping leave the storage's threads: :class:`~.sqla.Storage` returns
+Objects of this mapping leave the storage's threads: :class:`~.storage.Storage` returns
 them detached from their session with every column loaded, so they can be read
 anywhere.  Relationships are never loaded implicitly (``lazy="raise"``): touching one
 that the storage did not load raises at once instead of emitting SQL from the reactor
@@ -219,7 +219,7 @@ class PubsubItem(Base):
     __tablename__ = "pubsub_items"
     __table_args__ = (
         UniqueConstraint("node_id", "name"),
-        # pages of a node ordered by creation or modification (see Storage.get_items)
+        # pages of a node ordered by creation or modification (see storage.pubsub.get_items)
         Index("ix_pubsub_items_node_id_created", "node_id", "created", "id"),
         Index("ix_pubsub_items_node_id_updated", "node_id", "updated", "id"),
     )

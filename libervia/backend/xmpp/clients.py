@@ -38,7 +38,7 @@ from libervia.backend.core.interfaces import (
 )
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.plugins import PluginManager
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 from libervia.backend.xmpp.client import ConnectionState, XMPPClient
 from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager, StorageHost
 from libervia.backend.xmpp.sasl.initializer import SASLResult
@@ -228,14 +228,14 @@ class ClientManager:
             if cache is not None:
                 cache.on_change = None
                 cache.clear()
-        await self.storage.del_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, binary=True,
-                                             profile=name)
+        await self.storage.profiles.del_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, binary=True,
+                                                      profile=name)
 
     # SASL state of a profile
 
     async def _policy(self, name: str, options: ConnectionOptions) -> SASLPolicy:
-        values = await self.storage.get_privates(SASL_NAMESPACE, [SCRAM_SEEN_KEY],
-                                                 profile=name)
+        values = await self.storage.profiles.get_privates(SASL_NAMESPACE, [SCRAM_SEEN_KEY],
+                                                          profile=name)
         return SASLPolicy(
             allowed_mechanisms=options.mechanisms or None,
             scram_seen=bool(values.get(SCRAM_SEEN_KEY)),
@@ -243,8 +243,8 @@ class ClientManager:
 
     async def _key_cache(self, name: str) -> ScramKeyCache:
         cache = ScramKeyCache()
-        values = await self.storage.get_privates(SASL_NAMESPACE, [KEY_CACHE_KEY],
-                                                 binary=True, profile=name)
+        values = await self.storage.profiles.get_privates(SASL_NAMESPACE, [KEY_CACHE_KEY],
+                                                          binary=True, profile=name)
         token = values.get(KEY_CACHE_KEY)
         if token is not None:
             try:
@@ -259,14 +259,14 @@ class ClientManager:
     def _save_key_cache(self, name: str, cache: ScramKeyCache) -> None:
         token = self.profiles.box.encrypt(json.dumps(cache.export()).encode(),
                                           f"{KEY_CACHE_KEY}:{name}")
-        d = self.storage.set_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, token,
-                                           binary=True, profile=name)
+        d = self.storage.profiles.set_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, token,
+                                                    binary=True, profile=name)
         d.addErrback(lambda f: log.failure("can't save SCRAM keys of {name}", f, name=name))
 
     def _on_authenticated(self, name: str, result: SASLResult) -> None:
         if result.scram:
-            d = self.storage.set_private_value(SASL_NAMESPACE, SCRAM_SEEN_KEY, True,
-                                               profile=name)
+            d = self.storage.profiles.set_private_value(SASL_NAMESPACE, SCRAM_SEEN_KEY, True,
+                                                        profile=name)
             d.addErrback(lambda f: log.failure("can't save SASL state of {name}", f,
                                                name=name))
 

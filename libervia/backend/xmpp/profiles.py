@@ -27,7 +27,7 @@ from libervia.backend.core.exceptions import BackendError, NotFound
 from libervia.backend.core.interfaces import Host
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.secrets import KEY_FILE_NAME, SecretBox
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 from libervia.backend.xmpp.sasl.mechanisms import MECHANISMS
 
 log = getLogger(__name__)
@@ -179,10 +179,10 @@ class ProfileManager:
 
     async def names(self) -> list[str]:
         """Names of every profile, sorted."""
-        return sorted(await self.storage.get_profiles())
+        return sorted(await self.storage.profiles.get_profiles())
 
     async def exists(self, name: str) -> bool:
-        return name in await self.storage.get_profiles()
+        return name in await self.storage.profiles.get_profiles()
 
     async def create(
         self,
@@ -202,13 +202,13 @@ class ProfileManager:
             raise ProfileError("the password must not be empty")
         log_module.register_secret(password)
         options = options or ConnectionOptions()
-        await self.storage.create_profile(name)
+        await self.storage.profiles.create_profile(name)
         try:
             await self._write_params(name, {"jid": full_jid, **options.to_params()})
             await self._store_password(name, password)
         except BaseException:
             # leave nothing half-made behind
-            await self.storage.delete_profile(name)
+            await self.storage.profiles.delete_profile(name)
             raise
         log.info("profile {name} created for {jid}", name=name, jid=full_jid)
         return Profile(name, full_jid, options)
@@ -220,7 +220,7 @@ class ProfileManager:
         """
         if not await self.exists(name):
             raise NotFound(f"there is no profile named {name!r}")
-        params = await self.storage.get_params(profile=name, category=PARAM_CATEGORY)
+        params = await self.storage.profiles.get_params(profile=name, category=PARAM_CATEGORY)
         values = {key: value for (__, key), value in params.items()}
         jid = values.pop("jid", None)
         if jid is None:
@@ -245,7 +245,7 @@ class ProfileManager:
 
         :raise NotFound: no such profile
         """
-        await self.storage.delete_profile(name)
+        await self.storage.profiles.delete_profile(name)
         log.info("profile {name} deleted", name=name)
 
     async def set_password(self, name: str, password: str) -> None:
@@ -258,7 +258,7 @@ class ProfileManager:
 
     async def get_password(self, name: str) -> str:
         """Decrypt a profile's password (registered as a secret: never logged)."""
-        values = await self.storage.get_privates(
+        values = await self.storage.profiles.get_privates(
             SECRETS_NAMESPACE, [PASSWORD_KEY], binary=True, profile=name
         )
         token = values.get(PASSWORD_KEY)
@@ -272,7 +272,7 @@ class ProfileManager:
         """Names of the profiles to connect when the backend starts."""
         names = []
         for name in await self.names():
-            value = await self.storage.get_param(PARAM_CATEGORY, "autoconnect", name)
+            value = await self.storage.profiles.get_param(PARAM_CATEGORY, "autoconnect", name)
             if value == "true":
                 names.append(name)
         return names
@@ -280,12 +280,12 @@ class ProfileManager:
     async def _write_params(self, name: str, values: dict[str, str | None]) -> None:
         for key, value in values.items():
             if value is None:
-                await self.storage.delete_param(PARAM_CATEGORY, key, name)
+                await self.storage.profiles.delete_param(PARAM_CATEGORY, key, name)
             else:
-                await self.storage.set_param(PARAM_CATEGORY, key, value, name)
+                await self.storage.profiles.set_param(PARAM_CATEGORY, key, value, name)
 
     async def _store_password(self, name: str, password: str) -> None:
         token = self.box.encrypt(password.encode(), f"{PASSWORD_KEY}:{name}")
-        await self.storage.set_private_value(
+        await self.storage.profiles.set_private_value(
             SECRETS_NAMESPACE, PASSWORD_KEY, token, binary=True, profile=name
         )

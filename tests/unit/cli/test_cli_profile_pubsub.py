@@ -480,16 +480,16 @@ async def test_cache_search_sends_the_query_and_shows_the_page(
 ):
     monkeypatch.setattr("sys.stdin", Stdin(SECRET + "\n"))
     await run_li_pubsub("profile", "create", "alice", "--jid", "alice@example.org")
-    from libervia.backend.memory.search import Condition, Order
+    from libervia.backend.memory.storage import Condition, Order
 
     queries = []
-    search_items = pubsub_backend.storage.search_items
+    search_items = pubsub_backend.storage.search.search_items
 
     def spy(query):
         queries.append(query)
         return search_items(query)
 
-    monkeypatch.setattr(pubsub_backend.storage, "search_items", spy)
+    monkeypatch.setattr(pubsub_backend.storage.search, "search_items", spy)
     status, out, err = await run_li_pubsub(
         "pubsub", "cache", "search", "-f", "xmpp cache", "-F", "published", ">=",
         "2024-01-01", "-F", "categories", "overlap", '["xmpp", "python"]', "-F",

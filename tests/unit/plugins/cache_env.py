@@ -10,7 +10,7 @@ from libervia.backend.bridge.server import Bridge
 from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.triggers import TriggerManager
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 from libervia.backend.plugins.plugin_xep_0030 import XEP_0030
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
 from libervia.backend.plugins.plugin_xep_0092 import XEP_0092
@@ -133,7 +133,7 @@ class Env:
         await self.xep_0060.dispatch(self.client, [message])
 
     async def node(self, node: str = BLOG) -> Any:
-        return await self.storage.get_pubsub_node(self.client.profile.name,
+        return await self.storage.pubsub.get_pubsub_node(self.client.profile.name,
                                                   SERVICE.full(), node)
 
     async def state(self, node: str = BLOG) -> str | None:
@@ -142,7 +142,7 @@ class Env:
 
     async def cached_rows(self, node: str = BLOG) -> list[Any]:
         pubsub_node = await self.node(node)
-        items, __ = await self.storage.get_items(pubsub_node.id)
+        items, __ = await self.storage.pubsub.get_items(pubsub_node.id, details=True)
         return items
 
     def fill(self, node: str = BLOG, count: int = 12) -> None:

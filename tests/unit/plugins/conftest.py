@@ -4,7 +4,7 @@ cache environment for each kind of fake service."""
 import pytest
 import pytest_twisted
 
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 from tests.unit.plugins.cache_env import Env
 from tests.unit.plugins.fake_pubsub import KINDS, FakePubsubService
 
@@ -15,7 +15,7 @@ async def storage(db_url):
     await storage.start()
     await storage.migrate()
     for name in ("alice", "bob"):
-        await storage.create_profile(name)
+        await storage.profiles.create_profile(name)
     yield storage
     await storage.stop()
 

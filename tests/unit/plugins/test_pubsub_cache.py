@@ -13,8 +13,8 @@ from twisted.internet.error import ConnectionLost
 
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.xml_tools import parse_xml
-from libervia.backend.memory.sqla import Storage, StorageError, StorageUnavailable
 from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.memory.storage import Storage, StorageError, StorageUnavailable
 from libervia.backend.plugins.pubsub_cache import (
     MISSED_CHECK_MAX_DELAY,
     CacheError,
@@ -261,7 +261,7 @@ async def test_cursor_unknown_to_the_cache_is_asked_to_the_service(storage):
 async def test_a_failing_database_lets_the_service_answer(storage, monkeypatch):
     env = Env(storage, FakePubsubService("ejabberd"))
     await env.sync()
-    monkeypatch.setattr(storage, "get_items", lambda *a, **k: defer.fail(
+    monkeypatch.setattr(storage.pubsub, "get_items", lambda *a, **k: defer.fail(
         StorageError("database is locked")))
     result = await env.get(max_items=3)
     assert result.cached is False and [i["id"] for i in result.items] == [
@@ -479,14 +479,14 @@ async def test_events_the_database_could_not_store_are_caught_up_once_it_answers
         env, monkeypatch):
     await env.sync()
     storage = env.storage
-    answering = storage.get_pubsub_node
-    monkeypatch.setattr(storage, "get_pubsub_node", lambda *a, **k: defer.fail(
+    answering = storage.pubsub.get_pubsub_node
+    monkeypatch.setattr(storage.pubsub, "get_pubsub_node", lambda *a, **k: defer.fail(
         StorageUnavailable("the database is unavailable")))
     waiting = env.host.reactor.next_call()
     await env.event(env.service.publish(BLOG, "missed"))
     await env.event(env.service.retract(BLOG, ["i02"]))
     await waiting  # for the database to answer again
-    monkeypatch.setattr(storage, "get_pubsub_node", answering)
+    monkeypatch.setattr(storage.pubsub, "get_pubsub_node", answering)
     # the cache would miss the events: the service answers until the node is checked
     assert (await env.get()).cached is False
     env.host.reactor.advance(MISSED_CHECK_MAX_DELAY)
@@ -605,7 +605,7 @@ async def test_restart_during_a_sync_redoes_it_complete_without_duplicates(stora
     await env.client.wait_held()
     pubsub_node = await env.node()
     # what a previous version may have written before it was stopped
-    await storage.cache_pubsub_items(pubsub_node.id, [
+    await storage.pubsub.cache_pubsub_items(pubsub_node.id, [
         {"name": "i00", "data": "<item id='i00'/>"},
         {"name": "gone", "data": "<item id='gone'/>"}])
     # the backend stops here: the node stays IN_PROGRESS; items change meanwhile
@@ -713,7 +713,7 @@ async def test_a_node_unchanged_while_away_is_served_again_once_verified(env):
 
 async def _parsed_with(storage: Storage, parser: Any, count: int = 2,
                        clock_steps: int = 0) -> list[Any]:
-    await storage.delete_pubsub_nodes()  # each parser on a fresh cache
+    await storage.pubsub.delete_pubsub_nodes()  # each parser on a fresh cache
     env = Env(storage, FakePubsubService("ejabberd"), settings={"parser_timeout": 5},
               analysers=(BLOG_ANALYSER | {"parser": parser},))
     env.fill(count=count)
@@ -819,8 +819,8 @@ async def test_cache_methods_only_see_the_profile_own_data(storage):
     assert stats["items"] == 12 and stats["nodes_by_state"] == {"completed": 1}
     assert stats["nodes"] == 1 and stats["bytes"] > 12 * 100
     assert await bridge_method(cache, "purge")("alice", nodes=[BLOG]) == 12
-    assert await storage.get_cache_stats("bob") == {
-        "nodes": {"COMPLETED": 1}, "items": 12, "bytes": (await storage.get_cache_stats(
+    assert await storage.pubsub.get_cache_stats("bob") == {
+        "nodes": {"COMPLETED": 1}, "items": 12, "bytes": (await storage.pubsub.get_cache_stats(
             "bob"))["bytes"]}
     assert await bridge_method(cache, "reset")("alice") == 1
     assert (await bridge_method(cache, "stats")("bob"))["items"] == 12

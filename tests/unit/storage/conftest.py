@@ -2,7 +2,7 @@
 
 import pytest_twisted
 
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 
 
 @pytest_twisted.async_yield_fixture
@@ -34,5 +34,5 @@ async def storage(make_storage, db_url):
 @pytest_twisted.async_yield_fixture
 async def profile(storage):
     """Name of a profile created in ``storage``."""
-    await storage.create_profile("alice")
+    await storage.profiles.create_profile("alice")
     yield "alice"

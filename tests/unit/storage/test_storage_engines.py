@@ -20,7 +20,7 @@ from libervia.backend.memory.engines import (
     create_database_engine,
     database_url,
 )
-from libervia.backend.memory.sqla import Storage, StorageUnavailable
+from libervia.backend.memory.storage import Storage, StorageRunner, StorageUnavailable
 
 SERVICE = "pubsub.example.org"
 
@@ -113,7 +113,7 @@ async def test_calls_run_on_the_storage_own_threads(sqlite_storage):
     def thd_where(session):
         return threading.current_thread().name
 
-    name = await sqlite_storage.run_in_session("where", thd_where)
+    name = await sqlite_storage.runner.run_in_session("where", thd_where)
     assert name != threading.main_thread().name
     # the storage's ThreadPool, not the reactor's
     assert "storage" in name
@@ -129,11 +129,11 @@ async def test_transient_errors_are_retried_with_a_growing_backoff(sqlite_storag
             raise locked()
         return "done"
 
-    assert await sqlite_storage.run_in_session("flaky", thd_flaky) == "done"
+    assert await sqlite_storage.runner.run_in_session("flaky", thd_flaky) == "done"
     assert len(attempts) == 3
     delays = sqlite_storage.delays
     assert len(delays) == 2
-    base = Storage.retry_delay
+    base = StorageRunner.retry_delay
     assert base * 0.5 <= delays[0] <= base * 1.5
     assert base <= delays[1] <= base * 3
     assert sqlite_storage.timings["flaky"].retries == 2
@@ -148,8 +148,8 @@ async def test_retries_are_bounded(sqlite_storage):
         raise locked()
 
     with pytest.raises(OperationalError, match="database is locked"):
-        await sqlite_storage.run_in_session("always_locked", thd_always_locked)
-    assert len(attempts) == sqlite_storage.max_attempts == 4
+        await sqlite_storage.runner.run_in_session("always_locked", thd_always_locked)
+    assert len(attempts) == sqlite_storage.runner.max_attempts == 4
     assert len(sqlite_storage.delays) == 3
 
 
@@ -162,26 +162,26 @@ async def test_other_errors_are_not_retried(sqlite_storage):
         raise IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE"))
 
     with pytest.raises(IntegrityError):
-        await sqlite_storage.run_in_session("conflict", thd_conflict)
+        await sqlite_storage.runner.run_in_session("conflict", thd_conflict)
     assert attempts == [1] and sqlite_storage.delays == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_failed_attempt_is_rolled_back_before_the_next(sqlite_storage):
-    await sqlite_storage.create_profile("alice")
+    await sqlite_storage.profiles.create_profile("alice")
     attempts = []
 
     def thd_write_then_fail(session):
         attempts.append(1)
-        from libervia.backend.memory.sqla import thd_set_param
+        from libervia.backend.memory.storage.profiles import thd_set_param
 
         thd_set_param(session, sqlite_storage.db_engine, "C", f"k{len(attempts)}", "v",
                       None)
         if len(attempts) == 1:
             raise locked()
 
-    await sqlite_storage.run_in_session("write_then_fail", thd_write_then_fail)
-    assert await sqlite_storage.get_params() == {("C", "k2"): "v"}
+    await sqlite_storage.runner.run_in_session("write_then_fail", thd_write_then_fail)
+    assert await sqlite_storage.profiles.get_params() == {("C", "k2"): "v"}
 
 
 @pytest_twisted.ensureDeferred
@@ -192,11 +192,11 @@ async def test_stop_waits_for_the_calls_in_flight(sqlite_storage):
         release.wait(30)
         return "finished"
 
-    call = sqlite_storage.run_in_session("blocked", thd_blocked, write=False)
+    call = sqlite_storage.runner.run_in_session("blocked", thd_blocked, write=False)
     stopping = sqlite_storage.stop()
     assert not stopping.called
     with pytest.raises(Exception, match="not running"):
-        await sqlite_storage.get_profiles()
+        await sqlite_storage.profiles.get_profiles()
     release.set()
     assert await call == "finished"
     await stopping
@@ -208,7 +208,7 @@ async def test_stop_waits_for_the_calls_in_flight(sqlite_storage):
 
 @pytest_twisted.ensureDeferred
 async def test_database_file_is_private(sqlite_storage, sqlite_url):
-    await sqlite_storage.create_profile("alice")
+    await sqlite_storage.profiles.create_profile("alice")
     db = make_url(sqlite_url).database
     from pathlib import Path
 
@@ -243,7 +243,7 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(sqlite
             for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
         )
 
-    journal, foreign_keys, busy, synchronous = await sqlite_storage.run_in_session(
+    journal, foreign_keys, busy, synchronous = await sqlite_storage.runner.run_in_session(
         "pragmas", thd_pragmas, write=False)
     assert (journal, foreign_keys, synchronous) == ("wal", 1, 1)  # 1: NORMAL
     assert busy >= 1000
@@ -263,7 +263,7 @@ async def test_backend_opens_the_storage_before_loading_plugins(tmp_path):
     await backend.startService()
     try:
         assert backend.storage.running
-        assert await backend.storage.create_profile("alice") == 1
+        assert await backend.storage.profiles.create_profile("alice") == 1
         assert mode(tmp_path / "local" / "libervia.db") == 0o600
     finally:
         await backend.stopService()
@@ -285,8 +285,8 @@ async def test_hundreds_of_concurrent_calls_complete_without_lock_errors(
     storage = await make_storage(db_url, max_attempts=1)
     profiles = [f"user{i}" for i in range(4)]
     for name in profiles:
-        await storage.create_profile(name)
-    nodes = [await storage.set_pubsub_node(p, SERVICE, f"n{j}")
+        await storage.profiles.create_profile(name)
+    nodes = [await storage.pubsub.set_pubsub_node(p, SERVICE, f"n{j}")
              for p in profiles for j in range(2)]
     calls = []
     for i in range(400):
@@ -296,29 +296,29 @@ async def test_hundreds_of_concurrent_calls_complete_without_lock_errors(
         if kind == 0:
             # overlapping ids, in different orders, on the same nodes
             ids = [(i * 7 + k) % 30 for k in range(12)]
-            calls.append(storage.cache_pubsub_items(
+            calls.append(storage.pubsub.cache_pubsub_items(
                 node.id, [{"name": f"it{n}", "data": f"<x n='{n}' i='{i}'/>"}
                           for n in ids],
                 batch_size=5, count_progress=True))
         elif kind == 1:
-            calls.append(storage.get_items(node.id, max_items=5, desc=True))
+            calls.append(storage.pubsub.get_items(node.id, max_items=5, desc=True))
         elif kind == 2:
-            calls.append(storage.set_param("C", f"k{i % 5}", str(i), profile=profile))
+            calls.append(storage.profiles.set_param("C", f"k{i % 5}", str(i), profile=profile))
         elif kind == 3:
-            calls.append(storage.set_private_value("ns", f"k{(i // 6) % 9}", {"i": i}))
+            calls.append(storage.profiles.set_private_value("ns", f"k{(i // 6) % 9}", {"i": i}))
         elif kind == 4:
-            calls.append(storage.set_pubsub_node(
+            calls.append(storage.pubsub.set_pubsub_node(
                 profile, SERVICE, f"n{i % 2}", extra={"i": i}))
         else:
-            calls.append(storage.delete_pubsub_items(node.id, [f"it{i % 30}"]))
-    assert storage._in_flight > 100  # really concurrent, not one after the other
+            calls.append(storage.pubsub.delete_pubsub_items(node.id, [f"it{i % 30}"]))
+    assert storage.runner._in_flight > 100  # really concurrent, not one after the other
     results = await defer.DeferredList(calls, consumeErrors=True)
     failures = [r.getErrorMessage() for ok, r in results if not ok]
     assert failures == []
     assert sum(s.retries for s in storage.timings.values()) == 0
-    assert len(await storage.get_privates("ns")) == 9
+    assert len(await storage.profiles.get_privates("ns")) == 9
     for node in nodes:
-        items, page = await storage.get_items(node.id)
+        items, page = await storage.pubsub.get_items(node.id)
         assert page.count == len(items) == len({i.name for i in items}) <= 30
 
 
@@ -361,7 +361,7 @@ async def test_read_losing_its_connection_is_retried_on_a_new_one(
 ):
     storage = await make_storage(postgresql_url, sleep=lambda delay: None)
     attempts = []
-    assert await storage.run_in_session(
+    assert await storage.runner.run_in_session(
         "lost_read", thd_lose_connection_once, attempts, write=False) == 42
     assert len(attempts) == 2
 
@@ -373,10 +373,10 @@ async def test_write_losing_its_connection_is_not_retried(make_storage, postgres
     storage = await make_storage(postgresql_url, sleep=lambda delay: None)
     attempts = []
     with pytest.raises(StorageUnavailable, match="database is unavailable") as raised:
-        await storage.run_in_session("lost_write", thd_lose_connection_once, attempts)
+        await storage.runner.run_in_session("lost_write", thd_lose_connection_once, attempts)
     assert isinstance(raised.value.__cause__, OperationalError)
     assert len(attempts) == 1
-    assert await storage.get_profiles() == {}
+    assert await storage.profiles.get_profiles() == {}
 
 
 @pytest_twisted.ensureDeferred

@@ -91,7 +91,7 @@ async def test_fresh_database_is_created_at_head(db_url):
     await service.startService()
     try:
         assert service.migration == schema.MigrationReport("created", None, HEAD)
-        await service.storage.create_profile("alice")
+        await service.storage.profiles.create_profile("alice")
     finally:
         await service.stopService()
     assert current_revision(db_url) == HEAD
@@ -129,10 +129,10 @@ async def test_old_database_is_backed_up_and_upgraded_with_its_data(db_url):
         report = service.migration
         assert (report.action, report.from_revision, report.to_revision) == (
             "upgraded", FIRST, HEAD)
-        assert await storage.get_profiles() == {"alice": 1}
-        assert await storage.get_param("General", "nick", "alice") == "Al"
-        assert await storage.get_privates("keys", binary=True) == {"k": b"\x00\xffsecret"}
-        nodes = await storage.get_pubsub_nodes("alice")
+        assert await storage.profiles.get_profiles() == {"alice": 1}
+        assert await storage.profiles.get_param("General", "nick", "alice") == "Al"
+        assert await storage.profiles.get_privates("keys", binary=True) == {"k": b"\x00\xffsecret"}
+        nodes = await storage.pubsub.get_pubsub_nodes("alice")
         assert [(n.name, n.extra) for n in nodes] == [
             ("blog", {"from": "rev1"}), ("events", {"from": "rev1"})]
         # the second revision credits synchronised nodes with the items they hold
@@ -140,13 +140,13 @@ async def test_old_database_is_backed_up_and_upgraded_with_its_data(db_url):
         assert (nodes[0].sync_items_done, nodes[0].sync_items_expected) == (3, 3)
         assert (nodes[1].sync_items_done, nodes[1].sync_items_expected) == (0, None)
         for node, (__, name, __, count) in zip(nodes, NODES):
-            items, page = await storage.get_items(node.id)
+            items, page = await storage.pubsub.get_items(node.id, details=True)
             assert page.count == count
             assert [i.parsed for i in items] == [{"i": i} for i in range(count)]
             assert items[0].data == item_xml(name, 0)
         # items cached before the full-text search revision were indexed by it
-        found = await storage.search_pubsub_items("events number1")
-        assert [item.name for item, __ in found] == ["events-1"]
+        found = await storage.search.search_items({"fts": "events number1"})
+        assert [hit.item_id for hit in found.items] == ["events-1"]
     finally:
         await service.stopService()
     assert drift(db_url) == []
@@ -188,7 +188,7 @@ def test_upgrade_downgrade_upgrade_round_trip_keeps_data(db_url):
 async def test_database_from_a_newer_backend_is_refused(db_url):
     service = make_service(db_url)
     await service.startService()
-    await service.storage.create_profile("alice")
+    await service.storage.profiles.create_profile("alice")
     await service.stopService()
     sa_engine = connect(db_url)
     with sa_engine.begin() as conn:

@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 
 from libervia.backend.core.xml_tools import parse_xml
-from libervia.backend.memory.search import (
+from libervia.backend.memory.storage.search_query import (
     MAX_LIMIT,
     Condition,
     InvalidQuery,
@@ -71,25 +71,25 @@ def xml(item_id, text):
 
 async def fill(storage, profile="alice", bob=True):
     """The items above, for ``profile``; bob gets a copy of p1 and e1."""
-    await storage.create_profile(profile)
+    await storage.profiles.create_profile(profile)
     nodes = {}
     for key, (service, name, analyser, type_, subtype) in NODES.items():
-        nodes[key] = await storage.set_pubsub_node(
+        nodes[key] = await storage.pubsub.set_pubsub_node(
             profile, service, name, analyser=analyser, type_=type_, subtype=subtype)
     for item_id, (key, parsed, text, created, updated) in ITEMS.items():
-        await storage.cache_pubsub_items(nodes[key].id, [{
+        await storage.pubsub.cache_pubsub_items(nodes[key].id, [{
             "name": item_id, "data": xml(item_id, text), "parsed": parsed,
             "created": T0 + timedelta(seconds=created),
             "updated": T0 + timedelta(seconds=10 + updated),
         }])
     if bob:
-        await storage.create_profile("bob")
+        await storage.profiles.create_profile("bob")
         for key in ("blog", "events"):
             service, name, analyser, type_, subtype = NODES[key]
-            node = await storage.set_pubsub_node("bob", service, name, analyser=analyser,
-                                                 type_=type_, subtype=subtype)
+            node = await storage.pubsub.set_pubsub_node("bob", service, name, analyser=analyser,
+                                                        type_=type_, subtype=subtype)
             item_id = "p1" if key == "blog" else "e1"
-            await storage.cache_pubsub_items(node.id, [{
+            await storage.pubsub.cache_pubsub_items(node.id, [{
                 "name": item_id, "data": xml(item_id, ITEMS[item_id][2]),
                 "parsed": ITEMS[item_id][1]}])
 
@@ -97,7 +97,7 @@ async def fill(storage, profile="alice", bob=True):
 async def found(storage, **query):
     """Ids of alice's items found, in the order given."""
     query.setdefault("profiles", ["alice"])
-    result = await storage.search_items(query)
+    result = await storage.search.search_items(query)
     assert all(hit.profile in query["profiles"] for hit in result.items)
     return [hit.item_id for hit in result.items]
 
@@ -220,7 +220,7 @@ async def test_conditions_and_node_filters_combine(storage):
 @pytest_twisted.ensureDeferred
 async def test_full_text_results_are_ranked_best_first(storage):
     await fill(storage)
-    result = await storage.search_items({"profiles": ["alice"], "fts": "tomatoes",
+    result = await storage.search.search_items({"profiles": ["alice"], "fts": "tomatoes",
                                          "types": ["blog"]})
     # p1 says it three times, p3 and c1 once, in texts of the same length
     ids = [hit.item_id for hit in result.items]
@@ -234,7 +234,7 @@ async def test_full_text_results_are_ranked_best_first(storage):
     assert await found(storage, fts="TOMATOES fresh") == ["p1"]
     assert await found(storage, fts="tomatoes bicycle") == []
     # no rank without full text
-    hits = (await storage.search_items({"profiles": ["alice"]})).items
+    hits = (await storage.search.search_items({"profiles": ["alice"]})).items
     assert {hit.rank for hit in hits} == {None}
 
 
@@ -303,7 +303,7 @@ async def test_pages_walk_the_whole_result_with_its_total(storage):
     seen = []
     index = 0
     while True:
-        result = await storage.search_items({"profiles": ["alice"], "order": order,
+        result = await storage.search.search_items({"profiles": ["alice"], "order": order,
                                              "index": index, "limit": 3})
         assert result.total == len(ITEMS) and result.index == index
         seen += [hit.item_id for hit in result.items]
@@ -311,9 +311,9 @@ async def test_pages_walk_the_whole_result_with_its_total(storage):
         if not result.more:
             break
     assert seen == ["p1", "p2", "p3", "p4", "e1", "c1", "x1"]
-    beyond = await storage.search_items({"profiles": ["alice"], "index": 50})
+    beyond = await storage.search.search_items({"profiles": ["alice"], "index": 50})
     assert (beyond.items, beyond.total, beyond.more) == ([], len(ITEMS), False)
-    filtered = await storage.search_items({"profiles": ["alice"], "limit": 1,
+    filtered = await storage.search.search_items({"profiles": ["alice"], "limit": 1,
                                            "conditions": [["n", ">", 0]]})
     assert (len(filtered.items), filtered.total, filtered.more) == (1, 4, True)
 
@@ -322,9 +322,9 @@ async def test_pages_walk_the_whole_result_with_its_total(storage):
 async def test_raw_xml_is_returned_only_when_asked(storage):
     await fill(storage)
     query = {"profiles": ["alice"], "conditions": [["title", "==", "Tomatoes"]]}
-    (plain,) = (await storage.search_items(query)).items
+    (plain,) = (await storage.search.search_items(query)).items
     assert plain.xml is None and "xml" not in plain.to_dict()
-    (full,) = (await storage.search_items({**query, "payload": True})).items
+    (full,) = (await storage.search.search_items({**query, "payload": True})).items
     assert full.xml == xml("p1", ITEMS["p1"][2])
     data = full.to_dict()
     assert data == {
@@ -340,11 +340,11 @@ async def test_raw_xml_is_returned_only_when_asked(storage):
 @pytest_twisted.ensureDeferred
 async def test_each_profile_sees_only_its_own_items(storage):
     await fill(storage)
-    bob = await storage.search_items({"profiles": ["bob"], "limit": MAX_LIMIT})
+    bob = await storage.search.search_items({"profiles": ["bob"], "limit": MAX_LIMIT})
     assert sorted((h.profile, h.item_id) for h in bob.items) == [
         ("bob", "e1"), ("bob", "p1")]
     assert await found(storage, profiles=["bob"], fts="fresh") == ["p1"]
-    alice = await storage.search_items({"profiles": ["alice"], "fts": "fresh"})
+    alice = await storage.search.search_items({"profiles": ["alice"], "fts": "fresh"})
     assert [(h.profile, h.item_id) for h in alice.items] == [("alice", "p1")]
     assert await found(storage, profiles=["carol"]) == []
 
@@ -414,7 +414,7 @@ INVALID = [
 async def test_invalid_queries_are_refused_with_a_clear_message(storage, query, message):
     await fill(storage, bob=False)
     with pytest.raises(InvalidQuery, match=re.escape(message)):
-        await storage.search_items({"profiles": ["alice"], **query})
+        await storage.search.search_items({"profiles": ["alice"], **query})
     # and nothing was harmed
     assert len(await found(storage, limit=MAX_LIMIT)) == len(ITEMS)
 
@@ -474,9 +474,9 @@ ENTRIES = {
 
 @pytest_twisted.ensureDeferred
 async def test_search_microblog_entries_parsed_by_the_xep_0277_parser(storage):
-    await storage.create_profile("alice")
-    node = await storage.set_pubsub_node("alice", "louise@example.org", BLOG,
-                                         analyser="XEP-0277", type_="blog")
+    await storage.profiles.create_profile("alice")
+    node = await storage.pubsub.set_pubsub_node("alice", "louise@example.org", BLOG,
+                                                analyser="XEP-0277", type_="blog")
     rows = []
     for offset, (item_id, entry) in enumerate(ENTRIES.items()):
         item_xml = (f"<item xmlns='http://jabber.org/protocol/pubsub' id='{item_id}'>"
@@ -484,7 +484,7 @@ async def test_search_microblog_entries_parsed_by_the_xep_0277_parser(storage):
         rows.append({"name": item_id, "data": item_xml,
                      "parsed": parse_entry(parse_xml(item_xml)),
                      "created": T0 + timedelta(minutes=offset)})
-    await storage.cache_pubsub_items(node.id, rows)
+    await storage.pubsub.cache_pubsub_items(node.id, rows)
 
     async def blog(**query):
         return await found(storage, types=["blog"], **query)
@@ -510,7 +510,7 @@ async def test_search_microblog_entries_parsed_by_the_xep_0277_parser(storage):
     assert sorted(await blog(fts="release")) == ["holiday", "release"]
     assert await blog(fts="release", conditions=[["author.name", "==", "Louise"]]) == [
         "holiday"]
-    result = await storage.search_items({"profiles": ["alice"], "fts": "pictures sea",
+    result = await storage.search.search_items({"profiles": ["alice"], "fts": "pictures sea",
                                          "payload": True})
     (hit,) = result.items
     assert hit.item_id == "holiday" and hit.parsed["title"] == "Holiday pictures"

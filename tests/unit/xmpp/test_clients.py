@@ -18,7 +18,7 @@ from libervia.backend.core.interfaces import (
     ProfileDisconnected,
 )
 from libervia.backend.core.triggers import TriggerManager
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 from libervia.backend.xmpp.client import ConnectionFailed, ConnectionState
 from libervia.backend.xmpp.clients import KEY_CACHE_KEY, SASL_NAMESPACE, ClientManager
 from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager
@@ -105,11 +105,11 @@ async def test_a_failed_attempt_is_reported_until_the_next_success(host):
 
 @pytest_twisted.ensureDeferred
 async def test_changing_the_password_drops_the_stored_scram_keys(host):
-    await host.storage.set_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, b"sealed keys",
-                                         binary=True, profile="alice")
+    await host.storage.profiles.set_private_value(SASL_NAMESPACE, KEY_CACHE_KEY, b"sealed keys",
+                                                  binary=True, profile="alice")
     await host.clients.password_changed("alice")
-    stored = await host.storage.get_privates(SASL_NAMESPACE, [KEY_CACHE_KEY],
-                                             binary=True, profile="alice")
+    stored = await host.storage.profiles.get_privates(SASL_NAMESPACE, [KEY_CACHE_KEY],
+                                                      binary=True, profile="alice")
     assert stored == {}
 
 

@@ -11,7 +11,7 @@ from libervia.backend.core import log
 from libervia.backend.core.config import Config
 from libervia.backend.core.exceptions import ConflictError, NotFound, StartupError
 from libervia.backend.memory.secrets import SecretBox, SecretError
-from libervia.backend.memory.sqla import Storage
+from libervia.backend.memory.storage import Storage
 from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileError, ProfileManager
 
 
@@ -108,7 +108,7 @@ async def test_password_is_encrypted_at_rest(profiles, storage, local_dir):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = key_file.read_bytes()
     assert key not in raw
-    stored = await storage.get_privates("secrets", binary=True, profile="alice")
+    stored = await storage.profiles.get_privates("secrets", binary=True, profile="alice")
     assert password.encode() not in stored["password"]
 
 
@@ -116,9 +116,10 @@ async def test_password_is_encrypted_at_rest(profiles, storage, local_dir):
 async def test_ciphertext_moved_to_another_profile_does_not_decrypt(profiles, storage):
     await profiles.create("alice", "alice@example.org", "alice password")
     await profiles.create("mallory", "mallory@example.org", "mallory password")
-    token = (await storage.get_privates("secrets", binary=True, profile="alice"))["password"]
-    await storage.set_private_value("secrets", "password", token, binary=True,
-                                    profile="mallory")
+    token = (await storage.profiles.get_privates("secrets", binary=True,
+                                                 profile="alice"))["password"]
+    await storage.profiles.set_private_value("secrets", "password", token, binary=True,
+                                             profile="mallory")
     with pytest.raises(SecretError, match="can't be decrypted"):
         await profiles.get_password("mallory")
 

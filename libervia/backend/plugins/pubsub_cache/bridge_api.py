@@ -84,18 +84,18 @@ class CacheBridge:
         updated_before: str | None = None,
     ) -> int:
         """Delete cached items matching every filter given; answer how many."""
-        return await self.storage.purge_pubsub_items(
+        return await self.storage.pubsub.purge_pubsub_items(
             profiles=[profile], services=services, names=nodes, types=types,
             subtypes=subtypes, created_before=_date(created_before),
             updated_before=_date(updated_before))
 
     async def reset(self, profile: str) -> int:
         """Forget every cached node of the profile; answer how many."""
-        return await self.storage.delete_pubsub_nodes(profiles=[profile])
+        return await self.storage.pubsub.delete_pubsub_nodes(profiles=[profile])
 
     async def stats(self, profile: str) -> dict[str, Any]:
         """Nodes by state, items and bytes cached for the profile."""
-        stats = await self.storage.get_cache_stats(profile)
+        stats = await self.storage.pubsub.get_cache_stats(profile)
         by_state = {
             STATE_NAMES.get(None if name == "none" else SyncState[name], name.lower()):
             count for name, count in stats["nodes"].items()
@@ -106,7 +106,7 @@ class CacheBridge:
     async def search(self, profile: str, query: dict[str, Any] | None = None
                      ) -> dict[str, Any]:
         """Search the profile's cached items (see doc/developer/search.rst)."""
-        from libervia.backend.memory.search import InvalidQuery, SearchQuery
+        from libervia.backend.memory.storage import InvalidQuery, SearchQuery
 
         if query is not None and not isinstance(query, dict):
             raise InvalidQuery("a search query is a JSON object")
@@ -121,7 +121,7 @@ class CacheBridge:
                 query["services"] = [service_key(jabber_jid.JID(s)) for s in services]
             except (jabber_jid.InvalidFormat, TypeError, AttributeError):
                 raise InvalidQuery(f"invalid service JID in {services!r}") from None
-        result = await self.storage.search_items(
+        result = await self.storage.search.search_items(
             SearchQuery.from_dict({**query, "profiles": [profile]}))
         return result.to_dict()
 

@@ -17,8 +17,8 @@ from twisted.words.xish import domish
 from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.triggers import TriggerManager
-from libervia.backend.memory.sqla import StorageError
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
+from libervia.backend.memory.storage import StorageError
 from libervia.backend.plugins.pubsub_cache.state import CacheState, service_key
 from libervia.backend.plugins.pubsub_cache.store import CacheStore
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser

@@ -105,7 +105,7 @@ class NodeFetcher:
                         f"node {name!r} has more than {self.max_items_per_node} items "
                         "(max_items_per_node): it is not cached")
                 if record_progress:
-                    await self.store.storage.update_pubsub_node_sync_state(
+                    await self.store.storage.pubsub.update_pubsub_node_sync_state(
                         pubsub_node.id, SyncState.IN_PROGRESS, items_done=len(seen),
                         items_expected=expected)
                     self.store.emit_progress(client, pubsub_node, SyncState.IN_PROGRESS,

@@ -101,14 +101,14 @@ class CachedAnswers:
         storage = self.store.storage
         try:
             if rsm_request.after:
-                following, page = await storage.get_items(
+                following, page = await storage.pubsub.get_items(
                     pubsub_node.id, max_items=1, after=rsm_request.after,
-                    order_by=traits.item_order, data_only=True)
+                    order_by=traits.item_order)
                 index = page.index if following else page.count
                 return RSMRequest(max=rsm_request.max, index=index)
-            preceding, page = await storage.get_items(
+            preceding, page = await storage.pubsub.get_items(
                 pubsub_node.id, max_items=rsm_request.max, before=rsm_request.before,
-                order_by=traits.item_order, data_only=True)
+                order_by=traits.item_order)
         except NotFound:
             return None  # not one of ours: the service's own cursor
         return RSMRequest(max=len(preceding), index=page.index or 0)
@@ -133,7 +133,7 @@ class CachedAnswers:
         if not traits.rsm:
             rsm_request = None
         # the id and XML of each item are all an answer needs
-        kwargs: dict[str, Any] = {"order_by": order, "data_only": True}
+        kwargs: dict[str, Any] = {"order_by": order}
         if item_ids:
             kwargs["item_ids"] = item_ids
         if rsm_request is not None:
@@ -148,7 +148,7 @@ class CachedAnswers:
             # the last N published items, oldest first, as services answer
             kwargs["max_items"] = max_items
             kwargs["before"] = ""
-        items, page = await self.store.storage.get_items(pubsub_node.id, **kwargs)
+        items, page = await self.store.storage.pubsub.get_items(pubsub_node.id, **kwargs)
         if item_ids and traits.ids_in_request_order:
             by_name = {item.name: item for item in items}
             items = [by_name.pop(i) for i in item_ids if i in by_name]

@@ -77,7 +77,7 @@ class CacheStore:
     async def node(self, client: Client, service: jabber_jid.JID, name: str
                    ) -> PubsubNode | None:
         """The cached node of a client's profile, if the cache knows it."""
-        return await self.storage.get_pubsub_node(profile_of(client),
+        return await self.storage.pubsub.get_pubsub_node(profile_of(client),
                                                   service_key(service), name)
 
     async def known_node(self, profile: str, service: str, name: str) -> PubsubNode:
@@ -85,7 +85,7 @@ class CacheStore:
 
         :raise NotFound: the cache does not know it
         """
-        pubsub_node = await self.storage.get_pubsub_node(
+        pubsub_node = await self.storage.pubsub.get_pubsub_node(
             profile, service_key(jabber_jid.JID(service)), name)
         if pubsub_node is None:
             raise NotFound(f"node {name!r} of {service} is not in the cache")
@@ -94,14 +94,14 @@ class CacheStore:
     async def record(self, client: Client, service: jabber_jid.JID, name: str,
                      **values: Any) -> PubsubNode:
         """Create or update a node's row (see ``Storage.set_pubsub_node``)."""
-        return await self.storage.set_pubsub_node(profile_of(client), service_key(service),
+        return await self.storage.pubsub.set_pubsub_node(profile_of(client), service_key(service),
                                                   name, **values)
 
     async def forget(self, client: Client, pubsub_node: PubsubNode) -> None:
         """Drop a node and its items from the cache."""
         self.state.unverify(pubsub_node.id)
         async with self.state.lock(pubsub_node.id):
-            await self.storage.delete_pubsub_nodes(
+            await self.storage.pubsub.delete_pubsub_nodes(
                 profiles=[profile_of(client)], services=[pubsub_node.service],
                 names=[pubsub_node.name])
         self.state.forget_lock(pubsub_node.id)
@@ -169,7 +169,7 @@ class CacheStore:
             await self.record(client, service, pubsub_node.name,
                               extra={"traits": stored_traits})
             pubsub_node.extra = {"traits": stored_traits}
-            await self.storage.replace_pubsub_items(pubsub_node.id, rows,
+            await self.storage.pubsub.replace_pubsub_items(pubsub_node.id, rows,
                                                     sync_state=SyncState.COMPLETED)
         self.emit_progress(client, pubsub_node, SyncState.COMPLETED, count, count)
 
@@ -197,7 +197,7 @@ class CacheStore:
                      reason=reason, node=pubsub_node.name)
             await self.give_up(client, service, pubsub_node, reason)
         async with self.state.lock(pubsub_node.id):
-            await self.storage.cache_pubsub_items(pubsub_node.id, rows)
+            await self.storage.pubsub.cache_pubsub_items(pubsub_node.id, rows)
         if node_traits(pubsub_node).silent_trim:
             await self._drop_trimmed(client, service, pubsub_node)
         if rows:
@@ -209,7 +209,7 @@ class CacheStore:
                            ) -> None:
         """Delete some items of a node, or all of them (``None``)."""
         async with self.state.lock(pubsub_node.id):
-            await self.storage.delete_pubsub_items(pubsub_node.id, item_ids)
+            await self.storage.pubsub.delete_pubsub_items(pubsub_node.id, item_ids)
 
     async def _drop_trimmed(self, client: Client, service: jabber_jid.JID,
                             pubsub_node: PubsubNode) -> None:
@@ -226,10 +226,10 @@ class CacheStore:
                       error=e)
             return
         present = {item.name for item in listed}
-        __, page = await self.storage.get_items(pubsub_node.id, max_items=0)
+        __, page = await self.storage.pubsub.get_items(pubsub_node.id, max_items=0)
         if page.count <= len(present):
             return
-        cached, __ = await self.storage.get_items(pubsub_node.id, data_only=True)
+        cached, __ = await self.storage.pubsub.get_items(pubsub_node.id)
         gone = [i.name for i in cached if i.name not in present]
         if gone:
             log.debug("{n} item(s) of {node} dropped by the service", n=len(gone),

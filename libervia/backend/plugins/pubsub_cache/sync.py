@@ -229,7 +229,7 @@ class Synchroniser:
         node = pubsub_node.name
         node_id = pubsub_node.id
         self.state.unverify(node_id)
-        await self.store.storage.update_pubsub_node_sync_state(
+        await self.store.storage.pubsub.update_pubsub_node_sync_state(
             node_id, SyncState.IN_PROGRESS, items_done=0)
         self.store.emit_progress(client, pubsub_node, SyncState.IN_PROGRESS, 0, None)
         started = self.state.stamp()
@@ -291,7 +291,7 @@ class Synchroniser:
         Until a node is checked, requests about it go to the service.  Nodes whose
         synchronisation was interrupted (backend stopped) are synchronised again.
         """
-        nodes = await self.store.storage.get_pubsub_nodes(
+        nodes = await self.store.storage.pubsub.get_pubsub_nodes(
             profile_of(client),
             sync_states=[SyncState.COMPLETED, SyncState.IN_PROGRESS, None])
         for pubsub_node in nodes:
@@ -309,7 +309,7 @@ class Synchroniser:
 
     async def profile_disconnected(self, client: Client) -> None:
         """Events will be missed: the profile's nodes are not served until checked."""
-        for pubsub_node in await self.store.storage.get_pubsub_nodes(profile_of(client)):
+        for pubsub_node in await self.store.storage.pubsub.get_pubsub_nodes(profile_of(client)):
             self.state.unverify(pubsub_node.id)
 
     async def verify(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode
@@ -328,8 +328,8 @@ class Synchroniser:
                     pubsub_node.name,
                     lambda: self.fetcher.items(client, service, pubsub_node))))
             traits = node_traits(pubsub_node)
-            cached, __ = await self.store.storage.get_items(
-                pubsub_node.id, order_by=traits.item_order, data_only=True)
+            cached, __ = await self.store.storage.pubsub.get_items(
+                pubsub_node.id, order_by=traits.item_order)
             remote_view = [(i["id"], i.toXml()) for i in remote]
             cached_view = [(i.name, i.data) for i in cached]
             if remote_view != cached_view or learnt["rsm"] != traits.rsm:

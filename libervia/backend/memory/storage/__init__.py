@@ -1,0 +1,57 @@
+"""The backend's storage: a runner and one component per domain.
+
+``from libervia.backend.memory.storage import Storage`` gives the connector; callers
+reach the data through its components (``storage.profiles``, ``storage.pubsub``,
+``storage.search``).  Modules, from the bottom up:
+
+* :mod:`.runner`: :class:`StorageRunner`, the thread pool, transactions (session,
+  connection, driver cursor), bounded retries, call names and timings, start, stop
+  and migration; :class:`StorageError`, :class:`StorageUnavailable`;
+* :mod:`.profiles`: ``storage.profiles``, profiles, parameters and private values;
+* :mod:`.item_reads`: the one read path of cached items (:class:`ItemData`,
+  :class:`ItemsPage`, :class:`OrderBy`);
+* :mod:`.pubsub`: ``storage.pubsub``, cached nodes and items;
+* :mod:`.search_query`: search queries and their validation;
+* :mod:`.search`: ``storage.search``, the search and its SQL;
+* :mod:`.connector`: :class:`Storage`, holding the runner and the components.
+
+See ``doc/developer/storage.rst``.
+"""
+
+from libervia.backend.memory.storage.connector import Storage
+from libervia.backend.memory.storage.item_reads import ItemData, ItemsPage, OrderBy
+from libervia.backend.memory.storage.pubsub import DEFAULT_BATCH_SIZE, NODE_FIELDS
+from libervia.backend.memory.storage.runner import (
+    CallStats,
+    StorageComponent,
+    StorageError,
+    StorageRunner,
+    StorageUnavailable,
+)
+from libervia.backend.memory.storage.search import SearchHit, SearchResult
+from libervia.backend.memory.storage.search_query import (
+    Condition,
+    InvalidQuery,
+    Order,
+    SearchQuery,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "NODE_FIELDS",
+    "CallStats",
+    "Condition",
+    "InvalidQuery",
+    "ItemData",
+    "ItemsPage",
+    "Order",
+    "OrderBy",
+    "SearchHit",
+    "SearchQuery",
+    "SearchResult",
+    "Storage",
+    "StorageComponent",
+    "StorageError",
+    "StorageRunner",
+    "StorageUnavailable",
+]
