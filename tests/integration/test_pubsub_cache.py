@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionLost
 
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
@@ -228,6 +228,84 @@ async def test_changes_missed_during_a_connection_drop_are_caught_up(xmpp_server
     # ends up equal to the service, and served again
     await until(reader.mirrors_service, "the cache caught up after the reconnection")
     await until(lambda: _served_from_cache(reader), "the node served again")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_cache_serves_nothing_while_the_link_to_the_server_is_cut(
+        xmpp_server, make_backend, monkeypatch):
+    """The link is lost without any disconnection asked (the profile reconnecting):
+    from that moment the cache passes nothing off as the service's answer; once
+    connected again and the node checked, it serves the service's new state."""
+    from libervia.backend.xmpp.client import ClientFactory
+    from libervia.backend.xmpp.profiles import ConnectionOptions
+    from tests.relay import Relay
+
+    monkeypatch.setattr(ClientFactory, "initialDelay", 0.5)
+    monkeypatch.setattr(ClientFactory, "maxDelay", 1.0)
+    monkeypatch.setattr(ClientFactory, "jitter", 0.0)
+    node = new_node()
+    publisher = Publisher(xmpp_server)
+    await publisher.create(node, [f"post{n:02}" for n in range(12)])
+    relay = await Relay.start(xmpp_server.c2s_port)
+    try:
+        backend = await make_backend()
+        user = xmpp_server.user(0)
+        await backend.profiles.create("cut", user.jid, user.password, ConnectionOptions(
+            host="127.0.0.1", port=relay.port, ca_file=str(xmpp_server.ca_file)))
+        reader = await Reader.connect(backend, xmpp_server, node, name="cut")
+        await reader.get()
+        await reader.wait_synchronised()
+        await until(lambda: _served_from_cache(reader), "the node served")
+
+        relay.cut()
+        await until(lambda: defer.succeed(
+            backend.clients.info("cut")["state"] == "reconnecting"), "the link lost")
+        await publisher.publish(node, [("while_cut", None)])
+        # asked during the outage: no answer from the cache, whatever the wait
+        during = defer.ensureDeferred(reader.xep_0060.get_items(
+            backend.clients.get("cut"), reader.service, node))
+        await task.deferLater(reactor, 1.5, lambda: None)
+        assert not during.called or (during.result.cached is False)
+
+        relay.restore()
+        answer = await during.addTimeout(60, reactor)
+        assert answer.cached is False
+        assert "while_cut" in [i["id"] for i in answer.items]
+        await until(lambda: _served_from_cache(reader), "the node checked and served")
+        served = await reader.get()
+        assert served.cached is True
+        assert "while_cut" in [i["id"] for i in served.items]
+        assert await reader.mirrors_service()
+    finally:
+        await relay.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_of_a_service_announcing_a_wrong_count_is_never_served(
+        prosody_server, make_backend):
+    """A component of the server pages a blog with RSM but announces 25 items of 60:
+    the cache does not take the node for complete (state error, with the reason), and
+    every request goes to the service."""
+    from twisted.words.protocols.jabber.jid import JID
+
+    from tests import hostile_pubsub
+
+    node = "urn:xmpp:microblog:0"
+    liar = hostile_pubsub.LyingPubsub(node, count=60, announced=25)
+    component = await hostile_pubsub.start(prosody_server._control, liar)
+    try:
+        backend = await make_backend()
+        reader = await Reader.connect(backend, prosody_server, node)
+        reader.service = JID(prosody_server._control.component_jid)
+        first = await reader.get()
+        assert first.cached is False and len(first.items) == 60
+        await until(lambda: reader._is("error"), "the synchronisation given up")
+        state = reader.cache.node_state(await reader.pubsub_node())
+        assert "announced 25 items" in state["error"] and "gave 60" in state["error"]
+        again = await reader.get()
+        assert again.cached is False and len(again.items) == 60
+    finally:
+        await defer.maybeDeferred(component.stopService)
 
 
 @pytest_twisted.ensureDeferred

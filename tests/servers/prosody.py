@@ -7,11 +7,19 @@ certificate) in its own folder, on loopback ports chosen at start-up.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests.servers import ServerError, XmppServer, XmppUser, pid_alive, terminate_pid
+from tests.servers import (
+    ServerError,
+    XmppServer,
+    XmppUser,
+    free_port,
+    pid_alive,
+    terminate_pid,
+)
 
 #: SASL mechanisms offered after STARTTLS by each ``authentication`` setting, over TLS 1.3
 #: (Prosody 0.12 only has tls-unique, so no -PLUS there) and over TLS 1.2.
@@ -40,6 +48,8 @@ interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s_port} }}
 c2s_direct_tls_ports = {{ {direct_tls_port} }}
+component_ports = {{ {component_port} }}
+component_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
@@ -68,6 +78,10 @@ VirtualHost {host}
 
 Component {pubsub_service} "pubsub"
     pubsub_max_items = {max_items}
+
+-- an external component (XEP-0114) the tests may run, e.g. a pubsub service that lies
+Component {component_jid}
+    component_secret = {component_secret}
 """
 
 
@@ -102,6 +116,10 @@ class ProsodyServer(XmppServer):
         self.tls_protocol = tls_protocol
         self.max_items = max_items
         self.admin = admin
+        #: an external component (XEP-0114) tests may connect (tests/hostile_pubsub.py)
+        self.component_jid = f"component.{self.host}"
+        self.component_port = free_port()
+        self.component_secret = secrets.token_urlsafe(12)
         self.config_file = self.directory / "prosody.cfg.lua"
         self.pid_file = self.directory / "prosody.pid"
         self.process: subprocess.Popen | None = None
@@ -144,6 +162,9 @@ class ProsodyServer(XmppServer):
             ),
             host=lua_string(self.host),
             pubsub_service=lua_string(self.pubsub_service),
+            component_port=self.component_port,
+            component_jid=lua_string(self.component_jid),
+            component_secret=lua_string(self.component_secret),
         ))
         self.own_tree()
 
