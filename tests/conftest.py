@@ -31,9 +31,12 @@ def _private_runtime_dir(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _reset_log_level():
-    """Each test starts from the default log level and no registered secret."""
+    """Each test starts from the default log level, no registered secret and no public
+    word."""
     level = log.get_level()
     yield
     log.set_level(level)
     with log._secrets_lock:
         log._secrets.clear()
+        log._public.clear()
+        log._update_shields()

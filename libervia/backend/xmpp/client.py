@@ -46,7 +46,7 @@ from wokkel.subprotocols import StreamManager
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.interfaces import Host, Reactor
 from libervia.backend.core.log import getLogger
-from libervia.backend.xmpp.profiles import Profile
+from libervia.backend.xmpp.profiles import Profile, secret_owner
 from libervia.backend.xmpp.sasl import errors as sasl_errors
 from libervia.backend.xmpp.sasl.initializer import SASLAuthenticator, SASLResult
 from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
@@ -285,6 +285,7 @@ class XMPPClient(StreamManager):
             on_authenticated=self._authenticated,
             configurationForTLS=self.tls,
             direct_tls=options.direct_tls,
+            secret_owner=secret_owner(profile.name),
         )
         factory = ClientFactory(authenticator, self)
         factory.clock = reactor

@@ -324,6 +324,7 @@ class ProfilesService(service.Service):
 
     async def _start(self) -> None:
         self.host.profiles.load_key()
+        await self.host.profiles.register_public_words()
         for name in await self.host.profiles.autoconnect_profiles():
             # a profile failing to connect must not stop the backend
             d = defer.ensureDeferred(self.host.clients.connect(name))

@@ -13,6 +13,12 @@ JID and options         parameters ``connection/*`` of the profile
 password                private binary value ``secrets/password``, encrypted
 SCRAM state             private values of namespace ``sasl`` (see the connection)
 =====================  =====================================================
+
+Logs: a profile's password is registered as a secret (redacted from log lines, see
+:mod:`libervia.backend.core.log`) once it is in use, that is once the profile is
+created or its password read to connect, and forgotten when the profile is deleted or
+its password changed (unless another profile has the same).  Its name and JID are
+registered as public words, which redaction never blanks.
 """
 
 import re
@@ -40,6 +46,23 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
 
 class ProfileError(BackendError, ValueError):
     """A profile's data is invalid; the message says which part and why."""
+
+
+def secret_owner(name: str) -> tuple[str, str]:
+    """The owner under which profile ``name`` registers its secrets and public words
+    with :mod:`libervia.backend.core.log`."""
+    return ("profile", name)
+
+
+def _register_public(name: str, jid: str | None = None) -> None:
+    owner = secret_owner(name)
+    log_module.register_public(name, owner)
+    if jid is None:
+        return
+    parsed = jabber_jid.JID(jid)
+    for word in (jid, parsed.userhost(), parsed.user, parsed.host):
+        if word:
+            log_module.register_public(word, owner)
 
 
 def _jid(value: str) -> str:
@@ -179,7 +202,18 @@ class ProfileManager:
 
     async def names(self) -> list[str]:
         """Names of every profile, sorted."""
-        return sorted(await self.storage.profiles.get_profiles())
+        names = sorted(await self.storage.profiles.get_profiles())
+        for name in names:
+            _register_public(name)
+        return names
+
+    async def register_public_words(self) -> None:
+        """Register every profile's name and JID as public words of the logs (at
+        start-up: before any password is read, so none can blank them)."""
+        for name in await self.names():
+            jid = await self.storage.profiles.get_param(PARAM_CATEGORY, "jid", name)
+            if jid is not None:
+                _register_public(name, jid)
 
     async def exists(self, name: str) -> bool:
         return name in await self.storage.profiles.get_profiles()
@@ -200,7 +234,6 @@ class ProfileManager:
         full_jid = _jid(jid)
         if not isinstance(password, str) or not password:
             raise ProfileError("the password must not be empty")
-        log_module.register_secret(password)
         options = options or ConnectionOptions()
         await self.storage.profiles.create_profile(name)
         try:
@@ -210,6 +243,9 @@ class ProfileManager:
             # leave nothing half-made behind
             await self.storage.profiles.delete_profile(name)
             raise
+        # only now is the password in use: a refused profile registers nothing
+        _register_public(name, full_jid)
+        log_module.register_secret(password, secret_owner(name))
         log.info("profile {name} created for {jid}", name=name, jid=full_jid)
         return Profile(name, full_jid, options)
 
@@ -225,6 +261,7 @@ class ProfileManager:
         jid = values.pop("jid", None)
         if jid is None:
             raise NotFound(f"profile {name!r} has no JID: delete and create it again")
+        _register_public(name, jid)
         return Profile(name, jid, ConnectionOptions.from_params(values))
 
     async def update(
@@ -238,6 +275,9 @@ class ProfileManager:
             raise ProfileError(f"unknown profile option: {e}") from None
         new_jid = _jid(jid) if jid is not None else profile.jid
         await self._write_params(name, {"jid": new_jid, **options.to_params()})
+        if new_jid != profile.jid:
+            log_module.forget_owner(secret_owner(name), secrets=False)
+            _register_public(name, new_jid)
         return Profile(name, new_jid, options)
 
     async def delete(self, name: str) -> None:
@@ -246,6 +286,7 @@ class ProfileManager:
         :raise NotFound: no such profile
         """
         await self.storage.profiles.delete_profile(name)
+        log_module.forget_owner(secret_owner(name))
         log.info("profile {name} deleted", name=name)
 
     async def set_password(self, name: str, password: str) -> None:
@@ -253,8 +294,12 @@ class ProfileManager:
             raise NotFound(f"there is no profile named {name!r}")
         if not isinstance(password, str) or not password:
             raise ProfileError("the password must not be empty")
-        log_module.register_secret(password)
         await self._store_password(name, password)
+        # the old password (and what the SASL layer derived from it) is not in use any
+        # more: another profile having it still holds it registered
+        owner = secret_owner(name)
+        log_module.forget_owner(owner, public=False)
+        log_module.register_secret(password, owner)
 
     async def get_password(self, name: str) -> str:
         """Decrypt a profile's password (registered as a secret: never logged)."""
@@ -265,7 +310,7 @@ class ProfileManager:
         if token is None:
             raise NotFound(f"profile {name!r} has no password: set one")
         password = self.box.decrypt(token, f"{PASSWORD_KEY}:{name}").decode()
-        log_module.register_secret(password)
+        log_module.register_secret(password, secret_owner(name))
         return password
 
     async def autoconnect_profiles(self) -> list[str]:

@@ -144,6 +144,77 @@ async def test_passwords_are_registered_as_secrets(profiles):
     assert log.redact("password is never-in-logs") == "password is ***"
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_refused_profile_registers_no_secret(profiles):
+    await profiles.create("alice", "alice@example.org", "first-password")
+    with pytest.raises(ConflictError):
+        await profiles.create("alice", "alice@example.org", "refused-password")
+    with pytest.raises(ProfileError):
+        await profiles.create("bad name!", "bob@example.org", "refused-too")
+    assert log.redact("refused-password refused-too") == "refused-password refused-too"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_password_equal_to_a_profile_name_does_not_blank_the_name(profiles):
+    await profiles.create("bobby", "bob@example.org", "bob's password")
+    await profiles.create("alice", "alice@example.org", "bobby")
+    assert log.redact("profile bobby connected") == "profile bobby connected"
+    # nor one equal to a JID, or to its user part
+    await profiles.create("carol", "carol@example.org", "alice@example.org")
+    await profiles.create("dave", "dave@example.org", "carol")
+    assert log.redact("alice@example.org carol") == "alice@example.org carol"
+    assert log.redact("bob's password") == "***"
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_names_and_jids_are_public_from_the_start(profiles, storage):
+    await profiles.create("bobby", "robert@example.org", "bob's password")
+    await profiles.create("alice", "alice@example.org", "robert@example.org")
+    with log._secrets_lock:  # a new backend process: nothing registered yet
+        log._secrets.clear()
+        log._public.clear()
+        log._update_shields()
+    await profiles.register_public_words()
+    await profiles.get_password("alice")
+    assert log.redact("bobby is robert@example.org") == "bobby is robert@example.org"
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_profile_forgets_its_password_unless_another_has_it(profiles):
+    await profiles.create("alice", "alice@example.org", "shared-secret")
+    await profiles.create("bob", "bob@example.org", "shared-secret")
+    await profiles.create("carol", "carol@example.org", "carol-secret")
+    await profiles.delete("carol")
+    assert log.redact("carol-secret") == "carol-secret"
+    await profiles.delete("alice")
+    assert log.redact("shared-secret") == "***"
+    await profiles.delete("bob")
+    assert log.redact("shared-secret") == "shared-secret"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changed_password_is_forgotten_unless_another_profile_has_it(profiles):
+    await profiles.create("alice", "alice@example.org", "old-password")
+    await profiles.create("bob", "bob@example.org", "bob-password")
+    await profiles.set_password("alice", "new-password")
+    assert log.redact("old-password new-password") == "old-password ***"
+    await profiles.set_password("alice", "bob-password")
+    await profiles.set_password("bob", "other-password")
+    assert log.redact("bob-password") == "***"  # still alice's
+    # the name stays public through password changes
+    await profiles.set_password("alice", "alice")
+    assert log.redact("alice") == "alice"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_changed_jid_is_not_public_any_more(profiles):
+    await profiles.create("alice", "alice@old.example", "p4ssw0rd")
+    await profiles.update("alice", jid="alice@new.example")
+    log.register_secret("old.example")
+    assert log.redact("alice@old.example alice@new.example") == (
+        "alice@*** alice@new.example")
+
+
 def test_key_file_readable_by_others_is_refused(tmp_path):
     path = tmp_path / "secrets.key"
     SecretBox.from_key_file(path)

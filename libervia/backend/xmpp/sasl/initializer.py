@@ -23,7 +23,7 @@ or, with an authenticator built elsewhere, :func:`install` on the stream in
 """
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -245,7 +245,8 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
         self.choice = choice
         jid = self.xmlstream.authenticator.jid
         password = self.xmlstream.authenticator.password
-        register_secret(password)
+        owner = getattr(self.xmlstream.authenticator, "secret_owner", None)
+        register_secret(password, owner)
         log.debug(
             "SASL: server offers {mechanisms} (channel bindings: {cb_types}), using "
             "{mechanism} with flag {flag} and channel binding {cb_type}",
@@ -256,7 +257,7 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
             cb_type=choice.cb_type or "-",
         )
         if choice.mechanism == PLAIN:
-            self.mechanism = _Plain(jid.user, password)
+            self.mechanism = _Plain(jid.user, password, owner)
             self._scram = None
             return
         cb_data = channel_binding.get(choice.cb_type) if choice.cb_type else None
@@ -272,6 +273,7 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
             min_iterations=policy.min_iterations,
             max_iterations=policy.max_iterations,
             key_cache=self.key_cache,
+            secret_owner=owner,
         )
         self.mechanism = _ScramMechanism(choice.mechanism, self._scram)
 
@@ -474,10 +476,11 @@ class _Plain:
 
     name = PLAIN
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str, password: str,
+                 secret_owner: Hashable | None = None) -> None:
         self._username = saslprep(username, "user name")
         self._password = saslprep(password, "password")
-        register_secret(self._password)
+        register_secret(self._password, secret_owner)
 
     def getInitialResponse(self) -> bytes:  # noqa: N802
         return b"\0" + self._username.encode() + b"\0" + self._password.encode()
@@ -526,9 +529,13 @@ class SASLAuthenticator(client.XMPPAuthenticator):
         key_cache: ScramKeyCache | None = None,
         on_authenticated: Callable[[SASLResult], None] | None = None,
         configurationForTLS=None,  # noqa: N803 (Twisted's name)
+        secret_owner: Hashable | None = None,
     ) -> None:
         super().__init__(jid, password, configurationForTLS=configurationForTLS)
-        register_secret(password)
+        #: who the password belongs to, for the log redaction (see
+        #: :func:`libervia.backend.core.log.register_secret`)
+        self.secret_owner = secret_owner
+        register_secret(password, secret_owner)
         self.sasl_policy = policy
         self.sasl_key_cache = key_cache
         self.sasl_on_authenticated = on_authenticated

@@ -29,6 +29,7 @@ the state machine and XEP-0474 downgrade protection.
 import hashlib
 import hmac
 import secrets
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -162,6 +163,7 @@ class ScramClient:
         key_cache: ScramKeyCache | None = None,
         nonce: str | None = None,
         kdf: KDF = hashlib.pbkdf2_hmac,
+        secret_owner: Hashable | None = None,
     ) -> None:
         """
         :param mechanism: one of :data:`SCRAM_MECHANISMS`
@@ -180,6 +182,8 @@ class ScramClient:
             fill after a successful exchange
         :param nonce: client nonce, for test vectors only (random by default)
         :param kdf: PBKDF2 implementation, with :func:`hashlib.pbkdf2_hmac`'s signature
+        :param secret_owner: who the password belongs to, for the log redaction (see
+            :func:`libervia.backend.core.log.register_secret`)
         """
         try:
             self._hash, self._plus = parse_mechanism(mechanism)
@@ -211,8 +215,8 @@ class ScramClient:
 
         self._username = escape_saslname(saslprep(username, "user name"))
         self._password = saslprep(password, "password")
-        register_secret(password)
-        register_secret(self._password)
+        register_secret(password, secret_owner)
+        register_secret(self._password, secret_owner)
         self._authzid = ""
         if authzid:
             self._authzid = escape_saslname(saslprep(authzid, "authorization identity"))

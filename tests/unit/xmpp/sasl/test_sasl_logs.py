@@ -30,8 +30,11 @@ PASSWORD = "Tr0ub4dor&3-horse"
 def registered(monkeypatch):
     """Record what the SASL code registers as secret instead of registering it."""
     recorded = []
-    monkeypatch.setattr(scram_module, "register_secret", recorded.append)
-    monkeypatch.setattr(initializer_module, "register_secret", recorded.append)
+    def record(secret, owner=None):
+        recorded.append(secret)
+
+    monkeypatch.setattr(scram_module, "register_secret", record)
+    monkeypatch.setattr(initializer_module, "register_secret", record)
     return recorded
 
 
