@@ -22,6 +22,20 @@ reconnects with an exponential back-off and jitter (Twisted's
 attempt would only repeat stop it: wrong credentials, a SCRAM protocol violation, a
 certificate that does not verify, XML that XMPP forbids.  A first connection attempt
 that fails is reported to the caller instead of being retried in the background.
+
+Robustness of the stream: nothing one stanza or one plugin's handler does can leave a
+stream half initialized.
+
+* Every stanza is serialized and checked before it is written or queued
+  (:func:`serialize_stanza`): one that can't be written as XML (a lone surrogate, a
+  character XML forbids, an attribute that is not text) raises
+  :class:`StanzaNotSerializable` to its sender (an IQ request's Deferred fails with
+  it), and nothing reaches the stream.
+* Stanzas queued while the stream was down are sent one by one once it is up again;
+  one that fails then is dropped (its request failed, or a log line), the others go.
+* A handler raising in ``makeConnection``, ``connectionInitialized`` or
+  ``connectionLost`` is logged and skipped: the stream initializes, the other handlers
+  are called, the profile ends ``connected``.
 """
 
 import random
@@ -83,6 +97,72 @@ class RestrictedXMLError(ConnectionFailed):
     """The server sent XML that XMPP forbids (RFC 6120 §11.1): a DTD, an entity."""
 
 
+class StanzaNotSerializable(BackendError, ValueError):
+    """A stanza can't be written as XML; it was not sent (nor queued).
+
+    The message says which stanza and which character or value is at fault; the
+    caller must remove it from what it sends (XML 1.0 allows neither lone surrogates
+    nor most control characters).
+    """
+
+
+#: what XML 1.0 allows (§2.2 ``Char``); anything else makes the server close the stream
+_XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _stanza_label(obj: object) -> str:
+    """How an error names a stanza: element name and id, never its content."""
+    if domish.IElement.providedBy(obj):
+        name = getattr(obj, "name", None)
+        label = f"<{name}/>" if isinstance(name, str) and _SAFE_NAME_RE.match(name) else (
+            "an element")
+        stanza_id = getattr(obj, "attributes", {}).get("id")
+        if isinstance(stanza_id, str) and _SAFE_NAME_RE.match(stanza_id):
+            label += f" (id {stanza_id})"
+        return f"stanza {label}"
+    return "raw XML data"
+
+
+def serialize_stanza(obj: object, xs: Any = None) -> bytes:
+    """The bytes to write for ``obj`` on ``xs``, checked.
+
+    ``obj`` is what :meth:`XmlStream.send` takes: an element, text or bytes.  Elements
+    are serialized as Twisted's XMPP stream does (with the stream's namespace
+    prefixes; ``jabber:client`` without a stream).
+
+    :raise StanzaNotSerializable: ``obj`` can't be serialized, or holds a character
+        XML forbids
+    """
+    label = _stanza_label(obj)
+    try:
+        if domish.IElement.providedBy(obj):
+            prefixes = getattr(xs, "prefixes", None) or {}
+            text = obj.toXml(prefixes=prefixes,
+                             defaultUri=getattr(xs, "namespace", None) or "jabber:client",
+                             prefixesInScope=list(prefixes.values()))
+        elif isinstance(obj, bytes):
+            text = obj.decode("utf-8")
+        elif isinstance(obj, str):
+            text = obj
+        else:
+            raise TypeError(f"{type(obj).__name__} is neither an element nor text")
+    except Exception as e:  # noqa: BLE001 - whatever the serializer trips on
+        raise StanzaNotSerializable(
+            f"{label} can't be serialized ({type(e).__name__}): not sent; check the "
+            "values it was built from"
+        ) from None
+    if not isinstance(text, str):
+        raise StanzaNotSerializable(f"{label} serialized to {type(text).__name__}: not sent")
+    bad = _XML_FORBIDDEN_RE.search(text)
+    if bad is not None:
+        raise StanzaNotSerializable(
+            f"{label} holds the character U+{ord(bad.group()):04X}, which XML forbids: "
+            "not sent; remove it from the values the stanza was built from"
+        )
+    return text.encode("utf-8")
+
+
 class RestrictedXmlStream(xmlstream.XmlStream):
     """Twisted's XML stream, refusing document type and entity declarations.
 
@@ -100,6 +180,14 @@ class RestrictedXmlStream(xmlstream.XmlStream):
         parser.StartDoctypeDeclHandler = lambda *a: self._refuse("a document type "
                                                                  "declaration (DTD)")
         parser.EntityDeclHandler = lambda *a: self._refuse("an entity declaration")
+
+    def send(self, obj: Any) -> None:
+        """Write ``obj`` (an element, text or UTF-8 bytes), checked.
+
+        :raise StanzaNotSerializable: ``obj`` can't be written as XML; nothing is
+            written, the stream goes on
+        """
+        super().send(serialize_stanza(obj, self))
 
     def _refuse(self, what: str) -> None:
         self.refusal = (
@@ -318,7 +406,12 @@ class XMPPClient(StreamManager):
             error=f" ({error})" if error else "",
         )
         if self._on_state_change is not None:
-            self._on_state_change(self)
+            try:
+                self._on_state_change(self)
+            except Exception:
+                # a listener must not stop the connection's own bookkeeping
+                log.failure("profile {profile}: connection state listener failed",
+                            profile=self.profile.name)
 
     @property
     def is_connected(self) -> bool:
@@ -352,8 +445,40 @@ class XMPPClient(StreamManager):
         self._reading_held = hold
         self._update_reading()
 
+    # sending
+
+    def send(self, obj: Any) -> None:
+        """Send a stanza, or queue it until the stream is initialized.
+
+        :raise StanzaNotSerializable: ``obj`` can't be written as XML; it is neither
+            sent nor queued, and the stream is unaffected
+        """
+        if self._initialized:
+            self.xmlstream.send(obj)  # the stream checks it (RestrictedXmlStream)
+        else:
+            # refused now rather than when the stream comes back, in the login path
+            serialize_stanza(obj)
+            self._packetQueue.append(obj)
+
     def request(self, request: Request) -> defer.Deferred:
-        d = super().request(request)
+        """Send an IQ request; the Deferred fires with the answer.
+
+        It fails with :class:`StanzaNotSerializable` if the request can't be written
+        as XML (nothing is sent), and with what ``toElement`` raised if the request
+        can't even be built.
+        """
+        other = self._iqDeferreds.get(request.stanzaID)
+        try:
+            d = super().request(request)
+        except Exception:
+            failure = Failure()
+            # Wokkel registers the Deferred (and its timeout) before sending
+            d = self._iqDeferreds.get(request.stanzaID)
+            if d is None or d is other:
+                return defer.fail(failure)
+            del self._iqDeferreds[request.stanzaID]
+            d.errback(failure)
+            return d
         self._update_reading()
         d.addBoth(self._answered)
         return d
@@ -464,11 +589,69 @@ class XMPPClient(StreamManager):
         if self._on_authenticated is not None:
             self._on_authenticated(result)
 
+    # Wokkel's stream manager, with each stanza and each handler isolated: one raising
+    # must not stop the others, nor leave the stream half initialized (in Wokkel, an
+    # exception there ends the stream event silently: the profile would queue every
+    # stanza and never be connected again)
+
+    def addHandler(self, handler: Any) -> None:  # noqa: N802 (Wokkel API)
+        xmlstream.XMPPHandlerCollection.addHandler(self, handler)
+        if self.xmlstream:
+            self._call_handler(handler, "makeConnection", self.xmlstream)
+        if self._initialized:
+            self._call_handler(handler, "connectionInitialized")
+
+    def _call_handler(self, handler: Any, method: str, *args: Any) -> None:
+        try:
+            getattr(handler, method)(*args)
+        except Exception:
+            log.failure(
+                "profile {profile}: handler {handler} failed in {method}; the stream goes "
+                "on without it", profile=self.profile.name,
+                handler=type(handler).__qualname__, method=method,
+            )
+
+    def _connected(self, xs: xmlstream.XmlStream) -> None:
+        self.xmlstream = xs
+        for handler in list(self):
+            self._call_handler(handler, "makeConnection", xs)
+
+    def _flush_queue(self, xs: xmlstream.XmlStream) -> None:
+        """Send what was queued while the stream was down, dropping what can't go."""
+        queue, self._packetQueue = self._packetQueue, []
+        for obj in queue:
+            try:
+                xs.send(obj)
+            except StanzaNotSerializable as e:
+                # checked when queued, but changed by its sender since: one stanza
+                # must not stop the stream coming up
+                self._drop(obj, e)
+            except Exception as e:  # noqa: BLE001 - whatever writing it raised
+                self._drop(obj, StanzaNotSerializable(
+                    f"{_stanza_label(obj)} can't be sent ({type(e).__name__}): dropped"))
+
+    def _drop(self, obj: Any, error: StanzaNotSerializable) -> None:
+        """A queued stanza can't be sent: fail its request, or say it in the log."""
+        stanza_id = None
+        if domish.IElement.providedBy(obj) and getattr(obj, "name", None) == "iq":
+            stanza_id = obj.attributes.get("id")
+        d = self._iqDeferreds.pop(stanza_id, None) if isinstance(stanza_id, str) else None
+        if d is not None:
+            d.errback(Failure(error))
+        else:
+            log.warn("profile {profile}: queued stanza dropped: {error}",
+                     profile=self.profile.name, error=str(error))
+
     def _authd(self, xs: xmlstream.XmlStream) -> None:
         self.bound_jid = self.factory.authenticator.jid
         self._ever_connected = True
         self.factory.resetDelay()
-        super()._authd(xs)
+        xs.addObserver('/iq[@type="result"]', self._onIQResponse)
+        xs.addObserver('/iq[@type="error"]', self._onIQResponse)
+        self._flush_queue(xs)
+        self._initialized = True
+        for handler in list(self):
+            self._call_handler(handler, "connectionInitialized")
         self._set_state(ConnectionState.CONNECTED)
         first, self._first = self._first, None
         if first is not None and not first.called:
@@ -557,7 +740,14 @@ class XMPPClient(StreamManager):
         self._stream_lost_reason = reason
         # the next stream has a transport of its own, reading
         self._reading_paused = False
-        super()._disconnected(reason)
+        self.xmlstream = None
+        self._initialized = False
+        for handler in list(self):
+            self._call_handler(handler, "connectionLost", reason)
+        # requests without an answer fail with the reason, not at their time-out
+        waiting, self._iqDeferreds = self._iqDeferreds, {}
+        for d in waiting.values():
+            d.errback(reason)
         if self.state is ConnectionState.CONNECTED:
             self._set_state(ConnectionState.RECONNECTING, _describe(reason))
             # the factory decides through on_connection_lost
