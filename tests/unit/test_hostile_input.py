@@ -284,10 +284,10 @@ async def bridge_answer(frontend, timeout=10.0):
 BAD_CALLS = [
     ("pubsub_get", {"service": "a@b@c"}, "InvalidRequest", "invalid service JID"),
     ("pubsub_get", {"service": "\x00"}, "InvalidRequest", "invalid service JID"),
-    ("pubsub_get", {"service": 5}, "InvalidRequest", "invalid service JID"),
-    ("pubsub_get", {"service": ["x"]}, "InvalidRequest", "invalid service JID"),
+    ("pubsub_get", {"service": 5}, "InvalidParams", '"service" must be a string or null'),
+    ("pubsub_get", {"service": ["x"]}, "InvalidParams", '"service" must be a string'),
     ("pubsub_get", {"node": ""}, "InvalidRequest", "node name"),
-    ("pubsub_get", {"node": 5}, "InvalidRequest", "node name"),
+    ("pubsub_get", {"node": 5}, "InvalidParams", '"node" must be a string'),
     ("pubsub_get", {"node": "a\x01b"}, "InvalidRequest", "node name"),
     ("pubsub_get", {"node": "a\ud800b"}, "InvalidRequest", "node name"),
     ("pubsub_get", {"node": "\ufffe"}, "InvalidRequest", "node name"),
@@ -296,18 +296,19 @@ BAD_CALLS = [
      "invalid service JID"),
     ("pubsub_publish", {"node": "a\x1fb", "items": ["<a/>"]}, "InvalidRequest",
      "node name"),
-    ("pubsub_publish", {"items": [5]}, "InvalidRequest", "list of XML texts"),
-    ("pubsub_publish", {"items": "<a/>"}, "InvalidRequest", "list of XML texts"),
+    ("pubsub_publish", {"items": [5]}, "InvalidParams", '"items"[0]'),
+    ("pubsub_publish", {"items": "<a/>"}, "InvalidParams",
+     '"items" must be an array of strings'),
     ("pubsub_publish", {"items": ["<!DOCTYPE a [<!ENTITY x 'boom'>]><a>&x;</a>"]},
      "InvalidRequest", "invalid XML"),
     ("cache_get", {"service": "a@b@c"}, "InvalidRequest", "invalid service JID"),
     ("cache_get", {"node": "a\x01b"}, "InvalidRequest", "node name"),
-    ("cache_get", {"node": 5}, "InvalidRequest", "node name"),
+    ("cache_get", {"node": 5}, "InvalidParams", '"node" must be a string'),
     ("cache_node_state", {"service": "@"}, "InvalidRequest", "invalid service JID"),
-    ("cache_node_state", {"node": None}, "InvalidRequest", "node name"),
+    ("cache_node_state", {"node": None}, "InvalidParams", '"node" must be a string'),
     ("cache_sync", {"service": "a@b@c"}, "InvalidRequest", "invalid service JID"),
     ("cache_sync", {"node": "a\x01b"}, "InvalidRequest", "node name"),
-    ("cache_sync", {"node": None}, "InvalidRequest", "node name"),
+    ("cache_sync", {"node": None}, "InvalidParams", '"node" must be a string'),
     ("cache_search", {"query": {"services": ["a@b@c"]}}, "InvalidQuery",
      "invalid service JID"),
 ]
@@ -328,7 +329,8 @@ async def test_invalid_jids_and_node_names_get_typed_errors_and_the_bridge_serve
         what = f"{method} {params!r}"
         assert "result" not in answer, what
         error = answer["error"]
-        assert (error["data"]["type"], error["code"]) == (error_type, -32000), what
+        code = -32602 if error_type == "InvalidParams" else -32000
+        assert (error["data"]["type"], error["code"]) == (error_type, code), what
         assert message in error["message"], what
         assert "Traceback" not in json.dumps(answer), what
         # a normal request right after is served, from the cache

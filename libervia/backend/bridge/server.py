@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from twisted.application import service
 from twisted.internet import defer, error
@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IListeningPort
 
 from libervia import paths
 from libervia.backend.bridge import PROTOCOL_NAME, PROTOCOL_VERSION, errors
+from libervia.backend.bridge.params import Parameters, UncheckableSignature, parameters_of
 from libervia.backend.bridge.protocol import (
     ALL_SIGNALS,
     DEFAULT_MAX_BUFFER,
@@ -93,22 +94,18 @@ class Method:
     func: Callable[..., Any]
     doc: str
     with_connection: bool
-    signature: inspect.Signature
+    #: the parameters frontends pass, read from the type hints of ``func``
+    parameters: Parameters
 
     def bind(self, params: dict[str, Any], connection: BridgeProtocol | None) -> Any:
-        """Check ``params`` against the signature, then call.
+        """Check ``params`` against the declared parameters; the keyword arguments.
 
-        :raise errors.InvalidParams: missing or unknown parameter
+        :raise errors.InvalidParams: unknown, missing or wrongly typed parameter
         """
+        self.parameters.check(params)
         kwargs = dict(params)
         if self.with_connection:
-            if "connection" in kwargs:
-                raise errors.InvalidParams('unknown parameter "connection"')
             kwargs["connection"] = connection
-        try:
-            self.signature.bind(**kwargs)
-        except TypeError as e:
-            raise errors.InvalidParams(f"{self.name}: {e}") from None
         return kwargs
 
 
@@ -156,13 +153,17 @@ class Bridge:
         :param func: called with the request's params as keyword arguments; may return
             a value, a Deferred or a coroutine; the result must be JSON-serialisable.  It
             raises a :class:`~libervia.backend.core.exceptions.BackendError` subclass for
-            errors the frontend should see (other exceptions become an internal error)
+            errors the frontend should see (other exceptions become an internal error).
+            Every parameter has a type hint (see :mod:`.params`), which each call is
+            checked against before ``func`` runs
         :param doc: one-line description (default: first line of ``func``'s docstring)
         :param with_connection: ``func`` also receives ``connection``, the
             :class:`~.protocol.BridgeProtocol` of the caller (to subscribe it to
             something, for instance)
         :raise ConflictError: a method with this name exists
         :raise ValueError: invalid name
+        :raise UncheckableSignature: a parameter of ``func`` has no type hint, or one
+            that can't be checked against JSON values
         """
         if not _NAME_RE.match(name):
             raise ValueError(
@@ -171,12 +172,18 @@ class Bridge:
             )
         if name in self.methods:
             raise ConflictError(f"bridge method {name!r} is already registered")
+        reserved = frozenset({"connection"}) if with_connection else frozenset()
+        parameters = parameters_of(name, func, reserved)
+        if with_connection and "connection" not in inspect.signature(func).parameters:
+            raise UncheckableSignature(
+                f"bridge method {name!r}: with_connection=True, but it takes no "
+                "\"connection\" parameter")
         self.methods[name] = Method(
             name=name,
             func=func,
             doc=doc if doc is not None else _first_line(func.__doc__),
             with_connection=with_connection,
-            signature=inspect.signature(func),
+            parameters=parameters,
         )
 
     def unregister_method(self, name: str) -> None:
@@ -286,7 +293,7 @@ class Bridge:
         return self.host.plugin_manager.report()
 
     def subscribe(
-        self, connection: BridgeProtocol, signals: list[str] | None = None
+        self, connection: BridgeProtocol, signals: list[str] | Literal["*"] | None = None
     ) -> list[str] | str:
         """Receive the given signals (all of them when ``signals`` is omitted or "*").
 
@@ -302,7 +309,7 @@ class Bridge:
         return self._subscriptions(connection)
 
     def unsubscribe(
-        self, connection: BridgeProtocol, signals: list[str] | None = None
+        self, connection: BridgeProtocol, signals: list[str] | Literal["*"] | None = None
     ) -> list[str] | str:
         """Stop receiving the given signals (all of them when ``signals`` is omitted).
 

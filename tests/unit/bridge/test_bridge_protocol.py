@@ -53,14 +53,17 @@ def test_plugin_list_is_the_plugin_managers_report(client, backend):
 
 
 def test_plain_method_gets_params_by_name(client, bridge):
-    bridge.register_method("test.add", lambda a, b=10: a + b)
+    def add(a: int, b: int = 10) -> int:
+        return a + b
+
+    bridge.register_method("test.add", add)
     client.call("test.add", request_id=1, a=1, b=2)
     client.call("test.add", request_id=2, a=5)
     assert [m["result"] for m in client.received()] == [3, 15]
 
 
 def test_coroutine_method_answers_its_result(client, bridge):
-    async def double(value):
+    async def double(value: int) -> int:
         return value * 2
 
     bridge.register_method("double", double)
@@ -81,7 +84,10 @@ def test_deferred_method_answers_when_fired_and_others_answer_meanwhile(client, 
 
 def test_notification_is_executed_without_answer(client, bridge):
     calls = []
-    bridge.register_method("note", lambda text: calls.append(text))
+    def note(text: str) -> None:
+        calls.append(text)
+
+    bridge.register_method("note", note)
     client.send({"jsonrpc": "2.0", "method": "note", "params": {"text": "hi"}})
     assert calls == ["hi"]
     assert client.received() == []
@@ -89,7 +95,10 @@ def test_notification_is_executed_without_answer(client, bridge):
 
 def test_missing_or_unknown_params_are_refused_before_calling(client, bridge):
     calls = []
-    bridge.register_method("needs_a", lambda a: calls.append(a))
+    def needs_a(a: int) -> None:
+        calls.append(a)
+
+    bridge.register_method("needs_a", needs_a)
     client.call("needs_a", request_id=1)
     client.call("needs_a", request_id=2, a=1, z=2)
     client.send({"jsonrpc": "2.0", "method": "needs_a", "params": [1], "id": 3})
@@ -128,7 +137,7 @@ def test_backend_errors_cross_with_code_type_and_message(client, bridge):
     class NoSuchNode(NotFound):
         pass
 
-    def fail(kind):
+    def fail(kind: str) -> None:
         raise {"nf": NotFound("no profile named bob"),
                "sub": NoSuchNode("node urn:x is gone"),
                "conflict": ConflictError("profile alice exists"),
@@ -216,7 +225,10 @@ def test_result_json_cannot_carry_gives_an_internal_error(client, bridge):
 
 
 def test_lone_surrogates_in_results_are_escaped_into_valid_utf8(client, bridge):
-    bridge.register_method("echo", lambda text: text)
+    def echo(text: str) -> str:
+        return text
+
+    bridge.register_method("echo", echo)
     client.send_raw(b'{"jsonrpc":"2.0","method":"echo","params":{"text":"a\\ud800b"},"id":1}\n')
     assert client.answer()["result"] == "a\ud800b"
 
@@ -467,7 +479,10 @@ def test_lost_connection_is_forgotten_and_late_results_are_dropped(client, bridg
 
 
 def test_invalid_params_errors_never_echo_parameter_values(client, bridge):
-    bridge.register_method("login", lambda profile: None)
+    def login(profile: str) -> None:
+        pass
+
+    bridge.register_method("login", login)
     client.call("login", profile="alice", password="hunter2-secret")
     error = client.answer()["error"]
     assert error["code"] == errors.INVALID_PARAMS

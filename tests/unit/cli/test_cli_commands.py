@@ -209,7 +209,10 @@ async def test_many_frontends_at_once_are_all_answered(backend):
 
 @pytest_twisted.ensureDeferred
 async def test_backend_call_calls_any_method_with_json_params(run_li, backend):
-    backend.bridge.register_method("test.greet", lambda name: f"hello {name}")
+    def greet(name: str) -> str:
+        return f"hello {name}"
+
+    backend.bridge.register_method("test.greet", greet)
     status, out, __ = await run_li("backend", "call", "test.greet", '{"name": "alice"}')
     assert (status, json.loads(out)) == (0, "hello alice")
 
