@@ -289,7 +289,7 @@ BAD_CALLS = [
     ("pubsub_get", {"node": ""}, "InvalidRequest", "node name"),
     ("pubsub_get", {"node": 5}, "InvalidParams", '"node" must be a string'),
     ("pubsub_get", {"node": "a\x01b"}, "InvalidRequest", "node name"),
-    ("pubsub_get", {"node": "a\ud800b"}, "InvalidRequest", "node name"),
+    ("pubsub_get", {"node": "a\ud800b"}, "InvalidParams", "lone surrogate"),
     ("pubsub_get", {"node": "\ufffe"}, "InvalidRequest", "node name"),
     ("pubsub_get", {"node": "x" * 5000}, "InvalidRequest", "node name"),
     ("pubsub_publish", {"service": "a@b@c", "items": ["<a/>"]}, "InvalidRequest",

@@ -55,11 +55,14 @@ class UncheckableSignature(TypeError):
 class Mismatch(Exception):
     """A value is not of the expected type; ``path`` says where inside it."""
 
-    def __init__(self, expected: str, value: Any, path: str = "") -> None:
+    def __init__(self, expected: str, value: Any, path: str = "",
+                 got: str | None = None) -> None:
         super().__init__(expected)
         self.expected = expected
         self.value = value
         self.path = path
+        #: what was given instead, for people (default: the value's JSON type)
+        self.got = got if got is not None else json_type(value)
 
 
 #: JSON names of the types of decoded values, most specific first (a bool is an int)
@@ -149,7 +152,7 @@ class ContainerChecker(Checker):
             try:
                 self.item.check(element)
             except Mismatch as e:
-                raise Mismatch(e.expected, e.value, f"[{label}]{e.path}") from None
+                raise Mismatch(e.expected, e.value, f"[{label}]{e.path}", e.got) from None
 
 
 class UnionChecker(Checker):
@@ -170,6 +173,31 @@ class UnionChecker(Checker):
         if deepest.path:
             raise deepest
         raise Mismatch(self.expected, value)
+
+
+def _check_text(value: Any, path: str = "") -> None:
+    """Refuse strings (values or keys, at any depth) that are not Unicode text.
+
+    JSON can escape a lone surrogate (``"\\ud800"``), which is not a character:
+    neither UTF-8 (the database, the logs) nor XML (stanzas) can carry it, so no
+    method could use it.
+
+    :raise Mismatch: with the path of the first such string
+    """
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Mismatch("a string of Unicode characters", value, path,
+                               "a string holding a lone surrogate") from None
+    elif isinstance(value, list):
+        for index, element in enumerate(value):
+            _check_text(element, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, element in value.items():
+            _check_text(key, f"{path}[{_quoted(key)}]")
+            _check_text(element, f"{path}[{_quoted(key)}]")
 
 
 def _json_literal(value: Any) -> str:
@@ -270,14 +298,15 @@ class Parameters:
         for name, value in params.items():
             try:
                 self.parameters[name].checker.check(value)
+                _check_text(value)
             except Mismatch as e:
                 where = f'"{name}"{e.path}'
                 if e.path:
                     message = (f"{self.method}: {where} (in parameter \"{name}\") must be "
-                               f"{e.expected}, not {json_type(e.value)}")
+                               f"{e.expected}, not {e.got}")
                 else:
                     message = (f"{self.method}: parameter {where} must be {e.expected}, "
-                               f"not {json_type(e.value)}")
+                               f"not {e.got}")
                 raise InvalidParams(message) from None
 
 

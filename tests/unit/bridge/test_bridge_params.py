@@ -5,6 +5,7 @@ naming the parameter; a method whose hints can't be checked is refused when it i
 registered.
 """
 
+import json
 from typing import Annotated, Any, Literal, Optional, Union
 
 import pytest
@@ -61,7 +62,7 @@ def refusal(**params: Any) -> str | None:
     {"nested": {"a": [1, 2]}},
     {"bare_list": [1, "x"]}, {"bare_dict": {"k": [None]}},
     {"count": 2**64},  # the type is right: whether it is usable is the method's concern
-    {"text": "\x00\ud800"},
+    {"text": "\x00\x01 é€𝄞 \ufffe"},  # whether a method can use it is its own concern
 ])
 def test_well_typed_values_are_accepted(params):
     assert refusal(**params) is None
@@ -107,10 +108,30 @@ def test_names_a_frontend_made_up_are_escaped_and_cut_in_messages():
     long_name = "\x00" + "k" * 500
     message = refusal(**{long_name: 1})
     assert "\x00" not in message and "\\x00" in message and len(message) < 400
-    nested = refusal(nested={"\ud800": ["x"]})
-    assert '"nested"["\\ud800"][0]' in nested
+    nested = refusal(nested={"\x00": ["x"]})
+    assert '"nested"["\\x00"][0]' in nested
     many = refusal(**{f"z{n}": 1 for n in range(8)})
     assert '"z4" (and 3 more)' in many
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"text": "a\ud800b"}, 'parameter "text" must be a string of Unicode characters, '
+     "not a string holding a lone surrogate"),
+    ({"ids": ["ok", "\udfff"]}, '"ids"[1] (in parameter "ids") must be a string of '
+     "Unicode characters, not a string holding a lone surrogate"),
+    ({"anything": {"k": [{"\ud800x": 1}]}}, '"anything"["k"][0]["\\ud800x"] (in '
+     'parameter "anything") must be a string of Unicode characters'),
+    ({"options": {"a": "\udbff"}}, '"options"["a"] (in parameter "options") must be a '
+     "string of Unicode characters"),
+])
+def test_lone_surrogates_are_refused_at_any_depth(params, message):
+    # JSON can escape them, but they are not characters: UTF-8 (the database, the logs)
+    # and XML (stanzas) can't carry them
+    assert message in refusal(**params)
+
+
+def test_surrogate_pairs_are_characters():
+    assert refusal(text=json.loads('"\\ud834\\udd1e"')) is None  # 𝄞
 
 
 def test_messages_never_echo_values():
