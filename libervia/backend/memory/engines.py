@@ -50,6 +50,10 @@ from libervia.backend.core.log import getLogger
 log = getLogger(__name__)
 
 DB_FILE_NAME = "libervia.db"
+#: largest count or position a query takes on both engines (PostgreSQL binds an
+#: ``Integer`` parameter, a LIMIT for instance, as 32 bits): a larger one fails in the
+#: driver or the server
+MAX_SQL_INTEGER = 2**31 - 1
 #: execution option marking a connection whose transactions will write
 WRITE_OPTION = "libervia_write"
 

@@ -237,3 +237,26 @@ def test_subscribe_takes_a_list_of_names_or_a_star(client):
     assert answers[1]["error"]["message"] == (
         'subscribe: parameter "signals" must be an array of strings or one of "*" or '
         "null, not a string")
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"jid": None}, 'parameter "jid" must be a string, not null'),
+    ({"jid": 0}, 'parameter "jid" must be a string, not an integer'),
+    ({"jid": []}, 'parameter "jid" must be a string, not an array'),
+    ({"host": 0}, 'parameter "host" must be a string or null, not an integer'),
+    ({"port": "5222"}, 'parameter "port" must be an integer or null, not a string'),
+    ({"port": 5222.0}, 'parameter "port" must be an integer or null, not a number'),
+    ({"direct_tls": 1}, 'parameter "direct_tls" must be a boolean, not an integer'),
+    ({"mechanisms": 1.5}, 'parameter "mechanisms" must be an array of strings or null, '
+     "not a number"),
+    ({"mechanisms": ["PLAIN", 1]}, '"mechanisms"[1] (in parameter "mechanisms") must '
+     "be a string, not an integer"),
+])
+def test_profile_create_with_wrong_types_answers_invalid_params(client, params, message):
+    good = {"name": "bob", "jid": "bob@example.org", "password": "pencil"}
+    client.call("profile_create", **(good | params))
+    error = client.answer()["error"]
+    assert (error["code"], error["data"]["type"]) == (errors.INVALID_PARAMS,
+                                                       "InvalidParams")
+    assert error["message"] == f"profile_create: {message}"
+

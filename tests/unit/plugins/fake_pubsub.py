@@ -196,7 +196,7 @@ class FakePubsubService:
                                 f"node={quoteattr(fake_node.name)}>{listed}</query>")
         if (child.uri, child.name) == (NS_DISCO_INFO, "query"):
             return self._disco(child.getAttribute("node"))
-        if child.uri == NS_PUBSUB and iq["type"] == "get":
+        if is_items_request(iq):
             return self._items(child)
         if child.uri == NS_PUBSUB and iq["type"] == "set":
             subscribe = next(child.elements(NS_PUBSUB, "subscribe"), None)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from twisted.internet import defer
 
 from libervia.backend.core.exceptions import NotFound
-from libervia.backend.memory.engines import DatabaseEngine
+from libervia.backend.memory.engines import MAX_SQL_INTEGER, DatabaseEngine
 from libervia.backend.memory.sqla_mapping import (
     Profile,
     PubsubItem,
@@ -265,6 +265,12 @@ class PubsubComponent(StorageComponent):
             return defer.fail(ValueError("use only one of before, after and index"))
         if (max_items is not None and max_items < 0) or (index is not None and index < 0):
             return defer.fail(ValueError("max_items and index can't be negative"))
+        # beyond what the database takes, and beyond any node's size: all the items,
+        # or none past the end
+        if max_items is not None:
+            max_items = min(max_items, MAX_SQL_INTEGER)
+        if index is not None:
+            index = min(index, MAX_SQL_INTEGER)
         try:
             order = OrderBy(order_by)
         except ValueError:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from libervia.backend.core.exceptions import BackendError
+from libervia.backend.memory.engines import MAX_SQL_INTEGER
 
 #: items returned when the query does not say
 DEFAULT_LIMIT = 50
@@ -142,6 +143,7 @@ def _kind(value: Any, where: str) -> str:
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             raise InvalidQuery(f"{where}: strings are limited to {MAX_STRING} characters")
+        _no_nul(value, where)
         return "string"
     raise InvalidQuery(
         f"{where}: {value!r} is a {type(value).__name__}; give a string, a number, "
@@ -292,12 +294,23 @@ def _filter_values(name: str, values: Any) -> tuple[str, ...] | None:
         if not isinstance(value, str) or not value or len(value) > MAX_STRING:
             raise InvalidQuery(f"{name}: {value!r} is not a valid name (a non-empty "
                                "string)")
+        _no_nul(value, name)
     return tuple(values)
 
 
 def _non_negative(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidQuery(f"{name} must be an integer from 0, not {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, int)
+            or not 0 <= value <= MAX_SQL_INTEGER):
+        raise InvalidQuery(f"{name} must be an integer from 0 to {MAX_SQL_INTEGER}, not "
+                           f"{value!r}")
+    return value
+
+
+def _no_nul(value: str, where: str) -> str:
+    """``value``, if it holds no NUL: no item's text does (XML can't carry it), and
+    neither SQLite's full-text query parser nor PostgreSQL's text take it."""
+    if "\x00" in value:
+        raise InvalidQuery(f"{where}: a string can't hold a NUL character (U+0000)")
     return value
 
 
@@ -348,6 +361,7 @@ class SearchQuery:
             if not isinstance(self.fts, str) or len(self.fts) > MAX_STRING:
                 raise InvalidQuery(f"fts must be a string of at most {MAX_STRING} "
                                    "characters")
+            _no_nul(self.fts, "fts")
             if not self.fts.split():
                 raise InvalidQuery("fts has no word: give at least one word to search")
             put("words", tuple(self.fts.split()))

@@ -7,14 +7,19 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core.interfaces import Client
 from libervia.backend.memory.sqla_mapping import SyncState
-from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
+from libervia.backend.plugins.plugin_xep_0059 import RSMError, RSMRequest
 from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
 from libervia.backend.plugins.pubsub_cache.state import CacheError, service_key
 from libervia.backend.plugins.pubsub_cache.store import STATE_NAMES, CacheStore, node_state
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.xep_0060.operations import Pubsub
-from libervia.backend.plugins.xep_0060.stanzas import check_node
-from libervia.backend.xmpp.profiles import StorageHost
+from libervia.backend.plugins.xep_0060.stanzas import (
+    InvalidRequest,
+    OrderBy,
+    check_node,
+    check_text,
+)
+from libervia.backend.xmpp.profiles import ProfileManager, StorageHost
 
 METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 
@@ -50,18 +55,25 @@ class CacheBridge:
 
     async def get(self, profile: str, service: str | None, node: str,
                   max_items: int | None = None, item_ids: list[str] | None = None,
-                  rsm: dict[str, Any] | None = None, order_by: str | None = None
+                  rsm: dict[str, Any] | None = None, order_by: OrderBy | None = None
                   ) -> dict[str, Any]:
         """Items of a cached node, from the cache only (never the service)."""
-        check_node(node)
-        __, service_jid = self._service(profile, service)
+        try:
+            rsm_request = RSMRequest.from_dict(rsm) if rsm else None
+        except RSMError as e:
+            raise InvalidRequest(str(e)) from None
+        client = self.host.clients.get(profile)
+        # the request pubsub_get would send: the cache takes what a service takes
+        request = self.pubsub.items_request(client, service, node, max_items, item_ids,
+                                            rsm_request, order_by)
+        service_jid = request.service
         pubsub_node = await self.store.known_node(profile, service_jid.full(), node)
         if pubsub_node.sync_state is not SyncState.COMPLETED:
             raise CacheError(f"node {node!r} is not synchronised (state: "
                              f"{STATE_NAMES.get(pubsub_node.sync_state)})")
-        rsm_request = RSMRequest.from_dict(rsm) if rsm else None
-        result = await self.answers.get_cached_items(pubsub_node, service_jid, max_items,
-                                                     item_ids, rsm_request, order_by)
+        result = await self.answers.get_cached_items(
+            pubsub_node, service_jid, max_items, request.item_ids or None, rsm_request,
+            order_by)
         return result.serialise()
 
     async def sync(self, profile: str, service: str | None, node: str) -> dict[str, Any]:
@@ -84,18 +96,24 @@ class CacheBridge:
         updated_before: str | None = None,
     ) -> int:
         """Delete cached items matching every filter given; answer how many."""
+        for what, values in (("a service", services), ("a node name", nodes),
+                             ("a type", types), ("a subtype", subtypes)):
+            # none of them could match a text XML can't carry, nor could the database
+            # (PostgreSQL) take some of them
+            for value in values or ():
+                check_text(value, what)
         return await self.storage.pubsub.purge_pubsub_items(
-            profiles=[profile], services=services, names=nodes, types=types,
+            profiles=[_profile(profile)], services=services, names=nodes, types=types,
             subtypes=subtypes, created_before=_date(created_before),
             updated_before=_date(updated_before))
 
     async def reset(self, profile: str) -> int:
         """Forget every cached node of the profile; answer how many."""
-        return await self.storage.pubsub.delete_pubsub_nodes(profiles=[profile])
+        return await self.storage.pubsub.delete_pubsub_nodes(profiles=[_profile(profile)])
 
     async def stats(self, profile: str) -> dict[str, Any]:
         """Nodes by state, items and bytes cached for the profile."""
-        stats = await self.storage.pubsub.get_cache_stats(profile)
+        stats = await self.storage.pubsub.get_cache_stats(_profile(profile))
         by_state = {
             STATE_NAMES.get(None if name == "none" else SyncState[name], name.lower()):
             count for name, count in stats["nodes"].items()
@@ -116,14 +134,22 @@ class CacheBridge:
             raise InvalidQuery("'profiles' can't be given: a search covers the calling "
                                "profile's cache only")
         services = query.get("services")
-        if isinstance(services, list):
+        if isinstance(services, list) and all(isinstance(s, str) for s in services):
             try:
                 query["services"] = [service_key(jabber_jid.JID(s)) for s in services]
             except (jabber_jid.InvalidFormat, TypeError, AttributeError):
                 raise InvalidQuery(f"invalid service JID in {services!r}") from None
         result = await self.storage.search.search_items(
-            SearchQuery.from_dict({**query, "profiles": [profile]}))
+            SearchQuery.from_dict({**query, "profiles": [_profile(profile)]}))
         return result.to_dict()
+
+
+def _profile(name: str) -> str:
+    """``name`` if it can be a profile's (else no profile has it).
+
+    :raise ProfileError: a name no profile can have
+    """
+    return ProfileManager.check_name(name)
 
 
 def _date(value: str | None) -> datetime | None:

@@ -8,7 +8,12 @@ from libervia.backend.core.interfaces import Client, Host
 from libervia.backend.core.xml_tools import XMLError, parse_xml
 from libervia.backend.plugins.plugin_xep_0059 import RSMError, RSMRequest
 from libervia.backend.plugins.xep_0060.operations import Pubsub
-from libervia.backend.plugins.xep_0060.stanzas import NS_PUBSUB, InvalidRequest, PubsubError
+from libervia.backend.plugins.xep_0060.stanzas import (
+    NS_PUBSUB,
+    InvalidRequest,
+    OrderBy,
+    PubsubError,
+)
 
 METHODS = ("get", "publish", "retract", "node_create", "node_delete", "node_purge",
            "node_info", "node_configure", "subscribe", "unsubscribe", "subscriptions")
@@ -36,7 +41,7 @@ class PubsubBridge:
     async def get(
         self, profile: str, service: str | None, node: str, max_items: int | None = None,
         item_ids: list[str] | None = None, rsm: dict[str, Any] | None = None,
-        order_by: str | None = None, use_cache: bool = True,
+        order_by: OrderBy | None = None, use_cache: bool = True,
     ) -> dict[str, Any]:
         """Get items of a node (from the cache when it is synchronised)."""
         try:

@@ -138,6 +138,30 @@ class Pubsub:
 
     # items
 
+    def items_request(
+        self,
+        client: Client,
+        service: ServiceRef,
+        node: str,
+        max_items: int | None = None,
+        item_ids: list[str] | None = None,
+        rsm_request: RSMRequest | None = None,
+        order_by: str | None = None,
+    ) -> PubsubRequest:
+        """The request for items of a node, every part checked (see :meth:`get_items`).
+
+        Whoever answers it (the service or the cache), it is one a service takes.
+
+        :raise InvalidRequest: a part a service would not take
+        """
+        if max_items is not None and (isinstance(max_items, bool)
+                                      or not isinstance(max_items, int) or max_items < 0):
+            raise InvalidRequest(f"max_items must be a positive integer, not {max_items!r}")
+        if order_by is not None and order_by not in ORDER_BY:
+            raise InvalidRequest(f"order_by must be one of {', '.join(ORDER_BY)}")
+        return self._request(client, "items", service, node, item_ids=item_ids or [],
+                             max_items=max_items, rsm=rsm_request, order_by=order_by)
+
     async def get_items(
         self,
         client: Client,
@@ -158,14 +182,9 @@ class Pubsub:
         :param order_by: ``creation`` or ``modification`` (XEP-0413)
         :param use_cache: ``False`` to ask the service even if the node is cached
         """
-        if max_items is not None and (not isinstance(max_items, int) or max_items < 0):
-            raise InvalidRequest(f"max_items must be a positive integer, not {max_items!r}")
-        if order_by is not None and order_by not in ORDER_BY:
-            raise InvalidRequest(f"order_by must be one of {', '.join(ORDER_BY)}")
         # built (and checked) first: whoever answers, the request is one a service takes
-        request = self._request(client, "items", service, node,
-                                item_ids=item_ids or [], max_items=max_items,
-                                rsm=rsm_request, order_by=order_by)
+        request = self.items_request(client, service, node, max_items, item_ids,
+                                     rsm_request, order_by)
         query = ItemsQuery(request.service, node, max_items, request.item_ids or None,
                            rsm_request, order_by, use_cache, dict(extra or {}))
         go_on, answer = await self.host.trigger.async_return_point(

@@ -10,7 +10,7 @@ exception.
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber import jid as jabber_jid
@@ -40,7 +40,8 @@ NS_PUBSUB_SUBSCRIBE_OPTIONS = NS_PUBSUB + "#subscribe_options"
 NS_ORDER_BY = "urn:xmpp:order-by:1"  # XEP-0413
 
 #: orders a service supporting XEP-0413 knows
-ORDER_BY = ("creation", "modification")
+OrderBy = Literal["creation", "modification"]
+ORDER_BY: tuple[str, ...] = get_args(OrderBy)
 
 #: verb -> (IQ type, namespace of <pubsub/>, name of the verb's element)
 VERBS: dict[str, tuple[str, str, str]] = {
