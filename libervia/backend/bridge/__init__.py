@@ -5,6 +5,8 @@ line (see ``doc/bridge-protocol.rst``).  The backend side is made of:
 
 * :mod:`.errors`: how exceptions cross the bridge (JSON-RPC error codes and type names);
 * :mod:`.protocol`: framing, validation of requests and the per-connection state;
+* :mod:`.params`: the parameters of each method, read from its type hints when it is
+  registered, against which every call is checked;
 * :mod:`.server`: :class:`~.server.Bridge`, the registry of methods and signals reached by
   plugins as ``host.bridge``, and :class:`~.server.BridgeService`, which listens on the
   socket once the plugins are loaded.

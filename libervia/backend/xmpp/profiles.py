@@ -68,7 +68,8 @@ def _register_public(name: str, jid: str | None = None) -> None:
 def _jid(value: str) -> str:
     try:
         parsed = jabber_jid.JID(value.strip())
-    except (jabber_jid.InvalidFormat, TypeError) as e:
+    except (jabber_jid.InvalidFormat, TypeError, RuntimeError) as e:
+        # Twisted raises RuntimeError for an empty JID
         raise ProfileError(f"invalid JID {value!r}: {e or 'bad format'}") from None
     if not parsed.user:
         raise ProfileError(f"JID {value!r} has no user part: use user@server")
@@ -113,8 +114,15 @@ class ConnectionOptions:
             )
         object.__setattr__(self, "mechanisms", mechanisms)
         if self.ca_file is not None:
-            path = Path(self.ca_file).expanduser()
-            if not path.is_file():
+            try:
+                path = Path(self.ca_file).expanduser()
+                is_file = path.is_file()
+            except (OSError, RuntimeError, ValueError) as e:
+                # a name too long, an unknown ~user...
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                raise ProfileError(f"CA file {self.ca_file!r} can't be used: {reason}"
+                                   ) from None
+            if not is_file:
                 raise ProfileError(f"CA file {self.ca_file} does not exist or is not a file")
             object.__setattr__(self, "ca_file", str(path.absolute()))
 

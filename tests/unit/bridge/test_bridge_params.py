@@ -260,3 +260,24 @@ def test_profile_create_with_wrong_types_answers_invalid_params(client, params, 
                                                        "InvalidParams")
     assert error["message"] == f"profile_create: {message}"
 
+
+
+@pytest.mark.parametrize(("ca_file", "message"), [
+    ("x" * 300, "File name too long"),  # one name of a path is 255 bytes at most
+    ("~no-such-user-here/ca.pem", "Could not determine home directory"),
+])
+def test_profile_create_with_a_ca_file_no_system_can_open_is_a_profile_error(
+        client, ca_file, message):
+    # found by test_bridge_fuzz: it was an OSError
+    client.call("profile_create", name="bob", jid="bob@example.org", password="pencil",
+                ca_file=ca_file)
+    error = client.answer()["error"]
+    assert error["data"]["type"] == "ProfileError" and message in error["message"]
+
+
+@pytest.mark.parametrize("jid", ["", "   "])
+def test_profile_create_with_an_empty_jid_is_a_profile_error(client, jid):
+    # found by test_bridge_fuzz: Twisted's JID("") raises a RuntimeError
+    client.call("profile_create", name="bob", jid=jid, password="pencil")
+    error = client.answer()["error"]
+    assert error["data"]["type"] == "ProfileError" and "invalid JID" in error["message"]

@@ -116,6 +116,7 @@ async def test_pubsub_retract_ids_xml_cant_carry_are_refused_before_sending(env,
      "hold a NUL character"),
     ({"nodes": ["\u0000"]}, "nodes: a string can't hold a NUL character"),
     ({"services": [{}]}, "services: {} is not a valid name"),
+    ({"services": [""]}, "invalid service JID"),
 ])
 async def test_cache_search_values_the_database_cant_take_are_invalid_query(
         env, query, message):

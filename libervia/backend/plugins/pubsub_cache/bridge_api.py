@@ -137,7 +137,7 @@ class CacheBridge:
         if isinstance(services, list) and all(isinstance(s, str) for s in services):
             try:
                 query["services"] = [service_key(jabber_jid.JID(s)) for s in services]
-            except (jabber_jid.InvalidFormat, TypeError, AttributeError):
+            except (jabber_jid.InvalidFormat, RuntimeError):  # RuntimeError: empty JID
                 raise InvalidQuery(f"invalid service JID in {services!r}") from None
         result = await self.storage.search.search_items(
             SearchQuery.from_dict({**query, "profiles": [_profile(profile)]}))
