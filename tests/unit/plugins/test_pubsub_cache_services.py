@@ -7,13 +7,15 @@ check after a connection holds the service to the same rules.
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer, reactor, task
 
 from libervia.backend.plugins.pubsub_cache import node_traits
-from tests.unit.plugins.cache_env import BLOG, Env, assert_cache_is_service
+from tests.unit.plugins.cache_env import BLOG, SERVICE, Env, assert_cache_is_service
 from tests.unit.plugins.fake_pubsub import (
     FakePubsubService,
     LyingService,
     SilentComponent,
+    is_page_request,
 )
 
 SETTINGS = {"page_size": 5}
@@ -102,3 +104,54 @@ async def test_a_component_gets_its_own_traits_never_its_hosts(storage):
                 or traits.silent_trim)
     assert traits.rsm is True
     await assert_cache_is_service(env)
+
+
+def slow_service(env: Env, nodes: tuple[str, ...]) -> FakePubsubService:
+    """A second service, whose page answers are held until ``env.client.release()``."""
+    slow = FakePubsubService("ejabberd", "slow.example.org")
+    env.client.services[slow.jid.full()] = slow
+    for node in nodes:
+        slow.create(node)
+        for n in range(12):
+            slow.publish(node, f"s{n:02}")
+    env.client.hold(lambda iq: iq.getAttribute("to") == slow.jid.full()
+                    and is_page_request(iq))
+    return slow
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_service_holds_one_sync_slot_at_most(storage):
+    """Two nodes of a service answering slowly can't take both sync slots: the nodes
+    of other services are synchronised meanwhile."""
+    env = Env(storage, FakePubsubService("ejabberd"), settings=SETTINGS)
+    nodes = (BLOG, f"{BLOG}:comments/first")
+    slow = slow_service(env, nodes)
+    env.fill()
+    slow_syncs = [defer.ensureDeferred(env.cache.synchronise(env.client, slow.jid, node))
+                  for node in nodes]
+    await env.client.wait_held()
+    honest = defer.ensureDeferred(env.cache.synchronise(env.client, SERVICE, BLOG))
+    state = await honest.addTimeout(10, reactor)  # a safety net: it must not wait
+    assert state["state"] == "completed" and state["items_done"] == 12
+    assert not any(d.called for d in slow_syncs)
+    env.client.release()
+    for d in slow_syncs:
+        assert (await d)["state"] == "completed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_service_slower_than_sync_timeout_is_not_cached(storage):
+    env = Env(storage, FakePubsubService("ejabberd"),
+              settings=SETTINGS | {"sync_timeout": 30})
+    slow = slow_service(env, (BLOG,))
+    sync = defer.ensureDeferred(env.cache.synchronise(env.client, slow.jid, BLOG))
+    await env.client.wait_held()
+    # the held page is asked just before the time-out is set: let the sync go on
+    await task.deferLater(reactor, 0, lambda: None)
+    env.host.reactor.advance(30)
+    state = await sync
+    assert state["state"] == "error" and "sync_timeout" in state["error"]
+    env.client.release()  # the late answer changes nothing
+    await env.cache.wait_background()
+    pubsub_node = await env.storage.pubsub.get_pubsub_node("alice", slow.jid.full(), BLOG)
+    assert env.cache.node_state(pubsub_node)["state"] == "error"

@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
-from libervia.backend.core.interfaces import Client
+from libervia.backend.core.interfaces import Client, Reactor
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
@@ -54,14 +54,29 @@ class NodeFetcher:
     """
 
     def __init__(self, pubsub: Pubsub, store: CacheStore, *, page_size: int,
-                 max_items_per_node: int) -> None:
+                 max_items_per_node: int, reactor: Reactor) -> None:
         self.pubsub = pubsub
         self.store = store
         self.page_size = page_size
         self.max_items_per_node = max_items_per_node
+        self.reactor = reactor
+
+    async def _answer(self, pending: defer.Deferred, node: str, deadline: float
+                      ) -> ItemsResult:
+        """The answer to a page request, if it comes before ``deadline``.
+
+        :raise CacheError: it did not (the service is too slow to be cached)
+        """
+        pending.addTimeout(max(deadline - self.reactor.seconds(), 0), self.reactor)
+        try:
+            return await pending
+        except defer.TimeoutError:
+            raise CacheError(
+                f"the service took too long to give node {node!r} whole "
+                "(sync_timeout): it is not cached") from None
 
     async def _pages(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode,
-                     learnt: dict[str, bool], record_progress: bool
+                     learnt: dict[str, bool], record_progress: bool, deadline: float
                      ) -> AsyncIterator[list[domish.Element]]:
         """Every item of the node, in the service's order, by RSM pages if it pages.
 
@@ -74,7 +89,9 @@ class NodeFetcher:
             node at once) and ``id_cursors`` (its RSM cursors are item ids)
         :param record_progress: record the items fetched as the progress of the node's
             synchronisation (a verification leaves the node's state alone)
+        :param deadline: when (reactor time) the whole node must have come
         :raise InconsistentService: the service contradicted itself
+        :raise CacheError: the node did not come whole before the deadline
         """
         name = pubsub_node.name
         seen: dict[str, domish.Element] = {}
@@ -84,12 +101,13 @@ class NodeFetcher:
             client, service, name, RSMRequest(max=self.page_size))
         try:
             while pending is not None:
-                result: ItemsResult = await pending
+                result = await self._answer(pending, name, deadline)
                 pending = None
                 if not learnt:
                     if not result.rsm and len(result.items) == self.page_size:
                         # as many items as asked, and nothing said of paging: maybe cut
-                        result = await self._request(client, service, name, None)
+                        result = await self._answer(
+                            self._request(client, service, name, None), name, deadline)
                     learnt["rsm"] = bool(result.rsm)
                     learnt["id_cursors"] = not result.items or result.rsm.get(
                         "first", result.items[0].getAttribute("id")
@@ -139,19 +157,19 @@ class NodeFetcher:
         return defer.ensureDeferred(self.pubsub.get_items_from_service(
             client, service, node, rsm_request=request))
 
-    async def items(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode
-                    ) -> tuple[list[domish.Element], dict[str, bool]]:
+    async def items(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode,
+                    deadline: float) -> tuple[list[domish.Element], dict[str, bool]]:
         """Every item of the node, and the traits learnt (see :meth:`_pages`)."""
         items: list[domish.Element] = []
         learnt: dict[str, bool] = {}
         async with aclosing(self._pages(client, service, pubsub_node, learnt,
-                                        record_progress=False)) as pages:
+                                        record_progress=False, deadline=deadline)) as pages:
             async for page in pages:
                 items.extend(page)
         return items, learnt
 
-    async def rows(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode
-                   ) -> tuple[list[Row], dict[str, bool]]:
+    async def rows(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode,
+                   deadline: float) -> tuple[list[Row], dict[str, bool]]:
         """Every item of the node as rows to store, recording the sync's progress.
 
         Each page is serialised and parsed while the service prepares the next one.
@@ -159,7 +177,7 @@ class NodeFetcher:
         rows: list[Row] = []
         learnt: dict[str, bool] = {}
         async with aclosing(self._pages(client, service, pubsub_node, learnt,
-                                        record_progress=True)) as pages:
+                                        record_progress=True, deadline=deadline)) as pages:
             async for page in pages:
                 for item in page:
                     rows.append(await self.store.row(client, service, pubsub_node, item))

@@ -74,7 +74,12 @@ declare(SECTION, "parser_timeout", _positive, 10,
         "Seconds an analyser's parser may take for one item; past that the item is "
         "cached without parsed data.")
 declare(SECTION, "sync_concurrency", _positive, 2,
-        "Nodes synchronised (or verified) at the same time, per backend.")
+        "Nodes synchronised (or verified) at the same time, per backend; one at a time "
+        "per service, so that a slow service can't hold them all.")
+declare(SECTION, "sync_timeout", _positive, 300,
+        "Seconds a service may take to give a node whole (synchronisation or check "
+        "after a connection); past that the node is not cached, the reason in its "
+        "state.")
 
 
 class PubsubCache:
@@ -96,7 +101,8 @@ class PubsubCache:
             self.pubsub, self._state, self._store, self._analysers,
             TraitsFinder(host.plugins["XEP-0030"], host.plugins["XEP-0092"]),
             max_items_per_node=self.max_items_per_node, page_size=self.page_size,
-            sync_concurrency=section.get_int("sync_concurrency"))
+            sync_concurrency=section.get_int("sync_concurrency"),
+            sync_timeout=section.get_int("sync_timeout"), reactor=host.reactor)
         self._answers = CachedAnswers(self.pubsub, self._state, self._store, self._sync)
         # high priority: the cache answers before anything else asks the service
         host.trigger.add(TRIGGER_GET_ITEMS, self._answers.on_get_items, priority=500)

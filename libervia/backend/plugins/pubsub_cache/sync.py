@@ -20,7 +20,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.exceptions import BackendError, ConflictError
-from libervia.backend.core.interfaces import Client
+from libervia.backend.core.interfaces import Client, Reactor
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers, metadata_type
@@ -51,7 +51,8 @@ class Synchroniser:
 
     def __init__(self, pubsub: Pubsub, state: CacheState, store: CacheStore,
                  analysers: Analysers, traits: TraitsFinder, *, max_items_per_node: int,
-                 page_size: int, sync_concurrency: int) -> None:
+                 page_size: int, sync_concurrency: int, sync_timeout: float,
+                 reactor: Reactor) -> None:
         #: the XEP-0060 plugin, which asks the services
         self.pubsub = pubsub
         self.state = state
@@ -59,8 +60,10 @@ class Synchroniser:
         self.analysers = analysers
         self.traits = traits
         self.fetcher = NodeFetcher(pubsub, store, page_size=page_size,
-                                   max_items_per_node=max_items_per_node)
-        self._semaphore = defer.DeferredSemaphore(sync_concurrency)
+                                   max_items_per_node=max_items_per_node, reactor=reactor)
+        self._slots = SyncSlots(sync_concurrency)
+        self.sync_timeout = sync_timeout
+        self.reactor = reactor
 
     # analysis
 
@@ -173,8 +176,8 @@ class Synchroniser:
                                 "synchronised")
         await self._rewriting(
             client, service, pubsub_node,
-            lambda: self._semaphore.run(
-                lambda: defer.ensureDeferred(self._sync(client, service, pubsub_node))),
+            lambda: self._slots.run(service, lambda: self._sync(client, service,
+                                                                 pubsub_node)),
         )
         return node_state(await self.store.node(client, service, node))
 
@@ -243,8 +246,9 @@ class Synchroniser:
                 except PubsubError as e:
                     # events won't come: the node can't be kept in sync
                     raise CacheError(f"can't subscribe to {node!r}: {e}") from None
+            deadline = self._deadline()
             rows, learnt = await self._consistent(
-                node, lambda: self.fetcher.rows(client, service, pubsub_node))
+                node, lambda: self.fetcher.rows(client, service, pubsub_node, deadline))
             await self.store.store_fetched(client, service, pubsub_node, rows, started,
                                            traits.learnt(**learnt))
         except ItemNotFound:
@@ -269,6 +273,10 @@ class Synchroniser:
         self.state.mark_verified(node_id, stream)
         log.info("node {node} of {service} synchronised ({count} items)", node=node,
                  service=service.full(), count=len(rows))
+
+    def _deadline(self) -> float:
+        """When a fetch starting now must be over (``sync_timeout``)."""
+        return self.reactor.seconds() + self.sync_timeout
 
     @staticmethod
     async def _consistent(node: str, fetch: Callable[[], Awaitable[T]]) -> T:
@@ -323,10 +331,10 @@ class Synchroniser:
         async def compare() -> None:
             started = self.state.stamp()
             await self._subscribe_again(client, service, pubsub_node)
-            remote, learnt = await self._semaphore.run(
-                lambda: defer.ensureDeferred(self._consistent(
-                    pubsub_node.name,
-                    lambda: self.fetcher.items(client, service, pubsub_node))))
+            deadline = self._deadline()
+            remote, learnt = await self._slots.run(service, lambda: self._consistent(
+                pubsub_node.name,
+                lambda: self.fetcher.items(client, service, pubsub_node, deadline)))
             traits = node_traits(pubsub_node)
             cached, __ = await self.store.storage.pubsub.get_items(
                 pubsub_node.id, order_by=traits.item_order)
@@ -384,3 +392,35 @@ class Synchroniser:
             raise
         except PubsubError as e:
             raise CacheError(f"can't subscribe to {pubsub_node.name!r}: {e}") from None
+
+
+class SyncSlots:
+    """Where synchronisations and checks wait their turn.
+
+    At most ``concurrency`` run at once, backend-wide, and one per service domain at a
+    time: a slow service holds one slot at most, and the nodes of other services go on
+    being synchronised meanwhile.  The service's own turn is awaited before a
+    backend-wide slot is taken, so waiting for a busy service holds no slot.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self._backend = defer.DeferredSemaphore(concurrency)
+        self._services: dict[str, defer.DeferredSemaphore] = {}
+
+    async def run(self, service: jabber_jid.JID, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()``, once it has a slot of the service and of the backend."""
+        domain = service.host
+        own = self._services.get(domain)
+        if own is None:
+            own = self._services[domain] = defer.DeferredSemaphore(1)
+        await own.acquire()
+        try:
+            await self._backend.acquire()
+            try:
+                return await work()
+            finally:
+                self._backend.release()
+        finally:
+            own.release()
+            if not own.waiting and own.tokens == own.limit:
+                self._services.pop(domain, None)
