@@ -308,6 +308,30 @@ async def test_a_node_of_a_service_announcing_a_wrong_count_is_never_served(
         await defer.maybeDeferred(component.stopService)
 
 
+@pytest.mark.parametrize("bad_id", ["with\x01control", "lone \ud800 surrogate"])
+@pytest_twisted.ensureDeferred
+async def test_an_item_id_no_stanza_can_carry_is_refused_and_the_stream_stays_up(
+        xmpp_server, make_backend, bad_id):
+    """Sent, a control character would make the server close the stream: the request
+    is refused before anything is sent, and the profile goes on working."""
+    from libervia.backend.plugins.xep_0060 import InvalidRequest
+
+    node = new_node()
+    publisher = Publisher(xmpp_server)
+    await publisher.create(node, ["a", "b"])
+    backend = await make_backend()
+    reader = await Reader.connect(backend, xmpp_server, node)
+    stream = reader.client.xmlstream
+    for call in (lambda: reader.xep_0060.retract_items(reader.client, reader.service,
+                                                       node, ["a", bad_id]),
+                 lambda: reader.get(item_ids=[bad_id])):
+        with pytest.raises(InvalidRequest, match="item id"):
+            await call()
+    answer = await reader.get(use_cache=False)
+    assert sorted(i["id"] for i in answer.items) == ["a", "b"]
+    assert reader.client.is_connected and reader.client.xmlstream is stream
+
+
 @pytest_twisted.ensureDeferred
 async def test_search_finds_cached_items_by_parsed_field_and_by_full_text(xmpp_server,
                                                                          make_backend):

@@ -12,6 +12,9 @@ from twisted.words.xish import domish
 
 _WRAPPER = "libervia-xml-wrapper"
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+#: a character XML 1.0 can't carry (§2.2 ``Char``: control characters, lone surrogates,
+#: U+FFFE and U+FFFF); sent in a stanza, it makes the server close the stream
+NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 #: default limit of the text parsed, in bytes
 MAX_SIZE = 10 * 1024 * 1024
 

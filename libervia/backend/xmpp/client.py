@@ -60,6 +60,7 @@ from wokkel.subprotocols import StreamManager
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.interfaces import Host, Reactor
 from libervia.backend.core.log import getLogger
+from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.xmpp.profiles import Profile, secret_owner
 from libervia.backend.xmpp.sasl import errors as sasl_errors
 from libervia.backend.xmpp.sasl.initializer import SASLAuthenticator, SASLResult
@@ -106,8 +107,6 @@ class StanzaNotSerializable(BackendError, ValueError):
     """
 
 
-#: what XML 1.0 allows (§2.2 ``Char``); anything else makes the server close the stream
-_XML_FORBIDDEN_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -154,7 +153,7 @@ def serialize_stanza(obj: object, xs: Any = None) -> bytes:
         ) from None
     if not isinstance(text, str):
         raise StanzaNotSerializable(f"{label} serialized to {type(text).__name__}: not sent")
-    bad = _XML_FORBIDDEN_RE.search(text)
+    bad = NOT_XML_CHAR.search(text)
     if bad is not None:
         raise StanzaNotSerializable(
             f"{label} holds the character U+{ord(bad.group()):04X}, which XML forbids: "

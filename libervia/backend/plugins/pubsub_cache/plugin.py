@@ -9,6 +9,8 @@ module, stacked without cycles:
     how services answer, and what decides which nodes are cached;
 ``store``
     the reads and writes of cached nodes and items;
+``fetch``
+    a node fetched whole, the service held to what it says;
 ``sync``
     analysis, synchronisation, and verification after a connection;
 ``events`` and ``serving``

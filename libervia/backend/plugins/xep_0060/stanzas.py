@@ -8,7 +8,6 @@ a service sends without trusting it: what is missing gives an empty answer, neve
 exception.
 """
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -19,6 +18,7 @@ from wokkel import data_form
 
 from libervia.backend.core.exceptions import BackendError, NotFound
 from libervia.backend.core.log import getLogger
+from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.plugins.plugin_xep_0059 import (
     RSMError,
     RSMRequest,
@@ -94,9 +94,6 @@ def pubsub_error(exc: BaseException, service: str, node: str | None) -> BaseExce
                        exc.condition)
 
 
-#: characters XML 1.0 can't carry: sent in a stanza, they would make the server close
-#: the stream (control characters, surrogates, U+FFFE and U+FFFF)
-_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 #: longest node name, item id or subscription id sent (characters)
@@ -111,7 +108,7 @@ def check_text(value: Any, what: str, max_length: int | None = MAX_ID) -> str:
     """
     if (not isinstance(value, str) or not value
             or (max_length is not None and len(value) > max_length)
-            or _NOT_XML_CHAR.search(value)):
+            or NOT_XML_CHAR.search(value)):
         limit = f" ({max_length} characters max)" if max_length is not None else ""
         raise InvalidRequest(f"{what} must be a non-empty string{limit} of characters "
                              "XML allows (no control character)")
