@@ -160,13 +160,6 @@ class PubsubCache:
         return await self._answers.get_cached_items(pubsub_node, service, max_items,
                                                     item_ids, rsm_request, order_by)
 
-    async def get_node(self, profile: str, service: str, node: str) -> PubsubNode:
-        """A cached node.
-
-        :raise NotFound: the cache does not know it
-        """
-        return await self._store.known_node(profile, service, node)
-
     @staticmethod
     def node_state(pubsub_node: PubsubNode) -> dict[str, Any]:
         """A node's cache state, as the API gives it."""
