@@ -71,9 +71,19 @@ def _ratio(result: Result) -> str:
         return ""
     if result.baseline is None:
         return format_value(result.ratio, result.measured.unit)
-    if result.ratio >= 1:
-        return f"{result.ratio:.2f}x"
-    return f"{result.ratio:.3g}x (1/{1 / result.ratio:.1f})" if result.ratio else "0x"
+    return speed_ratio(result.ratio)
+
+
+def speed_ratio(ratio: float) -> str:
+    """A ratio of times (measured / compared with) as words: ``11.3x faster``,
+    ``1.23x slower`` (``results.json`` keeps the raw ratio)."""
+    if ratio <= 0:
+        return "instant"
+    if round(ratio, 2) == 1:
+        return "same (1.00x)"
+    if ratio > 1:
+        return f"{ratio:.3g}x slower"
+    return f"{1 / ratio:.3g}x faster"
 
 
 def _met(result: Result) -> str:

@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 PROTOCOL_MAJOR = 1
 
 START_HINT = (
-    "start it with `libervia-backend` (foreground), "
-    "`twistd -n --pidfile= libervia-backend`, "
-    "or `systemctl --user start libervia-backend` if it is installed as a service"
+    "start it with `tools/run-backend` from a clone of the repository, "
+    "`libervia-backend` or `twistd -n --pidfile= libervia-backend` where it is installed "
+    "(all three in the foreground), or `systemctl --user start libervia-backend` if it is "
+    "installed as a systemd service (misc/user/libervia-backend.service)"
 )
 
 

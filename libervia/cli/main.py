@@ -24,7 +24,7 @@ from libervia.cli.bridge_client import BridgeError, ClientError
 
 TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
 if TYPE_CHECKING:
-    from typing import IO
+    from typing import IO, Any
 
 
 #: modules of libervia.cli.commands, each with a register(subparsers) function adding
@@ -55,9 +55,32 @@ examples:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """Usage errors say how to get help, and exit with status 2."""
+    """Usage errors say how to get help, and exit with status 2; a mistyped command,
+    choice or option gets the names it is close to ("did you mean ...?")."""
+
+    #: the parser of the command being parsed (the deepest one reached): whose options
+    #: an unrecognized one is compared with
+    _parsing: argparse.ArgumentParser | None = None
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        ArgumentParser._parsing = self
+        return super().parse_known_args(*args, **kwargs)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        try:
+            super()._check_value(action, value)  # type: ignore[misc]
+        except argparse.ArgumentError as e:
+            if isinstance(value, str) and action.choices is not None:
+                e.message += did_you_mean(value, [str(c) for c in action.choices])
+            raise
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix) and ArgumentParser._parsing is not None:
+            options = list(ArgumentParser._parsing._option_string_actions)
+            words = message[len(prefix):].split()
+            message += "".join(did_you_mean(word.partition("=")[0], options, most=1)
+                               for word in words if word.startswith("-"))
         if "required: COMMAND" in message:
             commands = [
                 name for action in self._actions
@@ -70,6 +93,17 @@ class ArgumentParser(argparse.ArgumentParser):
             EXIT_USAGE,
             f"{self.prog}: error: {message}\n(see \"{self.prog} --help\")\n",
         )
+
+
+def did_you_mean(word: str, names: list[str], most: int = 3) -> str:
+    """`` (did you mean 'get'?)`` when ``word`` is close to some of ``names``, else
+    ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(word, names, n=most, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(repr(name) for name in close)}?)"
 
 
 def command_words(argv: list[str]) -> list[str]:

@@ -10,6 +10,25 @@ if TYPE_CHECKING:
     from typing import IO, Any
 
 
+#: words for people of the states the backend names for programs (JSON keeps the names)
+STATE_WORDS = {
+    # cache sync states (cache_node_state, cache_sync_progress, cache_stats)
+    "none": "not synchronised yet",
+    "in_progress": "synchronising",
+    "no_sync": "not to synchronise",
+    "error": "failed",
+}
+
+
+def state(name: Any) -> str:
+    """A state name of the backend (``in_progress``) as a person reads it."""
+    return STATE_WORDS.get(str(name), str(name).replace("_", " "))
+
+
+def count(number: Any, singular: str, plural: str | None = None) -> str:
+    """``1 item``, ``2 items``, ``0 items`` (``plural`` when not ``singular + "s"``)."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
 
 def print_json(data: Any, out: IO[str]) -> None:
     """Print ``data`` as one indented JSON document."""

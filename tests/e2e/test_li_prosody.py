@@ -113,7 +113,7 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     assert state["state"] == "completed"
     assert state["items_done"] == 3
     # stderr is not a terminal: progress comes as plain lines, no bar
-    assert f"li: sync of {BLOG_NODE}: in_progress" in sync.stderr
+    assert f"li: sync of {BLOG_NODE}: synchronising" in sync.stderr
     assert "\r" not in sync.stderr
 
     cached = li.json("pubsub", "get", "-n", BLOG_NODE, "-M", "2")
@@ -168,7 +168,10 @@ def test_li_walkthrough_from_profile_to_cached_blog(
 
     assert li.json("profile", "disconnect", "alice")["state"] == "disconnected"
     assert li.json("profile", "info", "alice")["connection"]["state"] == "disconnected"
-    assert li.json("profile", "delete", "alice")["deleted"] is True
+    # no terminal to confirm on: a script says --yes
+    unconfirmed = li("profile", "delete", "alice")
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert li.json("profile", "delete", "alice", "--yes")["deleted"] is True
     assert li.json("profile", "list") == []
     assert user.password not in backend_process.output
 
@@ -203,3 +206,31 @@ def test_li_errors_are_clear_and_typed(backend_process, li, prosody_server):
     bad_xml = li("pubsub", "set", "-p", "bob", "-n", BLOG_NODE, input="<entry>")
     assert bad_xml.returncode == 1
     assert "not well-formed XML" in bad_xml.stderr
+
+
+def test_li_profile_modify_applies_at_the_next_connection(
+    backend_process, li, prosody_server
+):
+    # created without the private server's CA: the TLS check fails, and says so
+    user = prosody_server.user(0)
+    created = li("profile", "create", "alice", "--jid", user.jid, "--host", "127.0.0.1",
+                 "--port", str(prosody_server.c2s_port), input=user.password + "\n")
+    assert created.returncode == 0, created.stderr
+    refused = li("profile", "connect", "alice")
+    assert refused.returncode == 1
+    assert "CA file" in refused.stderr
+
+    modified = li("profile", "modify", "alice", "--ca-file", str(prosody_server.ca_file))
+    assert modified.returncode == 0, modified.stderr
+    assert modified.stdout.startswith("profile alice: CA file changed\n")
+    assert "apply when it next connects" in modified.stdout
+    assert li.json("profile", "connect", "alice")["state"] == "connected"
+
+    # connected: the change waits for the next connection, and li says so
+    changed = li("profile", "modify", "alice", "--mechanisms", "SCRAM-SHA-1")
+    assert changed.returncode == 0, changed.stderr
+    assert "It is connected with the previous settings" in changed.stdout
+    assert li.json("profile", "info", "alice")["connection"]["sasl_mechanism"] != (
+        "SCRAM-SHA-1")
+    assert li.json("profile", "disconnect", "alice")["state"] == "disconnected"
+    assert li.json("profile", "connect", "alice")["sasl_mechanism"] == "SCRAM-SHA-1"

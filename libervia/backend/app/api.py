@@ -4,11 +4,15 @@ Plugins register their own methods (pubsub, cache...) the same way, on
 ``host.bridge``.  Every method takes named parameters and returns plain JSON data.
 """
 
-from typing import Any
+from dataclasses import fields
+from typing import Any, Literal
 
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.xmpp.clients import ClientManager, ConnectionHost
-from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager
+from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileError, ProfileManager
+
+#: connection settings ``profile_modify`` can put back to their default
+ResettableOption = Literal["host", "port", "ca_file", "mechanisms"]
 
 
 class CoreAPI:
@@ -17,8 +21,9 @@ class CoreAPI:
     def __init__(self, host: ConnectionHost) -> None:
         self.host = host
         bridge = host.bridge
-        for name in ("profile_list", "profile_create", "profile_delete", "profile_info",
-                     "profile_connect", "profile_disconnect", "profile_set_password"):
+        for name in ("profile_list", "profile_create", "profile_modify", "profile_delete",
+                     "profile_info", "profile_connect", "profile_disconnect",
+                     "profile_set_password"):
             bridge.register_method(name, getattr(self, name))
 
     @property
@@ -58,6 +63,43 @@ class CoreAPI:
         )
         profile = await self.profiles.create(name, jid, password, options)
         return profile.as_dict()
+
+    async def profile_modify(
+        self,
+        name: str,
+        host: str | None = None,
+        port: int | None = None,
+        direct_tls: bool | None = None,
+        ca_file: str | None = None,
+        mechanisms: list[str] | None = None,
+        autoconnect: bool | None = None,
+        reset: list[ResettableOption] | None = None,
+    ) -> dict[str, Any]:
+        """Change a profile's connection settings; they apply from its next connection.
+
+        A setting left out (``null``) is unchanged; ``reset`` names settings to put back
+        to their default (host and port from DNS, the system's CAs, every mechanism).
+        The answer is the profile, with ``changed`` (the settings whose value changed)
+        and ``connection`` (its state: a connected profile keeps its connection as it
+        is until it reconnects).
+        """
+        changes: dict[str, Any] = {key: value for key, value in (
+            ("host", host), ("port", port), ("direct_tls", direct_tls),
+            ("ca_file", ca_file), ("autoconnect", autoconnect)) if value is not None}
+        if mechanisms is not None:
+            changes["mechanisms"] = tuple(mechanisms)
+        for key in reset or ():
+            if key in changes:
+                raise ProfileError(f"{key} is given a value and reset at once: choose one")
+            changes[key] = () if key == "mechanisms" else None
+        if not changes:
+            raise ProfileError("nothing to change: give at least one setting")
+        before = (await self.profiles.get(name)).options
+        profile = await self.profiles.update(name, **changes)
+        changed = [field.name for field in fields(ConnectionOptions) if field.name in changes
+                   and getattr(before, field.name) != getattr(profile.options, field.name)]
+        return profile.as_dict() | {"changed": changed,
+                                    "connection": self.clients.info(name)}
 
     async def profile_delete(self, name: str) -> None:
         """Delete a profile and everything stored for it (disconnecting it first)."""

@@ -100,6 +100,12 @@ class ConnectionOptions:
     def __post_init__(self) -> None:
         if self.host is not None and not self.host.strip():
             object.__setattr__(self, "host", None)
+        if self.host is not None and (
+            len(self.host) > 253
+            or any(c.isspace() or not c.isprintable() or c in "/@" for c in self.host)
+        ):
+            raise ProfileError(f"invalid server host {self.host[:64]!r}: give a host name "
+                               "or an IP address")
         if self.port is not None:
             if isinstance(self.port, bool) or not isinstance(self.port, int):
                 raise ProfileError(f"port must be an integer, not {self.port!r}")

@@ -46,31 +46,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument("name", help="name of the new profile (what -p PROFILE names)")
     parser.add_argument("--jid", required=True, help="the account's JID (user@server)")
     _password_arguments(parser)
-    parser.add_argument(
-        "--host", help="server host name or address to connect to (default: found "
-        "from the JID's domain, with DNS SRV records)",
+    _connection_arguments(parser, modify=False)
+
+    parser = add_command(
+        group, "modify", run=modify, render=render_modified,
+        help="change a profile's connection settings (from its next connection)",
+        description="Change how a profile connects. Only the settings given change; an "
+        "empty value ('') puts one back to its default. A connected profile keeps its "
+        "connection as it is: the settings apply from its next connection "
+        "(\"li profile disconnect\" then \"li profile connect\"); autoconnect, at the "
+        "next start of the backend.",
+        epilog=MODIFY_EPILOG,
     )
-    parser.add_argument(
-        "--port", type=_port, help="port to connect to (default: 5222, or 5223 with "
-        "--direct-tls)",
-    )
-    parser.add_argument(
-        "--ca-file", metavar="FILE",
-        help="PEM file of the certificate authorities to trust, for a private server "
-        "(default: the system's)",
-    )
-    parser.add_argument(
-        "--direct-tls", action="store_true",
-        help="TLS from the first byte (XEP-0368) instead of STARTTLS",
-    )
-    parser.add_argument(
-        "--mechanisms", metavar="M,...", type=_mechanisms,
-        help="SASL mechanisms allowed, comma separated (default: all, the strongest "
-        "the server offers wins)",
-    )
-    parser.add_argument(
-        "--autoconnect", action="store_true", help="connect when the backend starts"
-    )
+    _name_argument(parser)
+    _connection_arguments(parser, modify=True)
 
     parser = add_command(
         group, "list", run=profile_list, render=render_list, aliases=("ls",),
@@ -81,9 +70,12 @@ def register(subparsers: Any) -> None:
         help="delete a profile and everything the backend stored for it",
         description="Delete a profile (disconnecting it first) with everything the "
         "backend stored for it, its cache included. The account on the server is "
-        "not touched.",
+        "not touched. li asks for confirmation when standard input is a terminal; "
+        "otherwise (scripts) --yes is required.",
     )
     _name_argument(parser)
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="delete without asking for confirmation")
     parser = add_command(
         group, "connect", run=connect, render=render_connection,
         help="connect a profile (answers once connected)",
@@ -111,6 +103,44 @@ def register(subparsers: Any) -> None:
     )
     _name_argument(parser)
     _password_arguments(parser)
+
+
+def _connection_arguments(parser: Any, modify: bool) -> None:
+    """How a profile connects: the options of ``create`` and ``modify``.
+
+    With ``modify``, every option defaults to ``None`` (unchanged) and the on/off ones
+    get their ``--no-`` form.
+    """
+    import argparse
+
+    reset = " ('' for the default)" if modify else ""
+    switch = argparse.BooleanOptionalAction if modify else "store_true"
+    parser.add_argument(
+        "--host", help="server host name or address to connect to (default: found "
+        f"from the JID's domain, with DNS SRV records){reset}",
+    )
+    parser.add_argument(
+        "--port", type=_port_or_default if modify else _port,
+        help=f"port to connect to (default: 5222, or 5223 with --direct-tls){reset}",
+    )
+    parser.add_argument(
+        "--ca-file", metavar="FILE",
+        help="PEM file of the certificate authorities to trust, for a private server "
+        f"(default: the system's){reset}",
+    )
+    parser.add_argument(
+        "--direct-tls", action=switch, default=None if modify else False,
+        help="TLS from the first byte (XEP-0368) instead of STARTTLS",
+    )
+    parser.add_argument(
+        "--mechanisms", metavar="M,...", type=_mechanisms,
+        help="SASL mechanisms allowed, comma separated (default: all, the strongest "
+        f"the server offers wins){reset}",
+    )
+    parser.add_argument(
+        "--autoconnect", action=switch, default=None if modify else False,
+        help="connect when the backend starts",
+    )
 
 
 def _password_arguments(parser: Any) -> None:
@@ -148,6 +178,10 @@ def _port(value: str) -> int:
     return port
 
 
+def _port_or_default(value: str) -> int | str:
+    return "" if value == "" else _port(value)
+
+
 def _mechanisms(value: str) -> list[str]:
     return [m.strip().upper() for m in value.split(",") if m.strip()]
 
@@ -179,20 +213,82 @@ def read_password(
     return value
 
 
+def _ca_file(value: str) -> str:
+    # the backend runs elsewhere: a relative path means nothing to it
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise CommandError(f"CA file {value} does not exist or is not a file")
+    return path
+
+
 def create(ctx: Context) -> dict[str, Any]:
     args = ctx.args
-    ca_file = None
-    if args.ca_file is not None:
-        # the backend runs elsewhere: a relative path means nothing to it
-        ca_file = os.path.abspath(os.path.expanduser(args.ca_file))
-        if not os.path.isfile(ca_file):
-            raise CommandError(f"CA file {args.ca_file} does not exist or is not a file")
+    ca_file = None if args.ca_file is None else _ca_file(args.ca_file)
     secret = read_password(args.password_stdin, f"password of {args.jid}: ")
     return ctx.call(
         "profile_create", name=args.name, jid=args.jid, password=secret,
         host=args.host, port=args.port, direct_tls=args.direct_tls, ca_file=ca_file,
         mechanisms=args.mechanisms, autoconnect=args.autoconnect,
     )
+
+
+MODIFY_EPILOG = """\
+examples:
+  li profile modify alice --ca-file ./ca.pem       # trust a private server's CA
+  li profile modify alice --direct-tls --port 5223
+  li profile modify alice --host '' --port ''       # back to DNS
+  li profile modify alice --no-autoconnect
+"""
+
+#: settings of ``modify`` (as arguments and in the bridge call), with their labels
+_SETTINGS = {"host": "server host", "port": "port", "direct_tls": "direct TLS",
+             "ca_file": "CA file", "mechanisms": "mechanisms allowed",
+             "autoconnect": "autoconnect"}
+
+
+def modify(ctx: Context) -> dict[str, Any]:
+    from libervia.cli.base import UsageError
+
+    args = ctx.args
+    params: dict[str, Any] = {}
+    reset = []
+    for key in _SETTINGS:
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if value == "" or value == []:
+            reset.append(key)
+        elif key == "ca_file":
+            params[key] = _ca_file(value)
+        else:
+            params[key] = value
+    if not params and not reset:
+        raise UsageError("nothing to change: give at least one of --host, --port, "
+                         "--ca-file, --direct-tls, --mechanisms, --autoconnect")
+    return ctx.call("profile_modify", name=args.name, **params, reset=reset or None)
+
+
+def render_modified(ctx: Context, result: dict[str, Any]) -> None:
+    name = result.get("name")
+    changed = [_SETTINGS.get(key, key) for key in result.get("changed") or []]
+    if not changed:
+        ctx.out.write(f"profile {name}: unchanged (the settings given are its own)\n")
+        return
+    ctx.out.write(f"profile {name}: {', '.join(changed)} changed\n")
+    render_info(ctx, {key: value for key, value in result.items() if key != "connection"})
+    state = (result.get("connection") or {}).get("state")
+    if set(result.get("changed") or ()) - {"autoconnect"}:
+        if state in (None, "disconnected", "failed"):
+            ctx.out.write("The new settings apply when it next connects "
+                          f"(li profile connect {name}).\n")
+        else:
+            ctx.out.write(f"It is {state} with the previous settings: the new ones apply "
+                          f"from its next connection (li profile disconnect {name}, then "
+                          f"li profile connect {name}).\n")
+    if "autoconnect" in (result.get("changed") or ()):
+        when = "connects" if (result.get("options") or {}).get("autoconnect") else \
+            "no longer connects"
+        ctx.out.write(f"It {when} by itself from the next start of the backend.\n")
 
 
 def profile_list(ctx: Context) -> list[dict[str, Any]]:
@@ -209,7 +305,33 @@ def render_list(ctx: Context, profiles: list[dict[str, Any]]) -> None:
     )
 
 
+def confirm(ctx: Context, question: str, stdin: IO[str] | None = None) -> None:
+    """Ask ``question`` on a terminal; anything but yes stops the command.
+
+    Without a terminal nobody can answer: the command stops, saying to add ``--yes``
+    (a script must say what it means, rather than delete by default).
+
+    :raise CommandError: the answer was not yes
+    :raise UsageError: standard input is not a terminal
+    """
+    from libervia.cli.base import UsageError
+
+    stdin = stdin or sys.stdin
+    if not stdin.isatty():
+        raise UsageError("standard input is not a terminal, so li can't ask for "
+                         "confirmation: add --yes")
+    ctx.err.write(f"{question} [y/N] ")
+    ctx.err.flush()
+    answer = stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise CommandError("cancelled: nothing was deleted")
+
+
 def delete(ctx: Context) -> dict[str, Any]:
+    if not ctx.args.yes:
+        ctx.call("profile_info", name=ctx.args.name)  # no question about a missing one
+        confirm(ctx, f"delete profile {ctx.args.name} and everything the backend stored "
+                "for it (its cache included; the account on the server stays)?")
     ctx.call("profile_delete", name=ctx.args.name)
     return {"profile": ctx.args.name, "deleted": True}
 

@@ -113,7 +113,8 @@ def test_a_password_option_is_refused_without_echoing_it(option, capsys):
 
 def test_every_new_command_has_a_help_and_is_completed(capsys):
     script = completion.bash_script(build_parser())
-    for command in ("profile create", "profile info", "pubsub get", "pubsub set",
+    for command in ("profile create", "profile modify", "profile info", "pubsub get",
+                    "pubsub set",
                     "pubsub node create", "pubsub cache sync", "pubsub cache purge"):
         assert f"['li {command}']=" in script or f"[li\\ {command}]" in script or (
             f"'li {command}'" in script), command
@@ -122,6 +123,10 @@ def test_every_new_command_has_a_help_and_is_completed(capsys):
         assert capsys.readouterr().out.startswith(f"usage: li {command}")
     assert "[\'li pubsub get -o\']=\'creation modification\'" in script
     assert "[\'li profile create --ca-file\']=@file" in script
+    assert "[\'li profile modify --ca-file\']=@file" in script
+    assert "--no-direct-tls" in script and "--no-autoconnect" in script
+    assert "[\'li profile delete\']=\'-h --help --output --socket --config --timeout -y " \
+        "--yes\'" in script
 
 
 # passwords and profiles
@@ -235,7 +240,8 @@ async def test_profile_delete_and_disconnect(run_li_pubsub, monkeypatch):
     await run_li_pubsub("profile", "create", "frank", "--jid", "frank@example.org")
     status, out, __ = await run_li_pubsub("profile", "disconnect", "frank")
     assert (status, out) == (0, "profile frank: disconnected\n")
-    status, out, __ = await run_li_pubsub("profile", "delete", "frank", "--output", "json")
+    status, out, __ = await run_li_pubsub("profile", "delete", "frank", "--yes",
+                                          "--output", "json")
     assert (status, json.loads(out)) == (0, {"profile": "frank", "deleted": True})
     status, out, __ = await run_li_pubsub("profile", "list")
     assert out.startswith("(no profile: create one with")
@@ -379,8 +385,8 @@ def test_progress_is_a_bar_on_a_terminal():
     progress.finish()
     drawn = ctx.err.getvalue()
     assert drawn.count("\r") == 3
-    assert "[#######-----------------------] 5/20 items (in_progress)" in drawn
-    assert drawn.endswith("[" + "#" * 30 + "] 20/20 items (completed)\n")
+    assert "[#######-----------------------] 5 of 20 items (synchronising)" in drawn
+    assert drawn.endswith("[" + "#" * 30 + "] 20 of 20 items (completed)\n")
     assert "other" not in drawn
 
 
@@ -395,8 +401,8 @@ def test_progress_is_a_few_plain_lines_otherwise():
     progress.finish()
     lines = ctx.err.getvalue().splitlines()
     assert "\r" not in ctx.err.getvalue()
-    assert lines[0] == "li: sync of news: in_progress, 0 items"
-    assert lines[-1] == "li: sync of news: completed, 100/100 items"
+    assert lines[0] == "li: sync of news: synchronising, 0 items"
+    assert lines[-1] == "li: sync of news: completed, 100 of 100 items"
     assert 10 <= len(lines) <= 13
 
 

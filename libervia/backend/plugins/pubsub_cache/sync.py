@@ -271,8 +271,8 @@ class Synchroniser:
             await self.store.give_up(client, service, pubsub_node, reason)
             return
         self.state.mark_verified(node_id, stream)
-        log.info("node {node} of {service} synchronised ({count} items)", node=node,
-                 service=service.full(), count=len(rows))
+        log.info("node {node} of {service} synchronised ({count} item{s})", node=node,
+                 service=service.full(), count=len(rows), s="" if len(rows) == 1 else "s")
 
     def _deadline(self) -> float:
         """When a fetch starting now must be over (``sync_timeout``)."""

@@ -182,18 +182,16 @@ class Progress:
             key = (state, done // step)
             if key != self._last:
                 self._last = key
-                total = f"/{expected}" if expected else ""
-                self.err.write(f"li: sync of {self.node}: {state}, {done}{total} items\n")
+                self.err.write(f"li: sync of {self.node}: {output.state(state)}, "
+                               f"{items_done(done, expected)}\n")
         self.err.flush()
 
     def _draw(self, state: str, done: int, expected: int | None) -> None:
+        text = items_done(done, expected)
         if expected:
             filled = min(self.WIDTH, self.WIDTH * done // expected)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            text = f"[{bar}] {done}/{expected} items"
-        else:
-            text = f"{done} items"
-        self.err.write(f"\r\x1b[Ksyncing {self.node}: {text} ({state})")
+            text = f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {text}"
+        self.err.write(f"\r\x1b[Ksyncing {self.node}: {text} ({output.state(state)})")
         self.drawn = True
 
     def finish(self) -> None:
@@ -202,6 +200,13 @@ class Progress:
             self.err.write("\n")
             self.err.flush()
             self.drawn = False
+
+
+def items_done(done: int, expected: int | None) -> str:
+    """``3 of 10 items``, or ``3 items`` when the service did not say how many."""
+    if expected:
+        return f"{done} of {output.count(expected, 'item')}"
+    return output.count(done, "item")
 
 
 def cache_sync(ctx: Context) -> dict[str, Any]:
@@ -226,12 +231,11 @@ def cache_state(ctx: Context) -> dict[str, Any]:
 
 
 def render_node_state(ctx: Context, result: dict[str, Any]) -> None:
-    expected = result.get("items_expected")
-    items = f"{result.get('items_done')}" + (f"/{expected}" if expected else "")
+    items = items_done(result.get("items_done") or 0, result.get("items_expected"))
     kind = "/".join(str(v) for v in (result.get("type"), result.get("subtype")) if v)
     output.print_fields(
         [("service", result.get("service")), ("node", result.get("node")),
-         ("state", result.get("state")), ("items", items),
+         ("state", output.state(result.get("state"))), ("items", items),
          ("analyser", result.get("analyser") or "(none)"),
          ("type", kind or "(none)"), ("subscribed", result.get("subscribed")),
          *([("error", result["error"])] if result.get("error") else [])],
@@ -250,7 +254,7 @@ def cache_purge(ctx: Context) -> dict[str, Any]:
 
 
 def render_purged(ctx: Context, result: dict[str, Any]) -> None:
-    ctx.out.write(f"{result['purged_items']} cached items deleted\n")
+    ctx.out.write(f"{output.count(result['purged_items'], 'cached item')} deleted\n")
 
 
 def cache_reset(ctx: Context) -> dict[str, Any]:
@@ -258,7 +262,7 @@ def cache_reset(ctx: Context) -> dict[str, Any]:
 
 
 def render_reset(ctx: Context, result: dict[str, Any]) -> None:
-    ctx.out.write(f"{result['forgotten_nodes']} cached nodes forgotten\n")
+    ctx.out.write(f"{output.count(result['forgotten_nodes'], 'cached node')} forgotten\n")
 
 
 def _json_or_text(value: str) -> Any:
@@ -309,21 +313,37 @@ def render_search(ctx: Context, result: dict[str, Any]) -> None:
                 ctx.out.write(hit["xml"] + "\n\n")
     else:
         # ISO 8601 in UTC, to the second: enough to tell items apart in a table
+        scores = relative_scores([hit.get("rank") for hit in hits])
         rows = [{**hit, "about": _title(hit.get("parsed")),
                  "updated": str(hit.get("updated") or "")[:19].replace("T", " "),
-                 "rank": None if hit.get("rank") is None else f"{hit['rank']:.3g}"}
-                for hit in hits]
+                 "score": score} for hit, score in zip(hits, scores, strict=True)]
         columns = [("id", "ITEM"), ("service", "SERVICE"), ("node", "NODE"),
                    ("updated", "UPDATED (UTC)")]
-        if any(hit.get("rank") is not None for hit in hits):
-            columns.append(("rank", "RANK"))
+        if any(scores):
+            columns.append(("score", "SCORE"))
         output.print_table(rows, [*columns, ("about", "TITLE")], ctx.out,
                            empty="(no item found)")
     index = int(result.get("index") or 0)
     total = result.get("total")
-    shown = f"items {index + 1}-{index + len(hits)}" if hits else "no item"
+    if len(hits) == 1:
+        shown = f"item {index + 1}"
+    else:
+        shown = f"items {index + 1}-{index + len(hits)}" if hits else "no item"
     more = f"; next page: --index {index + len(hits)}" if result.get("more") else ""
     ctx.out.write(f"({shown} of {total}{more})\n")
+
+
+def relative_scores(ranks: list[float | None]) -> list[str | None]:
+    """Full-text ranks as percentages of the best one (``100%``, ``42%``...).
+
+    The raw rank (what ``--output json`` gives) only compares items of one search, and
+    on a small cache it is a tiny number (``2e-06``) that means nothing to a person.
+    """
+    best = max((r for r in ranks if isinstance(r, (int, float))), default=None)
+    if not best or best <= 0:
+        return [None if r is None else "-" for r in ranks]
+    return [None if not isinstance(r, (int, float)) else f"{max(0, round(100 * r / best))}%"
+            for r in ranks]
 
 
 def cache_stats(ctx: Context) -> dict[str, Any]:
@@ -332,7 +352,7 @@ def cache_stats(ctx: Context) -> dict[str, Any]:
 
 def render_stats(ctx: Context, result: dict[str, Any]) -> None:
     by_state = result.get("nodes_by_state") or {}
-    states = ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
+    states = ", ".join(f"{n} {output.state(s)}" for s, n in sorted(by_state.items()))
     output.print_fields(
         [("nodes", f"{result.get('nodes')}{f' ({states})' if states else ''}"),
          ("items", result.get("items")),

@@ -150,7 +150,10 @@ def publish(ctx: Context) -> dict[str, Any]:
 
 def render_published(ctx: Context, result: dict[str, Any]) -> None:
     ids = result.get("item_ids") or []
-    ctx.out.write(f"published item {', '.join(ids)}\n" if ids else "published\n")
+    if ids:
+        ctx.out.write(f"published item{'s' if len(ids) > 1 else ''} {', '.join(ids)}\n")
+    else:
+        ctx.out.write("published\n")
 
 
 def retract(ctx: Context) -> dict[str, Any]:
