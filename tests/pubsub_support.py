@@ -52,10 +52,17 @@ def atom(item_id: str, title: str | None = None) -> ET.Element:
 
 
 class Publisher:
-    """The independent client: runs pubsub operations with slixmpp, in a thread."""
+    """The independent client: runs pubsub operations with slixmpp, in a thread.
 
-    def __init__(self, info: Any) -> None:
+    It logs in as the server's admin, or as ``user`` (a contact of a backend profile),
+    with the slixmpp ``plugins`` given.
+    """
+
+    def __init__(self, info: Any, user: Any = None,
+                 plugins: tuple[str, ...] = ("xep_0004", "xep_0030", "xep_0060")) -> None:
         self.info = info
+        self.user = user or info.admin
+        self.plugins = plugins
         self.service = info.pubsub_service
         self._kept: tuple[asyncio.AbstractEventLoop, slixmpp.ClientXMPP,
                           threading.Thread] | None = None
@@ -76,10 +83,9 @@ class Publisher:
         return self._run(body)
 
     def _client(self, loop: asyncio.AbstractEventLoop) -> slixmpp.ClientXMPP:
-        user = self.info.admin
-        xmpp = slixmpp.ClientXMPP(user.jid, user.password)
+        xmpp = slixmpp.ClientXMPP(self.user.jid, self.user.password)
         xmpp.loop = loop
-        for plugin in ("xep_0004", "xep_0030", "xep_0060"):
+        for plugin in self.plugins:
             xmpp.register_plugin(plugin)
         xmpp.ca_certs = str(self.info.ca_file)
         return xmpp

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 #: modules of libervia.cli.commands, each with a register(subparsers) function adding
 #: the top-level command of the same name; the order is the order of ``li --help``
-COMMAND_MODULES = ("backend", "plugin", "profile", "pubsub", "completion")
+COMMAND_MODULES = ("backend", "plugin", "profile", "pubsub", "disco", "completion")
 #: options of the root parser taking a value (to find the command name in argv)
 _VALUED_OPTIONS = frozenset(("--output", "--socket", "--config", "--timeout"))
 
@@ -47,6 +47,7 @@ examples:
   li profile create alice --jid alice@example.org
   li profile connect alice
   li pubsub get -p alice -s pubsub.example.org -n news -M 10
+  li disco info example.org
   li plugin list --output json
   li completion bash > ~/.local/share/bash-completion/completions/li
 

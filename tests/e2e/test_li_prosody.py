@@ -73,6 +73,15 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     assert fields["TLS version"] == "TLSv1.3"
     assert "downgrade protection" in fields and "channel binding" in fields
 
+    # service discovery of the account's server
+    server = li.json("disco", "info", prosody_server.host)
+    assert "http://jabber.org/protocol/disco#info" in server["features"]
+    assert {"category": "server", "type": "im"} in [
+        {k: i[k] for k in ("category", "type")} for i in server["identities"]]
+    services = li("disco", "items", prosody_server.host)
+    assert services.returncode == 0, services.stderr
+    assert prosody_server.pubsub_service in services.stdout
+
     # a blog on the profile's own account; -p is not needed: there is one profile
     created = li.json("pubsub", "node", "create", "-n", BLOG_NODE,
                       "-O", "pubsub#max_items=max", "-O", "pubsub#access_model=open")

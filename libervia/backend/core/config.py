@@ -51,6 +51,13 @@ def parse_int(value: str) -> int:
         raise ValueError("expected an integer") from None
 
 
+def parse_positive_int(value: str) -> int:
+    number = parse_int(value)
+    if number <= 0:
+        raise ValueError("expected a positive integer")
+    return number
+
+
 def parse_float(value: str) -> float:
     try:
         return float(value.strip())

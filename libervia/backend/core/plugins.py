@@ -80,6 +80,11 @@ class PluginInfo:
     dependencies: tuple[str, ...] = ()
     recommendations: tuple[str, ...] = ()
     handler: bool = False
+    #: service discovery features the plugin brings (announced while it is loaded)
+    features: tuple[str, ...] = ()
+    #: PEP nodes whose notifications the plugin wants (XEP-0163: announced as
+    #: ``NODE+notify``)
+    notify: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, info: Any) -> "PluginInfo":
@@ -120,6 +125,8 @@ class PluginInfo:
             dependencies=tuple(_str_list(info, "dependencies")),
             recommendations=tuple(_str_list(info, "recommendations")),
             handler=handler,
+            features=tuple(_str_list(info, "features")),
+            notify=tuple(_str_list(info, "notify")),
         )
 
 
@@ -151,6 +158,8 @@ class PluginRecord:
             "protocols": list(info.protocols) if info else [],
             "dependencies": list(info.dependencies) if info else [],
             "recommendations": list(info.recommendations) if info else [],
+            "features": list(info.features) if info else [],
+            "notify": list(info.notify) if info else [],
             "distribution": self.distribution,
             "version": self.version,
             "entry_point": self.entry_point,
@@ -408,4 +417,9 @@ class PluginManager:
     def get(self, import_name: str) -> Any:
         """Instance of a loaded plugin, or ``None``."""
         return self.plugins.get(import_name)
+
+    def loaded_infos(self) -> list[PluginInfo]:
+        """The ``PLUGIN_INFO`` of each loaded plugin, in loading order."""
+        return [r.info for r in self.records.values()
+                if r.state is PluginState.LOADED and r.info is not None]
 

@@ -238,6 +238,25 @@ class PubsubItem(Base):
         return f"<PubsubItem {self.id} node={self.node_id} {self.name!r}>"
 
 
+class DiscoCaps(Base):
+    """What an entity capabilities hash (XEP-0115) stands for, once verified.
+
+    ``info`` is the disco#info ``<query/>`` whose hash (``hash_algo``, ``sha-1``...)
+    gave ``ver``: the same for every entity announcing that hash, so it is kept once
+    for all profiles, and a restart does not ask again.
+    """
+
+    __tablename__ = "disco_caps"
+
+    hash_algo: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ver: Mapped[str] = mapped_column(String(255), primary_key=True)
+    info: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<DiscoCaps {self.hash_algo} {self.ver!r}>"
+
+
 # Full-text search of cached items.  The ORM can't describe these objects (an FTS5
 # virtual table kept in step by triggers on SQLite, an expression index on PostgreSQL),
 # so they are DDL run after the creation of pubsub_items, and Alembic's comparison

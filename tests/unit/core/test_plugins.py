@@ -255,6 +255,8 @@ def test_entry_point_name_must_match_import_name(monkeypatch):
         ({"dependencies": [1]}, "list of strings"),
         ({"modes": ["server"]}, "unknown mode"),
         ({"handler": "maybe"}, "boolean"),
+        ({"features": [1]}, "list of strings"),
+        ({"notify": {"a": "b"}}, "list of strings"),
     ],
 )
 def test_invalid_plugin_info_is_refused(monkeypatch, overrides, message):
@@ -277,6 +279,18 @@ def test_plugin_info_accepts_libervia_handler_strings():
     assert info.handler is True
     with pytest.raises(PluginError):
         PluginInfo.from_dict(["not", "a", "dict"])
+
+
+def test_loaded_plugins_declare_their_features_and_notify_interests(monkeypatch):
+    eps = [make_plugin(monkeypatch, "A", info_overrides={
+               "features": ["urn:a"], "notify": "urn:node"}),
+           make_plugin(monkeypatch, "B", deps=["X"], info_overrides={
+               "features": ["urn:b"]})]
+    __, manager = loaded_now(eps)
+    assert [(i.import_name, i.features, i.notify) for i in manager.loaded_infos()] == [
+        ("A", ("urn:a",), ("urn:node",))]
+    assert manager.report()[0]["features"] == ["urn:a"]
+    assert manager.report()[0]["notify"] == ["urn:node"]
 
 
 def test_report_lists_distribution_version_and_state(monkeypatch):

@@ -28,3 +28,16 @@ def kind(request):
 @pytest.fixture
 def env(storage, kind):
     return Env(storage, FakePubsubService(kind))
+
+
+@pytest.fixture
+def log_lines():
+    """``log_lines()``: every line logged since the test started, with the message of
+    the failure a line carries."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    yield lambda: [formatEvent(e) + (f" {e['log_failure'].getErrorMessage()}"
+                                     if e.get("log_failure") else "") for e in events]
+    globalLogPublisher.removeObserver(events.append)

@@ -1,5 +1,7 @@
 """A client stub answering IQ requests with canned XML, for the plugins' unit tests."""
 
+from types import SimpleNamespace
+
 from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID
 
@@ -10,6 +12,7 @@ class StubClient:
     """Answers IQ requests with canned XML, recording what was sent."""
 
     def __init__(self):
+        self.profile = SimpleNamespace(name="alice")
         self.jid = JID("alice@example.org/res")
         self.sent = []
         self.answers = []

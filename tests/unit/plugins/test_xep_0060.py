@@ -10,6 +10,7 @@ from twisted.words.protocols.jabber.jid import JID
 from wokkel.test.helpers import XmlStreamStub
 
 from libervia.backend.bridge.server import Bridge
+from libervia.backend.core.config import Config
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.plugins.plugin_xep_0030 import XEP_0030
@@ -30,6 +31,7 @@ SERVICE = JID("pubsub.example.org")
 class Host:
     def __init__(self):
         self.reactor = task.Clock()
+        self.config = Config.from_dict({}, env={})
         self.trigger = TriggerManager()
         self.bridge = Bridge(self)
         self.plugins = {"XEP-0030": XEP_0030(self), "XEP-0059": XEP_0059(self)}

@@ -13,6 +13,7 @@ reach the data through its components (``storage.profiles``, ``storage.pubsub``,
 * :mod:`.pubsub`: ``storage.pubsub``, cached nodes and items;
 * :mod:`.search_query`: search queries and their validation;
 * :mod:`.search`: ``storage.search``, the search and its SQL;
+* :mod:`.caps`: ``storage.caps``, verified entity capabilities (XEP-0115);
 * :mod:`.connector`: :class:`Storage`, holding the runner and the components.
 
 See ``doc/developer/storage.rst``.

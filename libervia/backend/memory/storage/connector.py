@@ -7,7 +7,8 @@ domain components that callers use, each a small module whose methods call the r
 * ``storage.profiles`` (:mod:`.profiles`): profiles, parameters, private values;
 * ``storage.pubsub`` (:mod:`.pubsub`): cached pubsub nodes and items, sync states,
   cache statistics;
-* ``storage.search`` (:mod:`.search`): search over cached items.
+* ``storage.search`` (:mod:`.search`): search over cached items;
+* ``storage.caps`` (:mod:`.caps`): verified entity capabilities (XEP-0115).
 
 Message history and the roster are meant to come as components of their own
 (``storage.history``, ``storage.roster``): see ``doc/developer/storage.rst``.
@@ -20,6 +21,7 @@ from twisted.internet import defer
 
 from libervia.backend.memory import schema
 from libervia.backend.memory.engines import DatabaseEngine
+from libervia.backend.memory.storage.caps import CapsComponent
 from libervia.backend.memory.storage.profiles import ProfilesComponent
 from libervia.backend.memory.storage.pubsub import PubsubComponent
 from libervia.backend.memory.storage.runner import CallStats, StorageRunner
@@ -45,6 +47,8 @@ class Storage:
         self.pubsub = PubsubComponent(self.runner)
         #: search over cached items
         self.search = SearchComponent(self.runner)
+        #: verified entity capabilities
+        self.caps = CapsComponent(self.runner)
 
     def __repr__(self) -> str:
         return f"<Storage {self.db_engine!r}>"

@@ -289,8 +289,9 @@ class Pubsub:
         service_jid = self.service_jid(client, service)
         check_node(node)
         try:
+            # metadata change with the node (its item count...): always asked
             info = await self.disco.get_info(client, service_jid, node,
-                                            timeout=DEFAULT_TIMEOUT)
+                                            timeout=DEFAULT_TIMEOUT, use_cache=False)
         except jabber_error.StanzaError as e:
             raise pubsub_error(e, service_jid.full(), node) from None
         metadata: dict[str, Any] = {
