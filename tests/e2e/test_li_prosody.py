@@ -159,7 +159,29 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     stats = li.json("pubsub", "cache", "stats")
     assert stats["nodes_by_state"].get("completed") == 1
     assert stats["items"] == 3
-    assert li.json("pubsub", "cache", "state", "-n", BLOG_NODE)["state"] == "completed"
+    state = li.json("pubsub", "cache", "state", "-n", BLOG_NODE)
+    assert (state["state"], state["freshness"], state["items"]) == ("completed", "live", 3)
+
+    # disconnected, the cache is still read, saying it may be behind the service
+    assert li.json("profile", "disconnect", "alice")["state"] == "disconnected"
+    offline = li("pubsub", "cache", "state", "-n", BLOG_NODE)
+    assert offline.returncode == 0, offline.stderr
+    fields = dict(re.split(r":\s+", line, maxsplit=1)
+                  for line in offline.stdout.splitlines())
+    assert fields["state"] == "completed" and fields["items"] == "3 items"
+    assert fields["freshness"] == "offline (profile disconnected: may be behind the service)"
+    assert li.json("pubsub", "cache", "state", "-n", BLOG_NODE)["freshness"] == "offline"
+    read = li("pubsub", "cache", "get", "-n", BLOG_NODE, "-i", "first")
+    assert read.returncode == 0, read.stderr
+    assert "<title>first post</title>" in read.stdout
+    assert read.stdout.rstrip().endswith(
+        "(1 item; from the cache; profile disconnected: may be behind the service)")
+    offline_json = li.json("pubsub", "cache", "get", "-n", BLOG_NODE)
+    assert len(offline_json["items"]) == 3
+    assert offline_json["metadata"]["freshness"] == "offline"
+    # connected again: checked against the service, then live again
+    assert li.json("profile", "connect", "alice")["state"] == "connected"
+    assert poll(lambda: cache_state(li).get("freshness") == "live"), cache_state(li)
 
     no_filter = li("pubsub", "cache", "purge")
     assert no_filter.returncode == 2
@@ -211,6 +233,16 @@ def test_li_errors_are_clear_and_typed(backend_process, li, prosody_server):
                 "-n", "no-such-node")
     assert absent.returncode == 1
     assert re.search(r"\[\w+\]$", absent.stderr.strip()), absent.stderr
+    # the failed get left nothing in the cache: the node is as unknown as one never
+    # asked for (same exit status, same words), and nothing is counted
+    for node in ("no-such-node", "never-asked-node"):
+        state = li("pubsub", "cache", "state", "-p", "bob", "-s",
+                   prosody_server.pubsub_service, "-n", node)
+        assert (state.returncode, state.stdout) == (1, ""), state.stdout
+        assert state.stderr == (f"li: error: node '{node}' of "
+                                f"{prosody_server.pubsub_service} is not in the cache "
+                                "[NotFound]\n")
+    assert li.json("pubsub", "cache", "stats", "-p", "bob")["nodes"] == 0
 
     bad_xml = li("pubsub", "set", "-p", "bob", "-n", BLOG_NODE, input="<entry>")
     assert bad_xml.returncode == 1

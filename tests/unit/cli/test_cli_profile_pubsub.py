@@ -12,6 +12,8 @@ import os
 import pytest
 import pytest_twisted
 
+from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.plugins.xep_0060 import NS_PUBSUB
 from libervia.cli.commands import completion
 from libervia.cli.commands.pubsub.cache import Progress
 from libervia.cli.commands.pubsub.items import item_xml
@@ -290,6 +292,53 @@ async def test_pubsub_of_a_disconnected_profile_says_to_connect_it(
         "code": json.loads(out)["error"]["code"], "type": "NotFound",
         "message": "profile 'alice' is not connected: connect it first"}}
     assert err == "li: error: profile 'alice' is not connected: connect it first [NotFound]\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_cache_reads_of_a_disconnected_profile_say_they_may_be_behind(
+    run_li_pubsub, pubsub_backend, monkeypatch
+):
+    monkeypatch.setattr("sys.stdin", Stdin(SECRET + "\n"))
+    await run_li_pubsub("profile", "create", "alice", "--jid", "alice@example.org/pc")
+    status, out, err = await run_li_pubsub("pubsub", "cache", "state", "-n", "news")
+    assert (status, out) == (1, "")
+    assert err == ("li: error: node 'news' of alice@example.org is not in the cache "
+                   "[NotFound]\n")
+    # what a synchronisation stored while the profile was connected
+    storage = pubsub_backend.storage
+    node = await storage.pubsub.set_pubsub_node(
+        "alice", "alice@example.org", "news", sync_state=SyncState.COMPLETED)
+    await storage.pubsub.cache_pubsub_items(node.id, [
+        {"name": name, "data": f"<item xmlns='{NS_PUBSUB}' id='{name}'><x xmlns='t'/>"
+         "</item>"} for name in ("a", "b")])
+
+    status, out, err = await run_li_pubsub("pubsub", "cache", "state", "-n", "news")
+    assert (status, err) == (0, "")
+    fields = dict(line.split(":", 1) for line in out.splitlines())
+    assert fields["state"].strip() == "completed"
+    assert fields["freshness"].strip() == (
+        "offline (profile disconnected: may be behind the service)")
+    assert fields["items"].strip() == "2 items"
+    status, out, __ = await run_li_pubsub("pubsub", "cache", "state", "-n", "news",
+                                          "--output", "json")
+    state = json.loads(out)
+    assert (state["state"], state["freshness"], state["served"], state["items"]) == (
+        "completed", "offline", False, 2)
+
+    status, out, err = await run_li_pubsub("pubsub", "cache", "get", "-n", "news",
+                                           "-i", "b")
+    assert (status, err) == (0, "")
+    assert out.endswith("\n(1 item; from the cache; profile disconnected: may be "
+                        "behind the service)\n")
+    status, out, __ = await run_li_pubsub("pubsub", "cache", "get", "-n", "news",
+                                          "--output", "json")
+    answer = json.loads(out)
+    assert len(answer["items"]) == 2
+    assert (answer["metadata"]["cached"], answer["metadata"]["freshness"]) == (
+        True, "offline")
+    # the service itself can't be asked
+    status, out, __ = await run_li_pubsub("pubsub", "get", "-n", "news")
+    assert (status, out) == (1, "")
 
 
 @pytest_twisted.ensureDeferred

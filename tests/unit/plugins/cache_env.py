@@ -18,6 +18,7 @@ from libervia.backend.plugins.pubsub_cache import (
     PubsubCache,
 )
 from libervia.backend.plugins.xep_0060 import XEP_0060
+from libervia.backend.xmpp.profiles import ProfileManager
 from tests.unit.plugins.fake_pubsub import (
     NS_ATOM,
     FakePubsubService,
@@ -82,6 +83,7 @@ class Host:
         self.trigger = TriggerManager()
         self.bridge = RecordingBridge(self)
         self.clients = Clients()
+        self.profiles = ProfileManager(self)
         self.plugins: dict[str, Any] = {}
         self.plugins["XEP-0030"] = XEP_0030(self)
         self.plugins["XEP-0059"] = XEP_0059(self)

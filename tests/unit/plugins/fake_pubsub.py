@@ -78,6 +78,8 @@ class FakeNode:
     subscribers: set[str] = field(default_factory=set)
     #: subscription refused (to test synchronisation errors)
     closed: bool = False
+    #: items refused to readers (``forbidden``), as for a node of a closed access model
+    private: bool = False
     #: oldest items beyond this are dropped
     max_items: int | None = None
 
@@ -251,6 +253,8 @@ class FakePubsubService:
         items_elt = next(pubsub.elements(NS_PUBSUB, "items"))
         self.items_requests.append(items_elt)
         fake_node = self._node(items_elt["node"])
+        if fake_node.private:
+            raise jabber_error.StanzaError("forbidden")
         items = list(fake_node.items)
         order = next(pubsub.elements(NS_ORDER_BY, "order"), None)
         if self.order_by and order is not None and order.getAttribute("field") == (

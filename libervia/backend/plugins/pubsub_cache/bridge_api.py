@@ -5,8 +5,9 @@ from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 
+from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.interfaces import Client
-from libervia.backend.memory.sqla_mapping import SyncState
+from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMError, RSMRequest
 from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
 from libervia.backend.plugins.pubsub_cache.state import CacheError, service_key
@@ -19,7 +20,8 @@ from libervia.backend.plugins.xep_0060.stanzas import (
     check_node,
     check_text,
 )
-from libervia.backend.xmpp.profiles import ProfileManager, StorageHost
+from libervia.backend.xmpp.clients import ConnectionHost
+from libervia.backend.xmpp.profiles import ProfileManager
 
 METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 
@@ -27,8 +29,8 @@ METHODS = ("get", "sync", "purge", "reset", "stats", "node_state", "search")
 class CacheBridge:
     """``cache_get``, ``cache_sync``... as the bridge calls them."""
 
-    def __init__(self, host: StorageHost, pubsub: Pubsub, store: CacheStore, sync: Synchroniser,
-                 answers: CachedAnswers) -> None:
+    def __init__(self, host: ConnectionHost, pubsub: Pubsub, store: CacheStore,
+                 sync: Synchroniser, answers: CachedAnswers) -> None:
         self.host = host
         self.pubsub = pubsub
         self.store = store
@@ -49,24 +51,63 @@ class CacheBridge:
         for name in METHODS:
             bridge.register_method(f"cache_{name}", getattr(self, name))
 
-    def _service(self, profile: str, service: str | None) -> tuple[Client, jabber_jid.JID]:
-        client = self.host.clients.get(profile)
-        return client, self.pubsub.service_jid(client, service)
+    async def _reader(self, profile: str, service: str | None
+                      ) -> tuple[Client | None, jabber_jid.JID]:
+        """The client of a profile, ``None`` while it is disconnected (what is stored
+        is read all the same), and the service a method names (``None`` or ``""``:
+        the profile's own account).
+
+        :raise NotFound: there is no such profile
+        :raise InvalidRequest: an invalid service JID
+        """
+        name = _profile(profile)
+        try:
+            client: Client | None = self.host.clients.get(name)
+        except NotFound:
+            client = None
+        if service:
+            return client, self.pubsub.service_jid(client, service)
+        if client is not None:
+            return client, client.jid.userhostJID()
+        account = await self.host.profiles.get(name)
+        return None, jabber_jid.JID(account.jid).userhostJID()
+
+    async def _describe(self, client: Client | None, pubsub_node: PubsubNode
+                        ) -> dict[str, Any]:
+        """A node's state (:func:`~.store.node_state`), with what it holds now and how
+        far that can be trusted.
+
+        ``items`` is the number of items the cache holds for the node; for a
+        synchronised node, ``items_done`` and ``items_expected`` say the same (events
+        add and remove items after the synchronisation).  ``freshness`` is ``live``,
+        ``unchecked`` or ``offline`` for a synchronised node (see
+        :meth:`~.serving.CachedAnswers.freshness`), ``None`` otherwise; ``served`` whether requests
+        are answered from the cache now.
+        """
+        state = node_state(pubsub_node)
+        __, page = await self.storage.pubsub.get_items(pubsub_node.id, max_items=0)
+        state["items"] = page.count
+        if pubsub_node.sync_state is SyncState.COMPLETED:
+            state["items_done"] = state["items_expected"] = page.count
+        state["freshness"] = self.answers.freshness(pubsub_node, client)
+        state["served"] = state["freshness"] == "live"
+        return state
 
     async def get(self, profile: str, service: str | None, node: str,
                   max_items: int | None = None, item_ids: list[str] | None = None,
                   rsm: dict[str, Any] | None = None, order_by: OrderBy | None = None
                   ) -> dict[str, Any]:
-        """Items of a cached node, from the cache only (never the service)."""
+        """Items of a synchronised node, from the cache only (never the service), also
+        while the profile is disconnected; the answer's metadata give the node's
+        ``freshness`` (see :meth:`_describe`)."""
         try:
             rsm_request = RSMRequest.from_dict(rsm) if rsm else None
         except RSMError as e:
             raise InvalidRequest(str(e)) from None
-        client = self.host.clients.get(profile)
+        client, service_jid = await self._reader(profile, service)
         # the request pubsub_get would send: the cache takes what a service takes
-        request = self.pubsub.items_request(client, service, node, max_items, item_ids,
-                                            rsm_request, order_by)
-        service_jid = request.service
+        request = self.pubsub.items_request(client, service_jid, node, max_items,
+                                            item_ids, rsm_request, order_by)
         pubsub_node = await self.store.known_node(profile, service_jid.full(), node)
         if pubsub_node.sync_state is not SyncState.COMPLETED:
             raise CacheError(f"node {node!r} is not synchronised (state: "
@@ -74,20 +115,29 @@ class CacheBridge:
         result = await self.answers.get_cached_items(
             pubsub_node, service_jid, max_items, request.item_ids or None, rsm_request,
             order_by)
+        result.extra["freshness"] = self.answers.freshness(pubsub_node, client)
         return result.serialise()
 
     async def sync(self, profile: str, service: str | None, node: str) -> dict[str, Any]:
         """Synchronise a node now (again if it was), answering once done."""
         check_node(node)
-        client, service_jid = self._service(profile, service)
-        return await self.synchroniser.synchronise(client, service_jid, node, force=True)
+        client = self.host.clients.get(_profile(profile))
+        service_jid = self.pubsub.service_jid(client, service)
+        await self.synchroniser.synchronise(client, service_jid, node, force=True)
+        return await self._describe(client, await self.store.known_node(
+            profile, service_jid.full(), node))
 
     async def node_state(self, profile: str, service: str | None, node: str
                          ) -> dict[str, Any]:
-        """Cache state of a node."""
+        """Cache state of a node (see :meth:`_describe`), also while the profile is
+        disconnected.
+
+        :raise NotFound: the cache does not know the node
+        """
         check_node(node)
-        __, service_jid = self._service(profile, service)
-        return node_state(await self.store.known_node(profile, service_jid.full(), node))
+        client, service_jid = await self._reader(profile, service)
+        return await self._describe(
+            client, await self.store.known_node(profile, service_jid.full(), node))
 
     async def purge(
         self, profile: str, services: list[str] | None = None,

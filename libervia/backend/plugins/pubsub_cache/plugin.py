@@ -40,7 +40,7 @@ from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.pubsub_cache.traits import TraitsFinder
 from libervia.backend.plugins.xep_0060.operations import TRIGGER_GET_ITEMS
 from libervia.backend.plugins.xep_0060.stanzas import ItemsResult
-from libervia.backend.xmpp.profiles import StorageHost
+from libervia.backend.xmpp.clients import ConnectionHost
 
 IMPORT_NAME = "PUBSUB_CACHE"
 SECTION = f"plugin {IMPORT_NAME}"
@@ -87,7 +87,7 @@ declare(SECTION, "sync_timeout", _positive, 300,
 class PubsubCache:
     """The pubsub cache plugin; ``host.plugins["PUBSUB_CACHE"]``."""
 
-    def __init__(self, host: StorageHost) -> None:
+    def __init__(self, host: ConnectionHost) -> None:
         self.host = host
         self.storage = host.storage
         #: the XEP-0060 plugin, through which services are asked

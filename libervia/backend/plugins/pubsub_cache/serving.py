@@ -1,8 +1,9 @@
 """Get-items requests answered from the database, as the service would answer.
 
 The cache handles the ``XEP-0060_get_items`` trigger before anything else asks the
-service.  A node never seen is analysed in the background (the service answers this
-time); a synchronised node verified since its profile connected is answered from the
+service.  A node never seen is asked to the service, and analysed in the background
+once the service has answered (a refused request leaves nothing in the cache); a
+synchronised node verified since its profile connected is answered from the
 database, with the semantics of its service (max items, item ids, RSM pages, order) and
 a ``cached`` flag.  Everything else goes to the service, as if there were no cache.
 """
@@ -46,10 +47,11 @@ class CachedAnswers:
         service, node, rsm_request = query.service, query.node, query.rsm
         try:
             pubsub_node = await self.store.node(client, service, node)
-            if pubsub_node is None:
-                # unknown node: decide in the background, the service answers this time
-                self.state.spawn(self.sync.analyse_and_sync(client, service, node))
-                return True, None
+        except Exception:
+            return _service_answers(node)
+        if pubsub_node is None:
+            return False, await self._first_read(client, query)
+        try:
             if pubsub_node.sync_state is None and pubsub_node.analyser is not None:
                 # analysed, but its synchronisation never started (backend stopped)
                 self.state.spawn(self.sync.sync_in_background(client, service, node,
@@ -70,17 +72,52 @@ class CachedAnswers:
             # an RSM cursor we don't know: let the service deal with it
             return True, None
         except Exception:
-            # the cache is an optimisation: whatever goes wrong, the service answers
-            log.failure("pubsub cache can't answer for node {node}, asking the service",
-                        node=node)
-            return True, None
+            return _service_answers(node)
         return False, result
+
+    async def _first_read(self, client: Client, query: ItemsQuery) -> ItemsResult:
+        """The service's answer for a node the cache does not know.
+
+        Only once the service has answered (the node exists, and may be read) is the
+        node analysed, in the background: a request the service refuses
+        (item-not-found, forbidden...) leaves nothing in the cache, and the node stays
+        as unknown to it as a node never asked for.
+
+        :raise PubsubError: the service's refusal, as it would without the cache
+        """
+        result = await self.pubsub.get_items_from_service(
+            client, query.service, query.node, query.max_items, query.item_ids,
+            query.rsm, query.order_by)
+        self.state.spawn(self.sync.analyse_and_sync(client, query.service, query.node))
+        return result
 
     def servable(self, pubsub_node: PubsubNode, client: Client) -> bool:
         """Whether the node may be answered from the database now, for ``client``."""
         return (pubsub_node.sync_state is SyncState.COMPLETED
                 and self.state.is_servable(pubsub_node.id, pubsub_node.service,
                                            pubsub_node.name, client))
+
+    def freshness(self, pubsub_node: PubsubNode, client: Client | None) -> str | None:
+        """How far what the cache holds of a node can be trusted now, for a
+        synchronised node (``None`` for others: nothing whole is held):
+
+        ``live``
+            checked against the service on the client's current stream, nothing
+            pending: kept equal to the service by its events, and served;
+        ``unchecked``
+            connected, but not checked since the connection (the check is pending or
+            failed, or events were lost): it may be behind the service;
+        ``offline``
+            the profile is disconnected: the items as they were when it last followed
+            the node, maybe behind the service.
+
+        :param client: the profile's client, ``None`` while it is disconnected
+        """
+        if pubsub_node.sync_state is not SyncState.COMPLETED:
+            return None
+        if client is None or not getattr(client, "is_connected", True):
+            return "offline"
+        return "live" if self.servable(pubsub_node, client) else "unchecked"
 
     async def _service_cursor(self, pubsub_node: PubsubNode,
                               rsm_request: RSMRequest | None) -> RSMRequest | None:
@@ -166,3 +203,11 @@ class CachedAnswers:
                                             ("index", page.index), ("count", page.count))
                           if v is not None}
         return result
+
+
+def _service_answers(node: str) -> tuple[bool, None]:
+    """What the trigger returns when the cache fails (called in an ``except`` block):
+    the cache is an optimisation, whatever goes wrong the service answers."""
+    log.failure("pubsub cache can't answer for node {node}, asking the service",
+                node=node)
+    return True, None

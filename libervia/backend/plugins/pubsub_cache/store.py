@@ -41,12 +41,18 @@ Row = dict[str, Any]
 
 
 def node_state(pubsub_node: PubsubNode) -> dict[str, Any]:
-    """A node's cache state, as the API gives it."""
+    """A node's cache state, as the API gives it.
+
+    ``items_done`` and ``items_expected`` are the progress of its last (or running)
+    synchronisation; ``since`` is when it got its state (ISO 8601, UTC).
+    """
+    since = pubsub_node.sync_state_updated
     return {
         "service": pubsub_node.service, "node": pubsub_node.name,
         "analyser": pubsub_node.analyser, "type": pubsub_node.type_,
         "subtype": pubsub_node.subtype,
         "state": STATE_NAMES.get(pubsub_node.sync_state, "none"),
+        "since": since.isoformat() if since is not None else None,
         "items_done": pubsub_node.sync_items_done,
         "items_expected": pubsub_node.sync_items_expected,
         "subscribed": pubsub_node.subscribed,

@@ -19,7 +19,7 @@ from twisted.internet.error import ConnectionClosed
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
-from libervia.backend.core.exceptions import BackendError, ConflictError
+from libervia.backend.core.exceptions import BackendError, ConflictError, NotFound
 from libervia.backend.core.interfaces import Client, Reactor
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
@@ -160,10 +160,16 @@ class Synchroniser:
             :func:`~libervia.backend.plugins.pubsub_cache.store.node_state`)
         :raise ConflictError: the node is being synchronised already
         :raise CacheError: the node can't be analysed (it is empty)
+        :raise PubsubError: a node the cache did not know, which the service refused
+            to give (it does not exist, it may not be read): nothing is recorded
+        :raise NotFound: the node was deleted meanwhile (it left the cache)
         """
         if pubsub_node is None:
             pubsub_node = await self.store.node(client, service, node)
         if pubsub_node is None:
+            # a node enters the cache only once its service let it be read: one it
+            # refuses (it does not exist, it may not be read) leaves nothing behind
+            await self.pubsub.get_items_from_service(client, service, node, max_items=1)
             pubsub_node = await self.analyse_and_record(client, service, node)
             if pubsub_node is None:
                 raise CacheError(f"node {node!r} of {service_key(service)} is empty: "
@@ -179,7 +185,11 @@ class Synchroniser:
             lambda: self._slots.run(service, lambda: self._sync(client, service,
                                                                  pubsub_node)),
         )
-        return node_state(await self.store.node(client, service, node))
+        synchronised = await self.store.node(client, service, node)
+        if synchronised is None:
+            raise NotFound(f"node {node!r} of {service_key(service)} does not exist any "
+                           "more: it left the cache")
+        return node_state(synchronised)
 
     async def _rewriting(self, client: Client, service: jabber_jid.JID,
                          pubsub_node: PubsubNode, work: Callable[[], Any]) -> None:
@@ -240,12 +250,8 @@ class Synchroniser:
         try:
             traits = await self.traits.traits(client, service)
             if not pubsub_node.subscribed:
-                try:
-                    await self.pubsub.subscribe(client, service, node)
-                    await self.store.record(client, service, node, subscribed=True)
-                except PubsubError as e:
-                    # events won't come: the node can't be kept in sync
-                    raise CacheError(f"can't subscribe to {node!r}: {e}") from None
+                await self._subscribe(client, service, pubsub_node)
+                await self.store.record(client, service, node, subscribed=True)
             deadline = self._deadline()
             rows, learnt = await self._consistent(
                 node, lambda: self.fetcher.rows(client, service, pubsub_node, deadline))
@@ -330,7 +336,7 @@ class Synchroniser:
 
         async def compare() -> None:
             started = self.state.stamp()
-            await self._subscribe_again(client, service, pubsub_node)
+            await self._subscribe(client, service, pubsub_node)
             deadline = self._deadline()
             remote, learnt = await self._slots.run(service, lambda: self._consistent(
                 pubsub_node.name,
@@ -376,15 +382,19 @@ class Synchroniser:
         ):
             await self.store.forget(client, pubsub_node)
 
-    async def _subscribe_again(self, client: Client, service: jabber_jid.JID,
-                               pubsub_node: PubsubNode) -> None:
-        """Subscribe to the node again; servers take it as a no-op when subscribed.
+    async def _subscribe(self, client: Client, service: jabber_jid.JID,
+                         pubsub_node: PubsubNode) -> None:
+        """Subscribe to the node (again: servers take it as a no-op when subscribed).
 
         A node deleted and created again while the profile was away has the same name,
         maybe the same items, but not its former subscribers: without a new
         subscription its events would never come, and the cache, served once verified,
         would stay behind.  Asking first is no help: Prosody goes on listing the
         subscriptions to the deleted node.
+
+        :raise ItemNotFound: the node does not exist (any more)
+        :raise CacheError: the service refused: events won't come, the node can't be
+            kept in sync
         """
         try:
             await self.pubsub.subscribe(client, service, pubsub_node.name)

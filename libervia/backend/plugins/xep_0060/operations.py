@@ -110,11 +110,18 @@ class Pubsub:
     # helpers
 
     @staticmethod
-    def service_jid(client: Client, service: ServiceRef) -> jabber_jid.JID:
-        """JID of a service; ``None`` or ``""`` is the profile's own account (PEP)."""
+    def service_jid(client: Client | None, service: ServiceRef) -> jabber_jid.JID:
+        """JID of a service; ``None`` or ``""`` is the profile's own account (PEP).
+
+        :param client: ``None`` for a profile not connected (the cache reads what it
+            stored): the service must then be given
+        """
         if isinstance(service, jabber_jid.JID):
             return service
         if not service:
+            if client is None:
+                raise InvalidRequest("no service given, and no connection to tell the "
+                                     "profile's own account")
             return client.jid.userhostJID()
         if not isinstance(service, str):
             raise InvalidRequest(f"invalid service JID {service!r}: a JID is a string")
@@ -129,7 +136,7 @@ class Pubsub:
         except jabber_error.StanzaError as e:
             raise pubsub_error(e, request.service.full(), request.node) from None
 
-    def _request(self, client: Client, verb: str, service: ServiceRef, node: str | None,
+    def _request(self, client: Client | None, verb: str, service: ServiceRef, node: str | None,
                  **fields: Any) -> PubsubRequest:
         """A request to a service given as the API takes it, its node checked."""
         if node is not None or verb not in ("create", "subscriptions"):
@@ -140,7 +147,7 @@ class Pubsub:
 
     def items_request(
         self,
-        client: Client,
+        client: Client | None,
         service: ServiceRef,
         node: str,
         max_items: int | None = None,

@@ -14,6 +14,7 @@ from libervia.cli.base import (
     resolve_profile,
 )
 from libervia.cli.commands.pubsub.common import (
+    FRESHNESS_NOTES,
     get_arguments,
     get_params,
     node_arguments,
@@ -61,7 +62,8 @@ def register(group: Any) -> None:
     )
     parser = add_command(
         cache, "get", run=cache_get, render=render_items,
-        help="get items of a synchronised node from the cache only (never the service)",
+        help="get items of a synchronised node from the cache only (never the service), "
+        "also while the profile is disconnected",
     )
     node_arguments(parser)
     get_arguments(parser)
@@ -72,7 +74,8 @@ def register(group: Any) -> None:
     )
     node_arguments(parser)
     parser = add_command(cache, "state", run=cache_state, render=render_node_state,
-                         help="show a node's cache state (sync state, items, analyser)")
+                         help="show a node's cache state (sync state, freshness, items, "
+                         "analyser); also while the profile is disconnected")
     node_arguments(parser)
     parser = add_command(
         cache, "purge", run=cache_purge, render=render_purged,
@@ -231,11 +234,19 @@ def cache_state(ctx: Context) -> dict[str, Any]:
 
 
 def render_node_state(ctx: Context, result: dict[str, Any]) -> None:
-    items = items_done(result.get("items_done") or 0, result.get("items_expected"))
+    if result.get("state") == "in_progress":
+        items = items_done(result.get("items_done") or 0, result.get("items_expected"))
+    else:
+        items = output.count(result.get("items", result.get("items_done")), "item")
     kind = "/".join(str(v) for v in (result.get("type"), result.get("subtype")) if v)
+    freshness = result.get("freshness")
+    if freshness is not None:
+        note = FRESHNESS_NOTES.get(freshness, "kept up to date by the service's events")
+        freshness = f"{freshness} ({note})"
     output.print_fields(
         [("service", result.get("service")), ("node", result.get("node")),
-         ("state", output.state(result.get("state"))), ("items", items),
+         ("state", output.state(result.get("state"))),
+         *([("freshness", freshness)] if freshness else []), ("items", items),
          ("analyser", result.get("analyser") or "(none)"),
          ("type", kind or "(none)"), ("subscribed", result.get("subscribed")),
          *([("error", result["error"])] if result.get("error") else [])],

@@ -123,6 +123,13 @@ def get_params(ctx: Context) -> dict[str, Any]:
 
 # rendering
 
+#: what a frontend says of a cached node that the cache does not keep up to date now
+#: (the backend's ``freshness`` of a node: ``live``, ``unchecked`` or ``offline``)
+FRESHNESS_NOTES = {
+    "unchecked": "not checked since the profile connected: may be behind the service",
+    "offline": "profile disconnected: may be behind the service",
+}
+
 
 def render_items(ctx: Context, result: dict[str, Any]) -> None:
     """Items, indented, then how many and where from (the service or the cache)."""
@@ -140,6 +147,8 @@ def render_items(ctx: Context, result: dict[str, Any]) -> None:
     rsm = metadata.get("rsm") or {}
     about = [f"{count} item{'s' if count != 1 else ''}",
              "from the cache" if metadata.get("cached") else "from the service"]
+    if metadata.get("cached") and metadata.get("freshness") in FRESHNESS_NOTES:
+        about.append(FRESHNESS_NOTES[metadata["freshness"]])
     if rsm:
         about.append(", ".join(f"{key} {rsm[key]}" for key in
                                ("index", "count", "first", "last") if key in rsm))
