@@ -369,3 +369,60 @@ async def test_search_finds_cached_items_by_parsed_field_and_by_full_text(xmpp_s
     # another profile of the same backend sees nothing of it
     other = await Reader.connect(backend, xmpp_server, node)
     assert (await search(other.name, {"fts": "leeks"}))["items"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resync_keeps_the_items_times_and_the_service_order(xmpp_server,
+                                                                   make_backend):
+    node = new_node()
+    publisher = Publisher(xmpp_server)
+    await publisher.create(node, [f"n{n}" for n in range(1, 201)])
+    backend = await make_backend()
+    reader = await Reader.connect(backend, xmpp_server, node)
+    await reader.get()
+    await reader.wait_synchronised()
+    search = backend.bridge.methods["cache_search"].func
+    sync = backend.bridge.methods["cache_sync"].func
+
+    async def times() -> dict[str, tuple[str, str]]:
+        found = await search(reader.name, {"nodes": [node], "limit": 500})
+        return {hit["id"]: (hit["created"], hit["updated"]) for hit in found["items"]}
+
+    async def newest_first() -> list[str]:
+        # the default order: created, newest first
+        found = await search(reader.name, {"nodes": [node], "limit": 500})
+        return [hit["id"] for hit in found["items"]]
+
+    async def service_order() -> list[str]:
+        return [i["id"] for i in (await reader.get(use_cache=False)).items]
+
+    # every entry says it was published at the same time: the service's order decides
+    # between them, never the ids as text (n99 before n200)
+    first = await times()
+    assert len(first) == 200
+    assert {created for created, __ in first.values()} == {"2024-03-01T10:00:00+00:00"}
+    assert await newest_first() == [f"n{n}" for n in range(200, 0, -1)]
+
+    # a forced sync of an unchanged node changes nothing
+    state = await sync(reader.name, xmpp_server.pubsub_service, node)
+    assert (state["state"], state["items"]) == ("completed", 200)
+    assert await times() == first
+    assert await newest_first() == (await service_order())[::-1]
+
+    # changes made while the profile is away are found by the check at the next
+    # connection, which fetches the node again: only what changed changes
+    await backend.clients.disconnect(reader.name)
+    await publisher.publish(node, [("n5", "Edited while away"), ("n201", None)])
+    await publisher.retract(node, ["n7"])
+    reader = await Reader.connect(backend, xmpp_server, node, name=reader.name)
+    await until(lambda: _served_from_cache(reader), "the node checked and served again")
+    assert await reader.mirrors_service()
+    second = await times()
+    assert set(second) == set(first) - {"n7"} | {"n201"}
+    assert second["n201"][0] == "2024-03-01T10:00:00+00:00"
+    assert second["n5"][0] == first["n5"][0] and second["n5"][1] > first["n5"][1]
+    assert {name: second[name] for name in first if name not in ("n5", "n7")} == {
+        name: first[name] for name in first if name not in ("n5", "n7")}
+    assert await newest_first() == (await service_order())[::-1]
+    ids = await service_order()
+    await assert_answers_like_the_service(reader, ids)

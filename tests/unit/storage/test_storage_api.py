@@ -381,6 +381,48 @@ async def test_replacing_items_swaps_them_all_and_completes_the_sync(storage, pr
     assert (node.sync_items_done, node.sync_items_expected) == (2, 2)
 
 
+@pytest.mark.parametrize("order", ["creation", "modification"])
+@pytest_twisted.ensureDeferred
+async def test_replacing_items_keeps_their_times_and_the_order_given(storage, profile,
+                                                                     order):
+    node = await node_with_items(storage, profile, count=3)
+    seen = T0 + timedelta(hours=1)
+    before, __ = await storage.pubsub.get_items(node.id, details=True)
+    kept = {i.name: (i.created, i.updated) for i in before}
+    # the service's order: i0 and i2 unchanged, i1 changed (a service ordering by
+    # modification moved it after i2), then three new items: one without dates, one
+    # dated before the items it follows, one dated (naive: UTC)
+    early = T0 - timedelta(days=1)
+    edited = item(1, data="<item id='i1'><p>edited</p></item>")
+    await storage.pubsub.replace_pubsub_items(node.id, [
+        *([item(0), edited, item(2)] if order == "creation"
+          else [item(0), item(2), edited]),
+        {"name": "new", "data": "<new/>"},
+        {"name": "backdated", "data": "<b/>", "created": early},
+        {"name": "dated", "data": "<d/>",
+         "created": (seen + timedelta(minutes=1)).replace(tzinfo=None),
+         "updated": seen + timedelta(minutes=2)},
+    ], seen=seen, order=order)
+    after, __ = await storage.pubsub.get_items(node.id, details=True, order_by=order)
+    times = {i.name: (i.created, i.updated) for i in after}
+    assert times["i0"] == kept["i0"] and times["i2"] == kept["i2"]
+    assert times["i1"] == (kept["i1"][0], seen)
+    assert times["new"] == (seen, seen)
+    # dated before the item the service gives before it: raised to that one's time
+    assert times["backdated"] == ((seen, seen) if order == "creation" else (early, seen))
+    assert times["dated"] == (seen + timedelta(minutes=1), seen + timedelta(minutes=2))
+    # the service's order, ties (equal times) included, whichever way it is read
+    expected = ["i0", "i1", "i2", "new", "backdated", "dated"]
+    if order == "modification":
+        expected = ["i0", "i2", "i1", "new", "backdated", "dated"]
+    assert names(after) == expected
+    reverse, __ = await storage.pubsub.get_items(node.id, order_by=order, desc=True)
+    assert names(reverse) == expected[::-1]
+    with pytest.raises(ValueError, match="must be datetimes"):
+        await storage.pubsub.replace_pubsub_items(node.id, [
+            {"name": "x", "data": "<x/>", "created": "2024-01-01"}])
+
+
 @pytest_twisted.ensureDeferred
 async def test_failed_replacement_keeps_the_old_items(storage, profile):
     from libervia.backend.memory.storage.pubsub import _item_rows, thd_replace_items
@@ -388,8 +430,9 @@ async def test_failed_replacement_keeps_the_old_items(storage, profile):
     node = await node_with_items(storage, profile, count=3)
 
     def thd_replace_then_fail(session):
-        thd_replace_items(session, storage.db_engine, node.id, _item_rows(node.id, [item(9)]),
-                          SyncState.COMPLETED)
+        thd_replace_items(session, storage.db_engine, node.id,
+                          _item_rows(node.id, [item(9)], dated=False), SyncState.COMPLETED,
+                          T0, "created")
         raise RuntimeError("the connection broke")
 
     with pytest.raises(RuntimeError):

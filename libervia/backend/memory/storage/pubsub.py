@@ -6,7 +6,7 @@ Nodes are written and read as mapped :class:`~.sqla_mapping.PubsubNode` objects
 """
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
@@ -164,24 +164,39 @@ class PubsubComponent(StorageComponent):
         items: Iterable[Mapping[str, Any]],
         *,
         sync_state: SyncState | None = None,
+        seen: datetime | None = None,
+        order: OrderBy | str = OrderBy.CREATION,
     ) -> defer.Deferred:
-        """Replace every item of a node, in one transaction.
+        """Replace every item of a node, in one transaction, keeping their history.
 
         Readers see either the old items or the new ones, never a mix: this is how a
         synchronisation publishes its result.  Items are given as for
-        :meth:`cache_pubsub_items`.
+        :meth:`cache_pubsub_items`, in the service's order, and their times are those
+        they had:
+
+        * an item already stored keeps its creation time, and its modification time
+          if its data is unchanged (else: its given ``updated``, or ``seen``);
+        * a new item has its given ``created`` and ``updated`` (the dates the service
+          gives, if any), else ``seen`` for its creation and its creation time for its
+          modification;
+        * along the given order, the times of ``order`` (the order the service keeps
+          its items in) never go back: a time that would put an item before the one
+          given before it is raised to that one's.  Items of equal times keep the
+          given order: ties are broken by storage order, in which they are written.
 
         :param sync_state: if given, set on the node in the same transaction, with its
             progress (items done and expected) set to the number of items
+        :param seen: when the items were fetched (default: now)
         :return: Deferred fired with the number of items written
         """
         try:
-            rows = _item_rows(node_id, items)
-        except (KeyError, TypeError) as e:
+            rows = _item_rows(node_id, items, dated=False)
+            key = _key_column(order)
+        except (KeyError, TypeError, ValueError) as e:
             return defer.fail(ValueError(f"invalid item to cache: {e}"))
         return self.runner.run_in_session(
             "replace_pubsub_items", thd_replace_items, self.db_engine, node_id, rows,
-            sync_state,
+            sync_state, seen or utcnow(), key,
         )
 
     def get_cache_stats(self, profile: str | None = None) -> defer.Deferred:
@@ -290,7 +305,11 @@ def _opt_list(values: Iterable[str] | None) -> list[str] | None:
     return list(values)
 
 
-def _item_rows(node_id: int, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _item_rows(node_id: int, items: Iterable[Mapping[str, Any]], dated: bool = True
+               ) -> list[dict[str, Any]]:
+    """Rows of ``items``; ``dated``: with their times (default: now), sorted by name
+    (a stable lock order: concurrent batches on PostgreSQL can't deadlock each other),
+    else in the given order, times as given (``None`` if not)."""
     now = utcnow()
     by_name: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -300,16 +319,33 @@ def _item_rows(node_id: int, items: Iterable[Mapping[str, Any]]) -> list[dict[st
             raise TypeError("item name must be a non-empty string")
         if not isinstance(data, str):
             raise TypeError(f"data of item {name!r} must be a string of XML")
+        created, updated = (_aware(item.get(key), name) for key in ("created", "updated"))
+        if dated:
+            created = created or now
+            updated = updated or created
         by_name[name] = {
             "node_id": node_id,
             "name": name,
             "data": data,
             "parsed": item.get("parsed"),
-            "created": item.get("created") or now,
-            "updated": item.get("updated") or item.get("created") or now,
+            "created": created,
+            "updated": updated,
         }
-    # a stable lock order: concurrent batches on PostgreSQL can't deadlock each other
-    return [by_name[name] for name in sorted(by_name)]
+    return [by_name[name] for name in sorted(by_name)] if dated else list(by_name.values())
+
+
+def _aware(value: Any, name: str) -> datetime | None:
+    """A time given for an item, time zone aware (naive: UTC, as the columns take it)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"times of item {name!r} must be datetimes")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _key_column(order: OrderBy | str) -> str:
+    """The column of the items' times that keeps ``order``."""
+    return "created" if OrderBy(order) is OrderBy.CREATION else "updated"
 
 
 # functions run in the storage's threads
@@ -458,7 +494,26 @@ def thd_replace_items(
     node_id: int,
     rows: list[dict[str, Any]],
     sync_state: SyncState | None,
+    seen: datetime,
+    key: str,
 ) -> int:
+    stored = {name: (created, updated, data) for name, created, updated, data in
+              session.execute(select(PubsubItem.name, PubsubItem.created,
+                                     PubsubItem.updated, PubsubItem.data)
+                              .where(PubsubItem.node_id == node_id))}
+    previous: datetime | None = None
+    for row in rows:
+        old = stored.get(row["name"])
+        if old is None:
+            row["created"] = row["created"] or seen
+            row["updated"] = row["updated"] or row["created"]
+        else:
+            row["created"] = old[0]
+            row["updated"] = old[1] if old[2] == row["data"] else row["updated"] or seen
+        if previous is not None and row[key] < previous:
+            row[key] = previous
+        row["updated"] = max(row["updated"], row["created"])
+        previous = row[key]
     session.execute(delete(PubsubItem).where(PubsubItem.node_id == node_id))
     for start in range(0, len(rows), DEFAULT_BATCH_SIZE):
         thd_cache_items(session, db_engine, node_id, rows[start:start + DEFAULT_BATCH_SIZE],

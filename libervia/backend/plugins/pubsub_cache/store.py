@@ -8,7 +8,7 @@ analyser parser extracts from them.
 """
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet import defer
@@ -161,22 +161,27 @@ class CacheStore:
     async def store_fetched(self, client: Client, service: jabber_jid.JID,
                             pubsub_node: PubsubNode, rows: list[Row], started: datetime,
                             traits: ServiceTraits) -> None:
-        """Replace the node's items by ``rows`` (see :meth:`row`) at once; the node
-        becomes COMPLETED."""
-        # the service's order is kept as time stamps just before the sync started, so
-        # that items arriving later (events) come after them
+        """Replace the node's items by ``rows`` (see :meth:`row`), in the service's
+        order, at once; the node becomes COMPLETED.
+
+        Items keep the times they had (see ``replace_pubsub_items``): an item already
+        cached keeps its creation time, and its modification time unless its data
+        changed; a new one has the dates its payload gives (:func:`payload_dates`),
+        else ``started``, when the fetch began (items arriving later, by events, come
+        after it).  Ties are broken by the service's order.
+        """
         count = len(rows)
-        for position, row in enumerate(rows):
-            row["created"] = row["updated"] = started - timedelta(
-                microseconds=count - position)
+        for row in rows:
+            row.update(payload_dates(row.get("parsed"), started))
         async with self.state.lock(pubsub_node.id):
             # the traits first: a node is never COMPLETED without them
             stored_traits = traits.as_dict()
             await self.record(client, service, pubsub_node.name,
                               extra={"traits": stored_traits})
             pubsub_node.extra = {"traits": stored_traits}
-            await self.storage.pubsub.replace_pubsub_items(pubsub_node.id, rows,
-                                                    sync_state=SyncState.COMPLETED)
+            await self.storage.pubsub.replace_pubsub_items(
+                pubsub_node.id, rows, sync_state=SyncState.COMPLETED, seen=started,
+                order=traits.item_order)
         self.emit_progress(client, pubsub_node, SyncState.COMPLETED, count, count)
 
     async def upsert(self, client: Client, service: jabber_jid.JID, pubsub_node: PubsubNode,
@@ -254,6 +259,35 @@ class CacheStore:
     def _emit(self, signal: str, **data: Any) -> None:
         if signal in self.host.bridge.signals:
             self.host.bridge.emit_signal(signal, **data)
+
+
+def payload_dates(parsed: Any, latest: datetime) -> dict[str, datetime]:
+    """The dates an item's payload gives, as its analyser's parser read them:
+    ``published`` (its creation) and ``updated`` (its modification), ISO 8601 texts
+    (UTC when they name no time zone), as the XEP-0277 parser gives them for Atom
+    entries.  XEP-0060 items carry no date of their own.
+
+    A value that is not such a date, or that is later than ``latest`` (a date in the
+    future is no date: the item is there already), is left out.
+
+    :return: ``created`` and/or ``updated``, as far as they are given
+    """
+    if not isinstance(parsed, dict):
+        return {}
+    dates = {}
+    for key, name in (("published", "created"), ("updated", "updated")):
+        value = parsed.get(key)
+        if not isinstance(value, str):
+            continue
+        try:
+            stamp = datetime.fromisoformat(value)
+            stamp = (stamp.replace(tzinfo=UTC) if stamp.tzinfo is None
+                     else stamp.astimezone(UTC))
+        except (ValueError, OverflowError):  # (beyond year 1 or 9999 once in UTC)
+            continue
+        if stamp <= latest:
+            dates[name] = stamp
+    return dates
 
 
 def serialise(item: domish.Element, node: str) -> str:

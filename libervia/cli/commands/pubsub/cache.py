@@ -89,7 +89,7 @@ def register(group: Any) -> None:
     add_profile_option(parser)
     _node_filters(parser)
     parser.add_argument("--created-before", metavar="DATE",
-                        help="items cached before DATE (ISO 8601, UTC if no zone)")
+                        help="items created before DATE (ISO 8601, UTC if no zone)")
     parser.add_argument("--updated-before", metavar="DATE",
                         help="items last updated before DATE (ISO 8601)")
     parser.add_argument("--all", action="store_true",
