@@ -212,16 +212,18 @@ NODE_SIZES = (("ejabberd", 10_000, 200), ("prosody", 1_000, 50))
 
 
 async def on_each_server(bench: Bench, bench_id: str, what: str,
-                         measure: Callable[[str, int], Awaitable[Result]]
+                         measure: Callable[[str, int], Awaitable[Result | list[Result]]]
                          ) -> list[Result]:
-    """``await measure(kind, items)`` for each server of :data:`NODE_SIZES`.
+    """``await measure(kind, items)`` (one result or several) for each server of
+    :data:`NODE_SIZES`.
 
     A server failing is reported as such; the other one still runs.
     """
-    results = []
+    results: list[Result] = []
     for kind, full, quick in NODE_SIZES:
         try:
-            results.append(await measure(kind, bench.size(full=full, quick=quick)))
+            found = await measure(kind, bench.size(full=full, quick=quick))
+            results.extend(found if isinstance(found, list) else [found])
         except Exception as e:  # noqa: BLE001 - reported, the other server still runs
             results.append(Result.failed(bench_id, f"{what} on {kind}",
                                          f"{type(e).__name__}: {e}"))

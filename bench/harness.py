@@ -125,21 +125,33 @@ async def measure_pair(fn: Callable[[], Any], baseline: Callable[[], Any], repea
     that holds from one run (and machine) to the next.  ``prepare``, if given, is called
     (untimed) before each call of ``fn``, e.g. to reset what ``fn`` builds.
     """
-    for __ in range(warmup):
-        if prepare is not None:
-            await _settle(prepare())
-        await _settle(fn())
-        await _settle(baseline())
-    measured: list[float] = []
-    base: list[float] = []
-    for __ in range(repeat):
-        for target, samples in ((fn, measured), (baseline, base)):
-            if prepare is not None and target is fn:
-                await _settle(prepare())
-            start = clock()
-            await _settle(target())
-            samples.append(clock() - start)
+    measured, base = await measure_alternating([fn, baseline], repeat, warmup, clock,
+                                               {0: prepare} if prepare else None)
     return measured, base
+
+
+async def measure_alternating(fns: list[Callable[[], Any]], repeat: int, warmup: int = 1,
+                              clock: Clock = time.perf_counter,
+                              prepare: dict[int, Callable[[], Any]] | None = None
+                              ) -> list[list[float]]:
+    """Measure each of ``fns`` in turn, ``repeat`` rounds (see :func:`measure_pair`);
+    the samples of each.  ``prepare[i]``, if given, is called (untimed) before each
+    call of ``fns[i]``."""
+    prepare = prepare or {}
+    for __ in range(warmup):
+        for index, fn in enumerate(fns):
+            if index in prepare:
+                await _settle(prepare[index]())
+            await _settle(fn())
+    samples: list[list[float]] = [[] for __ in fns]
+    for __ in range(repeat):
+        for index, fn in enumerate(fns):
+            if index in prepare:
+                await _settle(prepare[index]())
+            start = clock()
+            await _settle(fn())
+            samples[index].append(clock() - start)
+    return samples
 
 
 async def _settle(value: Any) -> Any:

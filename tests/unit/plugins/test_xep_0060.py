@@ -22,7 +22,9 @@ from libervia.backend.plugins.xep_0060 import (
     ItemNotFound,
     PubsubError,
     PubsubHandler,
+    stanzas,
 )
+from libervia.backend.plugins.xep_0060.stanzas import TextItemsResult
 from tests.unit.plugins.iq_stub import StubClient
 
 SERVICE = JID("pubsub.example.org")
@@ -495,3 +497,26 @@ async def test_an_rsm_cursor_a_stanza_cant_carry_is_refused(plugin, client, curs
         with pytest.raises(InvalidRequest, match="RSM cursor"):
             await plugin.get_items(client, SERVICE, "blog", rsm_request=rsm)
     assert client.sent == []
+
+
+def test_an_answer_held_as_text_is_forwarded_unparsed_and_parsed_when_read(monkeypatch):
+    texts = ["<item xmlns='http://jabber.org/protocol/pubsub' id='a'><p>1 &amp; 2</p></item>",
+             "<item xmlns='http://jabber.org/protocol/pubsub' id='b'/>"]
+    result = TextItemsResult("pubsub.example.org", "blog", list(texts), cached=True)
+    parsed = []
+    monkeypatch.setattr(stanzas, "parse_xml",
+                        lambda text: parsed.append(text) or parse_xml(text))
+    assert result.serialise()["items"] == texts
+    assert parsed == [], "the texts were parsed to be forwarded"
+    assert [i["id"] for i in result.items] == ["a", "b"] and parsed == texts
+    # once read, the elements are the answer, changes included
+    result.items.pop()
+    assert result.serialise()["items"] == texts[:1]
+    assert result.serialise()["metadata"]["cached"] is True
+
+
+def test_an_answer_held_as_text_leaves_out_what_is_not_xml_when_read():
+    result = TextItemsResult("pubsub.example.org", "blog", ["<item id='a'/>", "<item"])
+    assert [i["id"] for i in result.items] == ["a"]
+    result.items = []
+    assert result.serialise()["items"] == []

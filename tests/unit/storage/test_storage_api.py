@@ -265,6 +265,63 @@ async def test_nodes_are_filtered_by_profile_service_and_state(storage, profile)
         sync_states=[None, SyncState.ERROR], profile="bob")) == [c.id]
 
 
+def node_columns(node):
+    return {c: getattr(node, c) for c in ("id", "profile_id", "service", "name",
+                                          "subscribed", "analyser", "type_", "subtype",
+                                          "sync_state", "sync_state_updated",
+                                          "sync_items_done", "sync_items_expected",
+                                          "extra")}
+
+
+def node_reads(storage):
+    stats = storage.timings.get("get_pubsub_node")
+    return stats.calls if stats else 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_read_again_is_given_from_memory_each_caller_its_own(
+        storage, profile):
+    await storage.pubsub.set_pubsub_node(profile, SERVICE, "blog", analyser="mb",
+                                         sync_state=SyncState.COMPLETED,
+                                         extra={"traits": {"rsm": True}})
+    read = await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
+    assert await storage.pubsub.get_pubsub_node(profile, SERVICE, "unknown") is None
+    reads = node_reads(storage)
+    again = await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
+    assert await storage.pubsub.get_pubsub_node(profile, SERVICE, "unknown") is None
+    assert node_reads(storage) == reads, "the database was asked again"
+    assert again is not read and node_columns(again) == node_columns(read)
+    # a copy behaves as a node read from the database: detached, relationships unloaded
+    with pytest.raises(InvalidRequestError):
+        again.profile  # noqa: B018
+    # what a caller changes in its copy is its own
+    again.extra["traits"]["rsm"] = False
+    again.analyser = "changed"
+    third = await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
+    assert node_columns(third) == node_columns(read)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_in_memory_is_forgotten_as_soon_as_a_write_is_queued(
+        storage, profile):
+    created = await storage.pubsub.set_pubsub_node(profile, SERVICE, "blog", analyser="a")
+    await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
+    # queued, not awaited: a read made meanwhile goes to the database
+    writing = storage.pubsub.set_pubsub_node(profile, SERVICE, "blog", analyser="b")
+    reads = node_reads(storage)
+    await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
+    assert node_reads(storage) == reads + 1
+    await writing
+    assert (await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")).analyser == "b"
+    # every kind of write counts, those deleting the node through another table too
+    await storage.pubsub.update_pubsub_node_sync_state(created.id, SyncState.ERROR)
+    node = await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
+    assert node.sync_state is SyncState.ERROR
+    await storage.profiles.delete_profile(profile)
+    with pytest.raises(NotFound):
+        await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
+
+
 @pytest_twisted.ensureDeferred
 async def test_deleting_nodes_deletes_their_items(storage, profile):
     blog = await node_with_items(storage, profile, count=3)

@@ -7,6 +7,7 @@ reach the data through its components (``storage.profiles``, ``storage.pubsub``,
 * :mod:`.runner`: :class:`StorageRunner`, the thread pool, transactions (session,
   connection, driver cursor), bounded retries, call names and timings, start, stop
   and migration; :class:`StorageError`, :class:`StorageUnavailable`;
+* :mod:`.memo`: what reads remember as long as nothing is written (:class:`ReadMemo`);
 * :mod:`.profiles`: ``storage.profiles``, profiles, parameters and private values;
 * :mod:`.item_reads`: the one read path of cached items (:class:`ItemData`,
   :class:`ItemsPage`, :class:`OrderBy`);

@@ -10,7 +10,6 @@ number of items of a node, needed for every RSM answer, is remembered between re
 long as nothing is written (:class:`ItemCounts`).
 """
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +21,7 @@ from sqlalchemy import ColumnElement, Integer, and_, bindparam, func, or_, selec
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.memory.engines import DatabaseEngine
 from libervia.backend.memory.sqla_mapping import PubsubItem
+from libervia.backend.memory.storage.memo import MISSING, ReadMemo
 from libervia.backend.memory.storage.runner import compiled, execute
 
 
@@ -126,52 +126,20 @@ def _decoders(dialect: Any) -> _Decoders:
     return found
 
 
-class ItemCounts:
+class ItemCounts(ReadMemo):
     """Item counts of nodes, remembered between reads as long as nothing is written.
 
     Answering "the last N items" RSM style needs the number of items of the node, and
     counting them costs as much as the node is large, for every request.  The counts
-    found are kept here; any write call of the storage (whatever it writes) forgets
-    them all when it starts and when it ends (it is a write listener of the runner).
-    A count is used (or kept) by a read only if no write started or ended around that
-    read's queries, so it always matches the data the read saw.  This holds because
-    the storage is its database's only writer (one backend per database).
-
-    Methods are called from the storage's threads: a lock guards the state.
+    found are kept here (see :mod:`.memo`): a count is used (or kept) by a read only
+    if no write was queued, running or finished around that read's queries, so it
+    always matches the data the read saw.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._epoch = 0
-        self._writing = 0
-        self._counts: dict[int, int] = {}
-
-    def write_started(self) -> None:
-        with self._lock:
-            self._epoch += 1
-            self._writing += 1
-            self._counts.clear()
-
-    def write_ended(self) -> None:
-        with self._lock:
-            self._epoch += 1
-            self._writing -= 1
-            self._counts.clear()
-
-    def get(self, node_id: int) -> tuple[int, int | None]:
+    def get(self, key: Any) -> tuple[int, int | None]:
         """``(epoch, count)``: call before the read's first query; count may be None."""
-        with self._lock:
-            return self._epoch, None if self._writing else self._counts.get(node_id)
-
-    def unchanged(self, epoch: int) -> bool:
-        """Whether nothing was written since :meth:`get` gave ``epoch``."""
-        with self._lock:
-            return epoch == self._epoch and not self._writing
-
-    def remember(self, epoch: int, node_id: int, count: int) -> None:
-        with self._lock:
-            if epoch == self._epoch and not self._writing:
-                self._counts[node_id] = count
+        epoch, count = super().get(key)
+        return epoch, None if count is MISSING else count
 
 
 # statements, by shape; parameters: node_id, id0..idN (the ids asked), anchor (an

@@ -5,11 +5,13 @@ Nodes are written and read as mapped :class:`~.sqla_mapping.PubsubNode` objects
 :meth:`PubsubComponent.get_items` (see :mod:`.item_reads`, the one read path of items).
 """
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from twisted.internet import defer
@@ -24,6 +26,7 @@ from libervia.backend.memory.sqla_mapping import (
     utcnow,
 )
 from libervia.backend.memory.storage.item_reads import ItemCounts, OrderBy, thd_get_items
+from libervia.backend.memory.storage.memo import MISSING, ReadMemo
 from libervia.backend.memory.storage.profiles import thd_profile_id
 from libervia.backend.memory.storage.runner import StorageComponent, StorageRunner
 
@@ -43,14 +46,27 @@ class PubsubComponent(StorageComponent):
     def __init__(self, runner: StorageRunner) -> None:
         super().__init__(runner)
         self._item_counts = ItemCounts()
-        runner.add_write_listener(self._item_counts)
+        #: node rows by (profile, service, name), None for a node not known: looked up
+        #: for every request the cache may answer
+        self._nodes = ReadMemo()
+        for memo in (self._item_counts, self._nodes):
+            runner.add_write_listener(memo)
 
     # nodes
 
     def get_pubsub_node(self, profile: str, service: str, name: str) -> defer.Deferred:
-        """Return the :class:`PubsubNode`, or ``None`` if it is not known."""
+        """Return the :class:`PubsubNode`, or ``None`` if it is not known.
+
+        Each call gives a node object of its own.  A node read since the last write is
+        given at once, without a database round trip (see :mod:`.memo`).
+        """
+        key = (profile, service, name)
+        row = self._nodes.peek(key)
+        if row is not MISSING:
+            return defer.succeed(None if row is None else node_from_row(row))
         return self.runner.run_in_session(
-            "get_pubsub_node", thd_get_pubsub_node, profile, service, name, write=False
+            "get_pubsub_node", thd_get_pubsub_node, profile, service, name, self._nodes,
+            write=False
         )
 
     def set_pubsub_node(
@@ -360,9 +376,36 @@ def _node_query(session: Session, profile: str, service: str, name: str) -> Any:
 
 
 def thd_get_pubsub_node(
-    session: Session, profile: str, service: str, name: str
+    session: Session, profile: str, service: str, name: str, memo: ReadMemo | None = None
 ) -> PubsubNode | None:
-    return session.scalar(_node_query(session, profile, service, name))
+    epoch = memo.epoch() if memo is not None else 0
+    node = session.scalar(_node_query(session, profile, service, name))
+    if memo is not None:
+        memo.remember(epoch, (profile, service, name),
+                      None if node is None else node_row(node))
+    return node
+
+
+#: the columns of a node, as :func:`node_row` keeps them
+_NODE_COLUMNS = tuple(attr.key for attr in PubsubNode.__mapper__.column_attrs)
+
+
+def node_row(node: PubsubNode) -> tuple[Any, ...]:
+    """A node's column values, to make copies of it (:func:`node_from_row`): ``extra``
+    as JSON text, so that no copy shares a mutable value with another."""
+    return tuple(json.dumps(node.extra) if key == "extra" else getattr(node, key)
+                 for key in _NODE_COLUMNS)
+
+
+def node_from_row(row: tuple[Any, ...]) -> PubsubNode:
+    """A detached :class:`PubsubNode`, every column loaded, as a session gives it."""
+    manager = PubsubNode._sa_class_manager
+    node = manager.new_instance()
+    values = dict(zip(_NODE_COLUMNS, row, strict=True))
+    values["extra"] = json.loads(values["extra"])
+    node.__dict__.update(values)
+    sa_inspect(node).key = manager.mapper.identity_key_from_primary_key((values["id"],))
+    return node
 
 
 def thd_set_pubsub_node(

@@ -82,8 +82,8 @@ class CallStats:
 
 
 class WriteListener(Protocol):
-    """Told when a call that may write starts and ends (see
-    :meth:`StorageRunner.add_write_listener`); called from the storage's threads."""
+    """Told when a call that may write is queued and when it has finished (see
+    :meth:`StorageRunner.add_write_listener`); called from the reactor thread."""
 
     def write_started(self) -> None: ...
 
@@ -143,11 +143,13 @@ class StorageRunner:
         return f"<StorageRunner {self.db_engine!r}>"
 
     def add_write_listener(self, listener: WriteListener) -> None:
-        """Tell ``listener`` when each call that may write starts and ends.
+        """Tell ``listener`` when each call that may write is queued and when it has
+        finished (its transaction committed or rolled back).
 
         For what a component remembers between reads as long as nothing is written
-        (the item counts of :mod:`.item_reads`): the storage is its database's only
-        writer, so a call of the runner is the only way the data can change.
+        (see :mod:`.memo`): the storage is its database's only writer, so a call of
+        the runner is the only way the data can change, and it can change only between
+        these two moments.
         """
         self._write_listeners.append(listener)
 
@@ -338,12 +340,17 @@ class StorageRunner:
         d: defer.Deferred = defer.Deferred()
         self._in_flight += 1
         queued = time.monotonic()
+        writes = not read_only
+        if writes:
+            for listener in self._write_listeners:
+                listener.write_started()
 
         def on_result(success: bool, result: Any) -> None:
-            self.reactor.callFromThread(self._finished, name, d, queued, success, result)
+            self.reactor.callFromThread(self._finished, name, d, queued, writes, success,
+                                        result)
 
         self._pool.callInThreadWithCallback(
-            on_result, self._thd_attempts, name, thd, retry, read_only
+            on_result, self._thd_retried, name, thd, retry, read_only
         )
         return d
 
@@ -353,19 +360,6 @@ class StorageRunner:
         # a connection lost during a read-only transaction: nothing was changed, a new
         # connection can try again (a write may have been committed: not retried)
         return read_only and error.connection_invalidated
-
-    def _thd_attempts(
-        self, name: str, thd: Callable[[], T], retry: bool, read_only: bool
-    ) -> tuple[T, int, float]:
-        if read_only or not self._write_listeners:
-            return self._thd_retried(name, thd, retry, read_only)
-        for listener in self._write_listeners:
-            listener.write_started()
-        try:
-            return self._thd_retried(name, thd, retry, read_only)
-        finally:
-            for listener in self._write_listeners:
-                listener.write_ended()
 
     def _thd_retried(
         self, name: str, thd: Callable[[], T], retry: bool, read_only: bool
@@ -398,9 +392,13 @@ class StorageRunner:
             return result, attempt, time.monotonic() - start
 
     def _finished(
-        self, name: str, d: defer.Deferred, queued: float, success: bool, result: Any
+        self, name: str, d: defer.Deferred, queued: float, writes: bool, success: bool,
+        result: Any,
     ) -> None:
         self._in_flight -= 1
+        if writes:
+            for listener in self._write_listeners:
+                listener.write_ended()
         elapsed = time.monotonic() - queued
         stats = self.timings.setdefault(name, CallStats())
         stats.calls += 1

@@ -15,7 +15,6 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
-from libervia.backend.core.xml_tools import XMLError, parse_xml
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 from libervia.backend.plugins.pubsub_cache.state import CacheState
@@ -23,7 +22,7 @@ from libervia.backend.plugins.pubsub_cache.store import CacheStore
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.pubsub_cache.traits import node_traits
 from libervia.backend.plugins.xep_0060.operations import ItemsQuery, Pubsub
-from libervia.backend.plugins.xep_0060.stanzas import ItemsResult
+from libervia.backend.plugins.xep_0060.stanzas import ItemsResult, TextItemsResult
 
 log = getLogger(__name__)
 
@@ -189,13 +188,10 @@ class CachedAnswers:
         if item_ids and traits.ids_in_request_order:
             by_name = {item.name: item for item in items}
             items = [by_name.pop(i) for i in item_ids if i in by_name]
-        result = ItemsResult(service.full(), pubsub_node.name, cached=True)
-        for item in items:
-            try:
-                result.items.append(parse_xml(item.data))
-            except XMLError:
-                log.error("cached item {item} of {node} is unreadable, skipping it",
-                          item=item.name, node=pubsub_node.name)
+        # the texts as stored: a frontend gets them as they are, a plugin reading the
+        # items gets them parsed
+        result = TextItemsResult(service.full(), pubsub_node.name,
+                                 [item.data for item in items], cached=True)
         if traits.rsm and (rsm_request is not None or max_items is not None) and (
             not item_ids
         ):

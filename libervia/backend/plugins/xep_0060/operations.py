@@ -27,6 +27,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.interfaces import Client, Host
+from libervia.backend.core.jids import parse_jid
 from libervia.backend.core.log import getLogger
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
 from libervia.backend.plugins.xep_0060.events import (
@@ -126,7 +127,7 @@ class Pubsub:
         if not isinstance(service, str):
             raise InvalidRequest(f"invalid service JID {service!r}: a JID is a string")
         try:
-            return jabber_jid.JID(service)
+            return parse_jid(service)
         except (jabber_jid.InvalidFormat, TypeError):
             raise InvalidRequest(f"invalid service JID {service!r}") from None
 
@@ -339,7 +340,7 @@ class Pubsub:
     def _event_service(client: Client, message: domish.Element) -> jabber_jid.JID | None:
         sender = message.getAttribute("from")
         try:
-            return jabber_jid.JID(sender) if sender else client.jid.userhostJID()
+            return parse_jid(sender) if sender else client.jid.userhostJID()
         except jabber_jid.InvalidFormat:
             log.warn("ignoring a pubsub event from an invalid JID")
             return None

@@ -18,7 +18,7 @@ from wokkel import data_form
 
 from libervia.backend.core.exceptions import BackendError, NotFound
 from libervia.backend.core.log import getLogger
-from libervia.backend.core.xml_tools import NOT_XML_CHAR
+from libervia.backend.core.xml_tools import NOT_XML_CHAR, XMLError, parse_xml
 from libervia.backend.plugins.plugin_xep_0059 import (
     RSMError,
     RSMRequest,
@@ -297,17 +297,65 @@ class ItemsResult:
         :raise PubsubError: an item is nested too deeply to be serialised (domish
             serialises recursively)
         """
-        items = []
+        return {"items": self.item_texts(), "metadata": self.metadata}
+
+    def item_texts(self) -> list[str]:
+        """The items as XML text (see :meth:`serialise`)."""
+        texts = []
         for item in self.items:
             try:
-                items.append(item.toXml())
+                texts.append(item.toXml())
             except RecursionError:
                 raise PubsubError(
                     f"item {item.getAttribute('id')!r} of node {self.node!r} is nested "
                     "too deeply to be sent to frontends; ask for the other items by id",
                     "too-deep",
                 ) from None
-        return {"items": items, "metadata": self.metadata}
+        return texts
+
+
+class TextItemsResult(ItemsResult):
+    """An answer whose items are held as XML text, as a cache stores them.
+
+    A frontend gets the text as it is (:meth:`serialise`): nothing is parsed to be
+    serialised again.  ``items`` parses the texts when first read, and from then on
+    the elements are the answer (a caller may change them), as in any
+    :class:`ItemsResult`; a text that is not one XML element is left out, and logged.
+
+    The texts must be what ``toXml()`` gave for the items (serialising an element
+    parsed from such a text gives the same text back): the answer is then the same,
+    whether its items are read as elements or forwarded as text.
+    """
+
+    def __init__(self, service: str, node: str, texts: list[str],
+                 rsm: dict[str, Any] | None = None, cached: bool = False) -> None:
+        super().__init__(service, node, rsm=rsm or {}, cached=cached)
+        self._texts: list[str] | None = texts
+
+    @property  # type: ignore[override]
+    def items(self) -> list[domish.Element]:
+        if self._texts is not None:
+            texts, self._texts = self._texts, None
+            self._elements = [e for e in map(self._parse, texts) if e is not None]
+        return self._elements
+
+    @items.setter
+    def items(self, elements: list[domish.Element]) -> None:
+        self._texts = None
+        self._elements = elements
+
+    def _parse(self, text: str) -> domish.Element | None:
+        try:
+            return parse_xml(text)
+        except XMLError:
+            log.error("item text of node {node} is not XML, leaving it out: {text!r}",
+                      node=self.node, text=text[:80])
+            return None
+
+    def item_texts(self) -> list[str]:
+        if self._texts is not None:
+            return list(self._texts)
+        return super().item_texts()
 
 
 def _answer(iq: domish.Element, namespace: str = NS_PUBSUB,
