@@ -20,10 +20,10 @@ SQLite notes:
 import os
 import sqlite3
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -48,6 +48,8 @@ from libervia.backend.core.exceptions import ConfigError, StartupError
 from libervia.backend.core.log import getLogger
 
 log = getLogger(__name__)
+
+T = TypeVar("T")
 
 DB_FILE_NAME = "libervia.db"
 #: largest count or position a query takes on both engines (PostgreSQL binds an
@@ -135,9 +137,10 @@ class DatabaseEngine:
         with sa_engine.connect() as conn:
             yield conn
 
-    @contextmanager
-    def read_cursor(self, conn: Any, dialect: Any) -> Iterator[Any]:
-        """A cursor of the driver's connection ``conn``, for reads only.
+    def read_with_cursor(self, conn: Any, dialect: Any, read: Callable[..., T],
+                         *args: Any) -> T:
+        """``read(cursor, *args)`` on a cursor of the driver's connection ``conn``,
+        for reads only.
 
         For the hottest reads (a page of a cached node, for every request a frontend
         sends): statements compiled once run on the driver itself, without
@@ -147,22 +150,24 @@ class DatabaseEngine:
         ``DBAPIError`` (``connection_invalidated`` when the connection can't be used
         any more), so that retries apply as usual.
         """
-        dbapi_error = dialect.loaded_dbapi.Error
+        # no context manager: its generator would triple what this wrapper costs
         cursor = conn.cursor()
         try:
             try:
-                yield cursor
+                return read(cursor, *args)
             finally:
                 cursor.close()
                 conn.rollback()
-        except dbapi_error as e:
+        except dialect.loaded_dbapi.Error as e:
+            dbapi_error = dialect.loaded_dbapi.Error
             raise DBAPIError.instance(
                 None, None, e, dbapi_error, dialect=dialect,
                 connection_invalidated=dialect.is_disconnect(e, conn, cursor),
             ) from e
 
     def begin_read(self, cursor: Any) -> None:
-        """Start a transaction on a cursor of :meth:`read_cursor` (drivers usually do)."""
+        """Start a transaction on a cursor of :meth:`read_with_cursor` (drivers usually
+        do)."""
 
     def check_integrity(self, conn: Connection) -> None:
         """Raise if the database is inconsistent (called before a migration commits)."""

@@ -4,9 +4,10 @@
 reach the data through its components (``storage.profiles``, ``storage.pubsub``,
 ``storage.search``).  Modules, from the bottom up:
 
-* :mod:`.runner`: :class:`StorageRunner`, the thread pool, transactions (session,
+* :mod:`.runner`: :class:`StorageRunner`, the threads' calls, transactions (session,
   connection, driver cursor), bounded retries, call names and timings, start, stop
   and migration; :class:`StorageError`, :class:`StorageUnavailable`;
+* :mod:`.threads`: the storage's threads (:class:`WorkerThreads`);
 * :mod:`.memo`: what reads remember as long as nothing is written (:class:`ReadMemo`);
 * :mod:`.profiles`: ``storage.profiles``, profiles, parameters and private values;
 * :mod:`.item_reads`: the one read path of cached items (:class:`ItemData`,

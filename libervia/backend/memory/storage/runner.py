@@ -1,7 +1,7 @@
 """The runner: the storage's threads, transactions, retries and timings.
 
 Every call of the storage is a function named ``thd_*`` run in one of the runner's
-*own* threads (a :class:`~twisted.python.threadpool.ThreadPool` distinct from the
+*own* threads (:class:`~.threads.WorkerThreads`, distinct from the
 reactor's default pool, so that slow DNS look-ups or other blocking calls never queue
 behind database work, and the other way round).  It receives what it works in first:
 an ORM session (:meth:`StorageRunner.run_in_session`), a Core connection
@@ -38,7 +38,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.log import getLogger
@@ -48,6 +47,7 @@ from libervia.backend.memory.engines import (
     DatabaseEngine,
     create_database_engine,
 )
+from libervia.backend.memory.storage.threads import WorkerThreads
 
 log = getLogger(__name__)
 
@@ -127,7 +127,7 @@ class StorageRunner:
         self._sleep = sleep
         self.sa_engine: Engine | None = None
         self._sessions: dict[bool, sessionmaker[Session]] = {}
-        self._pool: ThreadPool | None = None
+        self._pool: WorkerThreads | None = None
         self._accepting = False
         self._in_flight = 0
         self._idle_waiters: list[defer.Deferred] = []
@@ -163,11 +163,9 @@ class StorageRunner:
         """Start the thread pool and open the database (folder, permissions, engine)."""
         if self._pool is not None:
             return defer.fail(StorageError("the storage is already started"))
-        self._pool = ThreadPool(minthreads=0, maxthreads=self.threads, name="storage")
         # daemon threads: a storage that was never stopped (a crash, a failed test)
         # must not keep the process alive; an interrupted transaction is rolled back
-        self._pool.threadFactory = _daemon_thread
-        self._pool.start()
+        self._pool = WorkerThreads(self.threads, "storage")
         self._accepting = True
         d = self._call("open", self._thd_open)
 
@@ -281,7 +279,7 @@ class StorageRunner:
         """Run ``thd_func(cursor, db_engine, dialect, *args)`` on a driver cursor.
 
         For the few reads made for every request (see
-        :meth:`~.engines.DatabaseEngine.read_cursor`): ``thd_func`` runs statements
+        :meth:`~.engines.DatabaseEngine.read_with_cursor`): ``thd_func`` runs statements
         compiled once (:func:`compiled`, :func:`execute`) on the driver's cursor, after
         ``db_engine.begin_read(cursor)`` if they must see the same data.  Reads only:
         the transaction is rolled back at the end.
@@ -292,8 +290,8 @@ class StorageRunner:
                 raise StorageError(f"storage call {name!r} made before start() finished")
             conn = self._thd_read_connection(engine)
             try:
-                with self.db_engine.read_cursor(conn, engine.dialect) as cursor:
-                    return thd_func(cursor, self.db_engine, engine.dialect, *args)
+                return self.db_engine.read_with_cursor(
+                    conn, engine.dialect, thd_func, self.db_engine, engine.dialect, *args)
             except DBAPIError as e:
                 if e.connection_invalidated:
                     self._thd_drop_read_connection(conn)
@@ -345,13 +343,16 @@ class StorageRunner:
             for listener in self._write_listeners:
                 listener.write_started()
 
-        def on_result(success: bool, result: Any) -> None:
-            self.reactor.callFromThread(self._finished, name, d, queued, writes, success,
-                                        result)
+        def work() -> Callable[[], None]:
+            try:
+                outcome: tuple[bool, Any] = (
+                    True, self._thd_retried(name, thd, retry, read_only))
+            except BaseException:
+                outcome = (False, Failure())
+            return lambda: self.reactor.callFromThread(
+                self._finished, name, d, queued, writes, *outcome)
 
-        self._pool.callInThreadWithCallback(
-            on_result, self._thd_retried, name, thd, retry, read_only
-        )
+        self._pool.submit(work)
         return d
 
     def _retryable(self, error: DBAPIError, read_only: bool) -> bool:
@@ -400,7 +401,9 @@ class StorageRunner:
             for listener in self._write_listeners:
                 listener.write_ended()
         elapsed = time.monotonic() - queued
-        stats = self.timings.setdefault(name, CallStats())
+        stats = self.timings.get(name)
+        if stats is None:
+            stats = self.timings[name] = CallStats()
         stats.calls += 1
         stats.total += elapsed
         stats.max = max(stats.max, elapsed)
@@ -471,6 +474,3 @@ def execute(cursor: Any, statement: Compiled, params: dict[str, Any]) -> Any:
     values = defaults | params
     return cursor.execute(sql, values if names is None else [values[n] for n in names])
 
-
-def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-    return threading.Thread(*args, daemon=True, **kwargs)
