@@ -42,10 +42,13 @@ class ProcessSetup:
 
     :param database: the SQLite file to use (default: ``libervia.db`` in the data
         folder, created and migrated at start-up)
+    :param bytecode: let the backend write its modules' compiled form (the test
+        environment forbids it), as an installed backend has it
     """
 
     folder: Path
     database: Path | None = None
+    bytecode: bool = False
 
     def __post_init__(self) -> None:
         self.local_dir = self.folder / "local"
@@ -59,7 +62,10 @@ class ProcessSetup:
         write_config(self.config, sections)
 
     def env(self) -> dict[str, str]:
-        return backend_env(self.folder)
+        env = backend_env(self.folder)
+        if self.bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
 
     def command(self) -> list[str]:
         return [venv_script("libervia-backend"), "--config", str(self.config)]

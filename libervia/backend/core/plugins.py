@@ -211,13 +211,21 @@ class PluginManager:
     def _discover(self) -> list[PluginRecord]:
         """Import the enabled plugins and validate their PLUGIN_INFO."""
         by_name: dict[str, list[tuple[PluginRecord, importlib.metadata.EntryPoint]]] = {}
+        # a distribution's metadata is parsed at each read: once for all its plugins
+        described: dict[int, tuple[str | None, str | None]] = {}
         for ep in self._find_entry_points():
             dist = getattr(ep, "dist", None)
+            if dist is None:
+                name = version = None
+            else:
+                if id(dist) not in described:
+                    described[id(dist)] = (dist.metadata["Name"], dist.version)
+                name, version = described[id(dist)]
             record = PluginRecord(
                 import_name=ep.name,
                 entry_point=ep.value,
-                distribution=dist.metadata["Name"] if dist is not None else None,
-                version=dist.version if dist is not None else None,
+                distribution=name,
+                version=version,
             )
             by_name.setdefault(ep.name, []).append((record, ep))
 

@@ -6,6 +6,10 @@
 
 * no table yet: the schema is created from the mapping and stamped at the head revision;
 * at head: nothing to do;
+
+(neither of these imports Alembic: the head revision is read from the text of the
+revision files, the database's from its ``alembic_version`` table; see
+:func:`head_revision`);
 * behind head: SQLite files are first copied with SQLite's backup API to
   ``libervia.db.bak-<old revision>-<UTC time>`` (the last few are kept), then Alembic
   upgrades the database in one transaction, so a failure leaves it as it was (and, if
@@ -14,21 +18,31 @@
   :class:`StartupError` saying what to do.
 """
 
+import ast
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Connection, inspect
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    inspect,
+    select,
+)
 
 from libervia.backend.core.exceptions import StartupError
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.engines import DatabaseEngine, SqliteEngine
 from libervia.backend.memory.sqla_mapping import Base, is_fulltext_object
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = getLogger(__name__)
 
@@ -61,10 +75,24 @@ def include_name(name: str | None, type_: str, parent_names: dict) -> bool:
     return True
 
 
+#: Alembic's table of the database's revision, as ``alembic stamp`` creates it
+VERSION_TABLE = Table(
+    "alembic_version", MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+#: what a revision file declares, as ``alembic revision`` writes it
+_DECLARATION = re.compile(
+    r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", re.MULTILINE)
+
+
 def alembic_config(
     script_location: Path | None = None, connection: Connection | None = None
-) -> AlembicConfig:
+) -> "AlembicConfig":
     """Alembic configuration for in-process use, optionally bound to ``connection``."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(script_location or SCRIPT_LOCATION))
     if connection is not None:
@@ -73,9 +101,17 @@ def alembic_config(
 
 
 def head_revision(script_location: Path | None = None) -> str:
-    """Return the single head revision of the migration scripts."""
-    script = ScriptDirectory.from_config(alembic_config(script_location))
-    heads = script.get_heads()
+    """Return the single head revision of the migration scripts.
+
+    Read from the text of the revision files, which is what starting the backend needs
+    (loading Alembic and the scripts costs a fifth of a start); Alembic reads them
+    when a file does not declare its revisions as ``alembic revision`` writes them.
+    """
+    heads = _declared_heads(script_location or SCRIPT_LOCATION)
+    if heads is None:
+        from alembic.script import ScriptDirectory
+
+        heads = ScriptDirectory.from_config(alembic_config(script_location)).get_heads()
     if len(heads) != 1:
         raise StartupError(
             f"the migration scripts have {len(heads)} heads ({', '.join(heads)}): merge "
@@ -84,8 +120,37 @@ def head_revision(script_location: Path | None = None) -> str:
     return heads[0]
 
 
+def _declared_heads(script_location: Path) -> list[str] | None:
+    """The heads of the revisions the files of ``versions/`` declare; ``None`` if one
+    of them does not declare both its revision and the one it follows as literals."""
+    revisions: set[str] = set()
+    followed: set[str] = set()
+    for path in (script_location / "versions").glob("*.py"):
+        found = dict(m.groups() for m in _DECLARATION.finditer(path.read_text()))
+        try:
+            revision = ast.literal_eval(found["revision"])
+            down = ast.literal_eval(found["down_revision"])
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        downs = [down] if isinstance(down, str) else list(down or ())
+        if not isinstance(revision, str) or not all(isinstance(d, str) for d in downs):
+            return None
+        revisions.add(revision)
+        followed.update(downs)
+    return sorted(revisions - followed)
+
+
 def thd_current_revision(conn: Connection) -> str | None:
     """Return the revision the database is stamped with (``None``: not stamped)."""
+    with conn.begin():
+        if not inspect(conn).has_table(VERSION_TABLE.name):
+            return None
+        stamped = list(conn.scalars(select(VERSION_TABLE.c.version_num)))
+    if len(stamped) <= 1:
+        return stamped[0] if stamped else None
+    # several heads: Alembic says what to do
+    from alembic.runtime.migration import MigrationContext
+
     with conn.begin():
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -141,11 +206,17 @@ def thd_migrate(
                     "revision"
                 )
             Base.metadata.create_all(conn)
-            command.stamp(alembic_config(script_location, conn), head)
+            # what `alembic stamp` does, without loading Alembic and the scripts
+            VERSION_TABLE.create(conn)
+            conn.execute(VERSION_TABLE.insert().values(version_num=head))
         return MigrationReport("created", None, head)
 
     if current == head:
         return MigrationReport("none", current, head)
+
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
     script = ScriptDirectory.from_config(alembic_config(script_location))
     try:

@@ -5,6 +5,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,74 @@ async def test_fresh_database_is_created_at_head(db_url):
     assert set(Base.metadata.tables) <= table_names(db_url)
     assert drift(db_url) == []
     assert_fulltext_objects(db_url)
+
+
+def version_table(url):
+    sa_engine = connect(url)
+    try:
+        with sa_engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            columns = [(c["name"], str(c["type"]), c["nullable"])
+                       for c in inspector.get_columns("alembic_version")]
+            return columns, inspector.get_pk_constraint("alembic_version")
+    finally:
+        sa_engine.dispose()
+
+
+def test_the_version_table_of_a_fresh_database_is_the_one_alembic_creates(db_url):
+    migrate(db_url, "head")
+    made_by_alembic = version_table(db_url)
+    sa_engine = connect(db_url)
+    with sa_engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+        schema.VERSION_TABLE.create(conn)
+    sa_engine.dispose()
+    assert version_table(db_url) == made_by_alembic
+
+
+def test_creating_a_database_or_opening_one_at_head_loads_no_more_than_needed(db_url):
+    code = f"""
+import sys
+from libervia.backend.memory import schema
+from libervia.backend.memory.engines import create_database_engine
+engine = create_database_engine({db_url!r})
+engine.prepare()
+sa_engine = engine.create_sa_engine(pool_size=1)
+for __ in range(2):
+    with engine.migration_connection(sa_engine) as conn:
+        print(schema.thd_migrate(conn, engine).action)
+print(sorted(name for name in sys.modules if name.startswith("alembic")))
+print("sqlalchemy.dialects.postgresql" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.split("\n")[:3] == ["created", "none", "[]"]
+    # nor, on SQLite, PostgreSQL's dialect
+    assert out.split("\n")[3] == str(not is_sqlite(db_url))
+    assert current_revision(db_url) == HEAD
+
+
+def scripts_with(tmp_path, name, text):
+    scripts = tmp_path / "migration"
+    shutil.copytree(schema.SCRIPT_LOCATION, scripts,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / name).write_text(text)
+    return scripts
+
+
+def test_a_revision_file_declared_otherwise_is_read_by_alembic(tmp_path):
+    scripts = scripts_with(tmp_path, "computed.py", (
+        f'revision = "c0ffee" + "000001"\ndown_revision = "{HEAD}"\n'
+        "def upgrade():\n    pass\n\ndef downgrade():\n    pass\n"))
+    assert schema.head_revision(scripts) == "c0ffee000001"
+
+
+def test_two_heads_are_refused_with_what_to_do(tmp_path):
+    scripts = scripts_with(tmp_path, "branch.py", (
+        f'revision: str = "b4a9c8000001"\ndown_revision: str | None = "{FIRST}"\n'
+        "def upgrade():\n    pass\n\ndef downgrade():\n    pass\n"))
+    with pytest.raises(StartupError, match="2 heads.*merge heads"):
+        schema.head_revision(scripts)
 
 
 @pytest_twisted.ensureDeferred

@@ -18,7 +18,7 @@ from alembic.autogenerate.api import AutogenContext
 from libervia.backend.core.config import Config
 from libervia.backend.memory.engines import create_database_engine, database_url
 from libervia.backend.memory.schema import include_name
-from libervia.backend.memory.sqla_mapping import Base, UTCDateTime
+from libervia.backend.memory.sqla_mapping import Base, JSONDocument, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
@@ -28,6 +28,10 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> Any:
     # revisions must not import the mapping: they have to keep working when it changes
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, type(JSONDocument)):
+        autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+        return ("sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "
+                "'postgresql')")
     return False
 
 

@@ -44,7 +44,6 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session
 from twisted.internet import defer
 
@@ -142,6 +141,8 @@ class _Parsed:
         """(JSON type name, value) expressions of the value at ``path``."""
         column = PubsubItem.parsed
         if self.pg:
+            from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
             segments = literal([str(s) for s in path], ARRAY(Text))
             node = column.op("#>", return_type=JSONB)(segments)
             return func.jsonb_typeof(node), column.op("#>>", return_type=Text)(segments)
@@ -197,6 +198,8 @@ class _Parsed:
 
     def overlap(self, path: Path, kind: str, values: tuple[Any, ...]) -> Any:
         if self.pg:
+            from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
             node = PubsubItem.parsed.op("#>", return_type=JSONB)(
                 literal([str(s) for s in path], ARRAY(Text)))
             # containment compares JSON values with their types: "1" is not 1
