@@ -60,15 +60,16 @@ def sqlite_url(directory: Path) -> str:
 
 
 async def start_backend(bench: Bench, label: str = "backend",
-                        settings: dict[str, dict[str, Any]] | None = None
-                        ) -> tuple[Any, BackendFactory]:
-    """A started in-process backend on a new SQLite database; stopped at the end.
+                        settings: dict[str, dict[str, Any]] | None = None,
+                        db_url: str | None = None) -> tuple[Any, BackendFactory]:
+    """A started in-process backend on a new database (SQLite unless ``db_url`` is
+    given); stopped at the end.
 
     :return: the backend, and its factory (its ``config`` gives the database and the
         bridge socket, e.g. to start another backend on the same data)
     """
     local = bench.tempdir(label)
-    factory = BackendFactory(local / "local", sqlite_url(local), settings)
+    factory = BackendFactory(local / "local", db_url or sqlite_url(local), settings)
     bench.on_close(factory.close)
     backend = await factory()
     return backend, factory
@@ -136,10 +137,13 @@ class SyncedNode:
     count: int
     fill_seconds: float
     sync_seconds: float
+    #: the backend's database
+    engine: str = "SQLite"
 
     @property
     def setting(self) -> str:
-        return f"{self.info.kind}, {self.count:,} items"
+        where = "" if self.engine == "SQLite" else f" ({self.engine})"
+        return f"{self.info.kind}{where}, {self.count:,} items"
 
     @property
     def folder(self) -> Path:
@@ -204,6 +208,29 @@ async def shared_synced_node(bench: Bench, kind: str, count: int) -> SyncedNode:
         nodes[kind, count] = await synced_node(
             bench, server_for(bench, kind, count), count, label=f"shared-{kind}")
     return nodes[kind, count]
+
+
+async def shared_synced_node_on_postgresql(bench: Bench, kind: str, count: int
+                                           ) -> SyncedNode:
+    """The node of :func:`shared_synced_node`, synchronised by another backend, on
+    PostgreSQL (made once per run, as that one)."""
+    nodes = _shared.setdefault(bench, {})
+    key = (f"{kind}-postgresql", count)
+    if key not in nodes:
+        shared = await shared_synced_node(bench, kind, count)
+        backend, factory = await start_backend(
+            bench, f"shared-{kind}-postgresql",
+            {"plugin PUBSUB_CACHE": {"page_size": PAGE_SIZE}},
+            db_url=bench.postgresql_url())
+        reader = await add_profile(backend, shared.info, shared.info.user(0), "reader")
+        reader.node = shared.node
+        started = time.perf_counter()
+        await reader.get(max_items=1)
+        await wait_served(reader, count)
+        nodes[key] = SyncedNode(backend, factory, shared.info, shared.publisher, reader,
+                                shared.node, count, shared.fill_seconds,
+                                time.perf_counter() - started, engine="PostgreSQL")
+    return nodes[key]
 
 
 #: node sizes of the benchmarks reading a node on each server (full, quick): large on

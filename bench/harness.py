@@ -216,6 +216,7 @@ class Bench:
     - ``quick``: small sizes and few repetitions (``.ci/run`` proves the suite works);
     - :meth:`size` and :attr:`repeat`: the sizes and repetitions of the current mode;
     - :meth:`server`: a private Prosody or ejabberd (started once, stopped at the end);
+    - :meth:`postgresql_url`: a new database on a private PostgreSQL server;
     - :meth:`tempdir`: a folder removed at the end;
     - :meth:`on_close`: a clean-up to run at the end (may return a Deferred).
     """
@@ -227,6 +228,8 @@ class Bench:
         self.repeat = 5 if quick else 21
         self._closers: list[Callable[[], Any]] = []
         self._pool = None
+        self._postgresql: Any = None
+        self._databases: list[str] = []
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -249,6 +252,33 @@ class Bench:
             self._pool = ServerPool()
             self.on_close(self._pool.close)
         return self._pool.get(kind, **options)
+
+    def postgresql_url(self) -> str:
+        """The URL of a new, empty database on a private PostgreSQL server (started
+        once, stopped at the end)."""
+        from sqlalchemy import create_engine, text
+
+        if self._postgresql is None:
+            import pytest
+
+            from tests.storage_fixtures import start_throwaway_postgres
+
+            try:
+                self._postgresql = start_throwaway_postgres()
+            except (pytest.skip.Exception, pytest.fail.Exception) as e:
+                # what stops a test is a failed row here
+                raise RuntimeError(f"no PostgreSQL server: {e}") from None
+            self.on_close(self._postgresql.stop)
+        name = f"libervia_bench_{len(self._databases)}"
+        self._databases.append(name)
+        admin = create_engine(self._postgresql.url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return self._postgresql.url.set(database=name).render_as_string(
+            hide_password=False)
 
     async def close(self) -> None:
         """Run the clean-ups, latest first; report the failures after running them all."""

@@ -1,5 +1,8 @@
 """P1: the latest 20 items of a synced node, from the cache, as a frontend asks for them.
 
+The node is synchronised by a backend on SQLite, and by another one on PostgreSQL (a
+private server on the same machine): one set of rows for each.
+
 The measured call is what the bridge runs for a frontend's ``pubsub_get`` request: the
 method called by name with its parameters (checked against its type hints), the
 XEP-0060 get path and the cache's answer, and the answer encoded as the frame the
@@ -20,7 +23,14 @@ items, flagged as cached).
 
 from __future__ import annotations
 
-from bench.backend import on_each_server, shared_synced_node
+from collections.abc import Awaitable, Callable
+
+from bench.backend import (
+    SyncedNode,
+    on_each_server,
+    shared_synced_node,
+    shared_synced_node_on_postgresql,
+)
 from bench.harness import Bench, Result, measure_alternating, ratio_result
 from libervia.backend.bridge.protocol import encode
 
@@ -33,12 +43,19 @@ BATCH = 10
 
 
 async def run(bench: Bench) -> list[Result]:
-    return await on_each_server(bench, "P1", f"latest {LATEST} items",
-                                lambda kind, count: measure_node(bench, kind, count))
+    results = []
+    for engine, synced_node in (("SQLite", shared_synced_node),
+                                ("PostgreSQL", shared_synced_node_on_postgresql)):
+        results += await on_each_server(
+            bench, "P1", f"latest {LATEST} items ({engine})",
+            lambda kind, count, synced_node=synced_node: measure_node(
+                bench, synced_node, kind, count))
+    return results
 
 
-async def measure_node(bench: Bench, kind: str, count: int) -> list[Result]:
-    synced = await shared_synced_node(bench, kind, count)
+async def measure_node(bench: Bench, synced_node: Callable[..., Awaitable[SyncedNode]],
+                       kind: str, count: int) -> list[Result]:
+    synced = await synced_node(bench, kind, count)
     reader = synced.reader
     backend = reader.backend
     pubsub_node = await reader.pubsub_node()
@@ -65,8 +82,9 @@ async def measure_node(bench: Bench, kind: str, count: int) -> list[Result]:
         [answer, storage_call, remote], bench.repeat, warmup=2)
     cached = [s / BATCH for s in cached]
     storage = [s / BATCH for s in storage]
-    details = {"items": count, "server": kind, "fill_seconds": synced.fill_seconds,
-               "sync_seconds": synced.sync_seconds, "batch": BATCH}
+    details = {"items": count, "server": kind, "engine": synced.engine,
+               "fill_seconds": synced.fill_seconds, "sync_seconds": synced.sync_seconds,
+               "batch": BATCH}
     to_storage = ratio_result(
         "P1", f"latest {LATEST} items, cached, through the bridge", synced.setting,
         cached, "storage.pubsub.get_items, same node", storage,
