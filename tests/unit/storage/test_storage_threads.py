@@ -69,3 +69,25 @@ def test_stopped_threads_end_and_take_no_more_work():
     assert running and not any(t.is_alive() for t in running)
     with pytest.raises(RuntimeError, match="stopped"):
         threads.submit(recording([], threading.Event()))
+
+
+def test_a_thread_outlives_work_that_raises_and_serves_the_next_call():
+    threads = WorkerThreads(1, "test")
+    used, done = [], threading.Event()
+
+    def failing():
+        used.append(threading.get_ident())
+        raise RuntimeError("boom")
+
+    def failing_delivery():
+        used.append(threading.get_ident())
+        return lambda: 1 / 0
+
+    try:
+        threads.submit(failing)
+        threads.submit(failing_delivery)
+        threads.submit(recording(used, done))
+        assert done.wait(TIMEOUT)
+    finally:
+        threads.stop()
+    assert len(used) == 3 and len(set(used)) == 1

@@ -14,6 +14,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from queue import SimpleQueue
+from typing import Any
+
+from libervia.backend.core.log import getLogger
+
+log = getLogger(__name__)
 
 #: a unit of work: run in a thread, it returns what delivers its result (called by
 #: the same thread, once it is idle again)
@@ -61,12 +66,14 @@ class WorkerThreads:
     def _run(self, inbox: SimpleQueue) -> None:
         work: Work | None = inbox.get()
         while work is not None:
-            deliver = work()
+            deliver = _guarded(work)
             with self._lock:
                 work = self._pending.popleft() if self._pending else None
                 if work is None:
                     self._idle.append(inbox)
-            deliver()
+            if deliver is not None:
+                # a thread must outlive anything its work does: it is idle already
+                _guarded(deliver)
             if work is None:
                 work = inbox.get()
 
@@ -82,3 +89,13 @@ class WorkerThreads:
         for thread, __ in threads:
             if thread is not current:
                 thread.join()
+
+
+def _guarded(call: Callable[[], Any]) -> Any:
+    """``call()``, or None (logged) if it raises: work items handle their own errors,
+    this is the last resort that keeps the thread alive."""
+    try:
+        return call()
+    except BaseException:
+        log.failure("storage thread: a work item raised")
+        return None
