@@ -166,7 +166,9 @@ class Publisher:
 
         return threads.deferToThread(end)
 
-    def create(self, node: str, items: list[str], max_items: int = 1000) -> defer.Deferred:
+    def create(self, node: str, items: list[str], max_items: int = 1000,
+               config: dict[str, str] | None = None) -> defer.Deferred:
+        """Create ``node`` with ``items``; ``config``: more node configuration fields."""
         async def body(xmpp, pubsub):
             form = xmpp.plugin["xep_0004"].make_form("submit")
             form.add_field(var="FORM_TYPE", ftype="hidden",
@@ -176,7 +178,8 @@ class Publisher:
                                ("pubsub#notify_retract", "1"),
                                ("pubsub#notify_delete", "1"),
                                ("pubsub#deliver_payloads", "1"),
-                               ("pubsub#persist_items", "1")):
+                               ("pubsub#persist_items", "1"),
+                               *(config or {}).items()):
                 form.add_field(var=var, value=value)
             await pubsub.create_node(self.service, node, config=form)
             for item_id in items:

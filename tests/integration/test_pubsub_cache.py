@@ -376,7 +376,12 @@ async def test_a_resync_keeps_the_items_times_and_the_service_order(xmpp_server,
                                                                    make_backend):
     node = new_node()
     publisher = Publisher(xmpp_server)
-    await publisher.create(node, [f"n{n}" for n in range(1, 201)])
+    # ejabberd sends the last item again to a new subscriber, when it likes: a
+    # notification the cache takes as a publication (new modification time), which
+    # would race with the snapshot below
+    config = ({"pubsub#send_last_published_item": "never"}
+              if xmpp_server.kind == "ejabberd" else None)
+    await publisher.create(node, [f"n{n}" for n in range(1, 201)], config=config)
     backend = await make_backend()
     reader = await Reader.connect(backend, xmpp_server, node)
     await reader.get()
