@@ -3,8 +3,8 @@
 - :class:`Publisher`: an independent client (slixmpp, in a thread with its own event
   loop) creating nodes and publishing, retracting, purging and deleting on the server's
   pubsub service;
-- :class:`BackendFactory`: real backends (plugins XEP-0030, XEP-0059, XEP-0060, XEP-0092,
-  PUBSUB_CACHE and XEP-0277) sharing one configuration and database, stopped together
+- :class:`BackendFactory`: real backends (plugins PRESENCE, XEP-0030, XEP-0059, XEP-0060,
+  XEP-0092, PUBSUB_CACHE and XEP-0277) sharing one configuration and database, stopped together
   by ``close()``;
 - :class:`Reader`: a backend profile reading one node, with the checks comparing its
   cache with the service;
@@ -36,7 +36,7 @@ from libervia.backend.core.constants import C
 from libervia.backend.xmpp.profiles import ConnectionOptions
 
 TIMEOUT = 30
-PLUGINS = ("XEP-0030", "XEP-0059", "XEP-0060", "XEP-0092", "PUBSUB_CACHE", "XEP-0277")
+PLUGINS = ("PRESENCE", "XEP-0030", "XEP-0059", "XEP-0060", "XEP-0092", "PUBSUB_CACHE", "XEP-0277")
 NS_ATOM = "http://www.w3.org/2005/Atom"
 
 _names = itertools.count()

@@ -60,8 +60,9 @@ def backend(li_env, socket_dir, tmp_path):
 @pytest.fixture
 def pubsub_backend(li_env, socket_dir, tmp_path):
     """A started Backend with the pubsub and cache plugins (no XMPP server)."""
-    yield from started_backend(socket_dir, tmp_path, ("XEP-0030", "XEP-0059", "XEP-0060",
-                                                      "XEP-0092", "PUBSUB_CACHE"))
+    yield from started_backend(socket_dir, tmp_path, ("PRESENCE", "XEP-0030", "XEP-0059",
+                                                      "XEP-0060", "XEP-0092",
+                                                      "PUBSUB_CACHE"))
 
 
 def run_li_sync(*argv: str) -> tuple[int, str, str]:
