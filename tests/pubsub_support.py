@@ -51,6 +51,20 @@ def atom(item_id: str, title: str | None = None) -> ET.Element:
         "</content></entry>")
 
 
+async def log_in(xmpp: slixmpp.ClientXMPP, info: Any, who: str) -> None:
+    """Connect a slixmpp client to the test server ``info``; return once its session
+    started (``who`` names it in the error)."""
+    started = xmpp.loop.create_future()
+    xmpp.add_event_handler(
+        "session_start", lambda _: started.done() or started.set_result(True))
+    xmpp.add_event_handler(
+        "failed_all_auth",
+        lambda _: started.done() or started.set_exception(
+            RuntimeError(f"{who} could not log in")))
+    xmpp.connect(info.address, info.c2s_port)
+    await asyncio.wait_for(started, TIMEOUT)
+
+
 class Publisher:
     """The independent client: runs pubsub operations with slixmpp, in a thread.
 
@@ -91,15 +105,7 @@ class Publisher:
         return xmpp
 
     async def _log_in(self, xmpp: slixmpp.ClientXMPP) -> None:
-        started = xmpp.loop.create_future()
-        xmpp.add_event_handler(
-            "session_start", lambda _: started.done() or started.set_result(True))
-        xmpp.add_event_handler(
-            "failed_all_auth",
-            lambda _: started.done() or started.set_exception(
-                RuntimeError("publisher could not log in")))
-        xmpp.connect(self.info.address, self.info.c2s_port)
-        await asyncio.wait_for(started, TIMEOUT)
+        await log_in(xmpp, self.info, "publisher")
 
     def _run(self, body) -> Any:
         loop = asyncio.new_event_loop()

@@ -399,7 +399,7 @@ class Presence:
         if type_ in _SUBSCRIPTION_TYPES or type_ == "probe":
             return  # the roster's, or the server's business
         name = client.profile.name
-        sender = _jid(presence.getAttribute("from"))
+        sender = parse_jid(presence.getAttribute("from"))
         if sender is None:
             log.info("profile {profile}: presence without a valid sender ignored",
                      profile=name)
@@ -498,7 +498,7 @@ class Presence:
         priority}]}]}``."""
         entity = None
         if jid is not None:
-            entity = _jid(jid)
+            entity = parse_jid(jid)
             if entity is None:
                 raise InvalidPresence(f"invalid JID {jid[:100]!r}")
         own = await self._own_of(profile)  # NotFound for an unknown profile
@@ -510,8 +510,9 @@ class Presence:
         return {"own": own.to_dict(), "contacts": self.get_presences(client, entity)}
 
 
-def _jid(text: str | None) -> jabber_jid.JID | None:
-    """A JID from text, ``None`` if it is missing or invalid."""
+def parse_jid(text: str | None) -> jabber_jid.JID | None:
+    """A JID from text (a stanza's attribute, a frontend's parameter), ``None`` if it is
+    missing or invalid."""
     if not text or NOT_XML_CHAR.search(text):
         return None
     try:

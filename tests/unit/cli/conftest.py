@@ -59,9 +59,10 @@ def backend(li_env, socket_dir, tmp_path):
 
 @pytest.fixture
 def pubsub_backend(li_env, socket_dir, tmp_path):
-    """A started Backend with the pubsub and cache plugins (no XMPP server)."""
-    yield from started_backend(socket_dir, tmp_path, ("PRESENCE", "XEP-0030", "XEP-0059",
-                                                      "XEP-0060", "XEP-0092",
+    """A started Backend with the presence, roster, pubsub and cache plugins (no XMPP
+    server)."""
+    yield from started_backend(socket_dir, tmp_path, ("PRESENCE", "ROSTER", "XEP-0030",
+                                                      "XEP-0059", "XEP-0060", "XEP-0092",
                                                       "PUBSUB_CACHE"))
 
 

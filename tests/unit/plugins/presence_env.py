@@ -4,7 +4,8 @@ unit tests."""
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import defer, task
+from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.test.helpers import XmlStreamStub
 
@@ -24,7 +25,9 @@ class StreamClient:
         self.handlers: list[Any] = []
         self.stub: XmlStreamStub | None = None
         self.xmlstream: Any = None
-        self.requests: list[Any] = []
+        #: the stream features the server offers, by (namespace, name)
+        self.features: dict[tuple[str, str], Any] = {}
+        self._waiting: dict[str, defer.Deferred] = {}
 
     @property
     def is_connected(self) -> bool:
@@ -42,6 +45,10 @@ class StreamClient:
         """A new stream, initialized: each handler is told, as Wokkel's manager does."""
         self.stub = XmlStreamStub()
         self.xmlstream = self.stub.xmlstream
+        self.xmlstream.features = dict(self.features)
+        self._waiting = {}
+        self.xmlstream.addObserver('/iq[@type="result"]', self._on_answer)
+        self.xmlstream.addObserver('/iq[@type="error"]', self._on_answer)
         for handler in self.handlers:
             handler.makeConnection(self.xmlstream)
             handler.connectionInitialized()
@@ -49,15 +56,42 @@ class StreamClient:
 
     def lose_stream(self) -> None:
         self.xmlstream = None
+        waiting, self._waiting = self._waiting, {}
+        for d in waiting.values():
+            d.errback(ConnectionError("stream lost"))
         for handler in self.handlers:
             handler.connectionLost(None)
 
     def send(self, obj: Any) -> None:
         self.xmlstream.send(obj)
 
-    def request(self, request: Any) -> Any:
-        """IQ requests go through the stream like Wokkel's: the answer is read back."""
-        return request.send(self.xmlstream)
+    def request(self, request: Any) -> defer.Deferred:
+        """Send an IQ request on the stream; its Deferred fires with the answer the
+        test gives with :meth:`receive` (as Wokkel's stream manager does)."""
+        element = request.toElement()
+        d: defer.Deferred = defer.Deferred()
+        self._waiting[element["id"]] = d
+        self.xmlstream.send(element)
+        return d
+
+    def _on_answer(self, iq: Any) -> None:
+        d = self._waiting.pop(iq.getAttribute("id"), None)
+        if d is None:
+            return
+        if iq.getAttribute("type") == "result":
+            d.callback(iq)
+        else:
+            d.errback(jabber_error.exceptionFromStanza(iq))
+
+    def sent_requests(self) -> list[Any]:
+        """The IQ requests sent and not answered yet, oldest first."""
+        return [e for e in self.output if e.name == "iq"
+                and e.getAttribute("id") in self._waiting]
+
+    def answer(self, request: Any, content: str = "", type_: str = "result") -> None:
+        """Answer an IQ request the client sent."""
+        self.receive(f"<iq xmlns='jabber:client' type='{type_}' id='{request['id']}'>"
+                     f"{content}</iq>")
 
     def receive(self, xml: str) -> None:
         self.stub.send(parse_xml(xml))
