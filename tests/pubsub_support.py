@@ -3,8 +3,8 @@
 - :class:`Publisher`: an independent client (slixmpp, in a thread with its own event
   loop) creating nodes and publishing, retracting, purging and deleting on the server's
   pubsub service;
-- :class:`BackendFactory`: real backends (plugins XEP-0030, XEP-0059, XEP-0060, XEP-0092,
-  PUBSUB_CACHE and XEP-0277) sharing one configuration and database, stopped together
+- :class:`BackendFactory`: real backends (plugins PRESENCE, XEP-0030, XEP-0059, XEP-0060,
+  XEP-0092, PUBSUB_CACHE and XEP-0277) sharing one configuration and database, stopped together
   by ``close()``;
 - :class:`Reader`: a backend profile reading one node, with the checks comparing its
   cache with the service;
@@ -36,7 +36,7 @@ from libervia.backend.core.constants import C
 from libervia.backend.xmpp.profiles import ConnectionOptions
 
 TIMEOUT = 30
-PLUGINS = ("XEP-0030", "XEP-0059", "XEP-0060", "XEP-0092", "PUBSUB_CACHE", "XEP-0277")
+PLUGINS = ("PRESENCE", "XEP-0030", "XEP-0059", "XEP-0060", "XEP-0092", "PUBSUB_CACHE", "XEP-0277")
 NS_ATOM = "http://www.w3.org/2005/Atom"
 
 _names = itertools.count()
@@ -49,6 +49,20 @@ def atom(item_id: str, title: str | None = None) -> ET.Element:
         f"<author><name>Admin</name><uri>xmpp:admin@localhost</uri></author>"
         f"<category term='test'/><content type='text'>Body of {item_id} &amp; more"
         "</content></entry>")
+
+
+async def log_in(xmpp: slixmpp.ClientXMPP, info: Any, who: str) -> None:
+    """Connect a slixmpp client to the test server ``info``; return once its session
+    started (``who`` names it in the error)."""
+    started = xmpp.loop.create_future()
+    xmpp.add_event_handler(
+        "session_start", lambda _: started.done() or started.set_result(True))
+    xmpp.add_event_handler(
+        "failed_all_auth",
+        lambda _: started.done() or started.set_exception(
+            RuntimeError(f"{who} could not log in")))
+    xmpp.connect(info.address, info.c2s_port)
+    await asyncio.wait_for(started, TIMEOUT)
 
 
 class Publisher:
@@ -91,15 +105,7 @@ class Publisher:
         return xmpp
 
     async def _log_in(self, xmpp: slixmpp.ClientXMPP) -> None:
-        started = xmpp.loop.create_future()
-        xmpp.add_event_handler(
-            "session_start", lambda _: started.done() or started.set_result(True))
-        xmpp.add_event_handler(
-            "failed_all_auth",
-            lambda _: started.done() or started.set_exception(
-                RuntimeError("publisher could not log in")))
-        xmpp.connect(self.info.address, self.info.c2s_port)
-        await asyncio.wait_for(started, TIMEOUT)
+        await log_in(xmpp, self.info, "publisher")
 
     def _run(self, body) -> Any:
         loop = asyncio.new_event_loop()

@@ -10,6 +10,10 @@ import time
 
 import pytest
 
+pytest.importorskip("slixmpp")
+
+from tests.contact import Contact  # noqa: E402 - only once slixmpp is known there
+
 pytestmark = pytest.mark.e2e
 
 #: the node a blog lives in (XEP-0277), on the profile's own account (PEP)
@@ -48,6 +52,45 @@ def create_profile(li, server, name="alice", user=None):
     return user, json.loads(result.stdout)
 
 
+def roster_entry(li, jid):
+    return next((e for e in li.json("roster", "list") if e["jid"] == jid), None)
+
+
+def roster_and_presence_steps(li, user, contact):
+    added = li.json("roster", "add", contact.jid, "--name", "Bob", "--group", "Friends")
+    assert (added["name"], added["groups"]) == ("Bob", ["Friends"])
+    assert poll(lambda: contact.presence_from(user.jid, "subscribe"))
+    # bob accepts, and asks the same
+    contact.send_presence(pto=user.jid, ptype="subscribed")
+    contact.send_presence(pto=user.jid, ptype="subscribe")
+    assert poll(lambda: li.json("roster", "pending") != [])
+    pending = li("roster", "pending")
+    assert pending.returncode == 0, pending.stderr
+    assert pending.stdout.split()[:3] == ["JID", "RECEIVED", "MESSAGE"]
+    assert pending.stdout.splitlines()[1].startswith(contact.jid)
+    accepted = li("roster", "accept", contact.jid)
+    assert accepted.stdout == f"{contact.jid} accepted\n", accepted.stderr
+    assert li.json("roster", "pending") == []
+    assert poll(lambda: (roster_entry(li, contact.jid) or {}).get("subscription")
+                == "both")
+    listing = li("roster", "list")
+    assert listing.stdout.splitlines()[1].split()[:5] == [
+        contact.jid, "Bob", "Friends", "both", "ways"]
+
+    # presence, both ways
+    own = li.json("presence", "set", "--show", "away", "--status", "at lunch")
+    assert own == {"show": "away", "status": "at lunch", "priority": 0}
+    assert poll(lambda: contact.presence_from(user.jid, show="away"))
+    contact.send_presence(pshow="dnd", pstatus="in a meeting")
+    assert poll(lambda: "dnd: in a meeting" in li("presence", "get", contact.jid).stdout)
+    shown = li("presence", "get", contact.jid).stdout.splitlines()
+    assert shown[0] == "own presence: away: at lunch"
+    assert shown[2].startswith(contact.jid + "/") and shown[2].endswith(
+        "dnd: in a meeting")
+    # back to available; bob stays in the roster until the end of the walkthrough
+    li.json("presence", "set")
+
+
 def test_li_walkthrough_from_profile_to_cached_blog(
     backend_process, li, prosody_server, tmp_path
 ):
@@ -81,6 +124,14 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     services = li("disco", "items", prosody_server.host)
     assert services.returncode == 0, services.stderr
     assert prosody_server.pubsub_service in services.stdout
+
+    # contacts: alice and bob (an independent client) subscribe to each other
+    contact = Contact(prosody_server, prosody_server.user(1))
+    contact.start()
+    try:
+        roster_and_presence_steps(li, user, contact)
+    finally:
+        contact.close()
 
     # a blog on the profile's own account; -p is not needed: there is one profile
     created = li.json("pubsub", "node", "create", "-n", BLOG_NODE,
@@ -197,6 +248,10 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     assert node_info["configuration"]["pubsub#access_model"] == "open"
     assert li.json("pubsub", "node", "delete", "-n", BLOG_NODE)["deleted"] is True
 
+    # the contact leaves the roster (both subscriptions cancelled): the test accounts
+    # are shared with other tests
+    assert li("roster", "remove", prosody_server.user(1).jid).returncode == 0
+    assert li.json("roster", "list") == []
     assert li.json("profile", "disconnect", "alice")["state"] == "disconnected"
     assert li.json("profile", "info", "alice")["connection"]["state"] == "disconnected"
     # no terminal to confirm on: a script says --yes

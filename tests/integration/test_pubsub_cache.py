@@ -2,9 +2,9 @@
 
 An independent client (slixmpp, in a thread with its own event loop) creates a blog
 node on the server's pubsub service and publishes, retracts, purges and deletes; a real
-backend (plugins XEP-0030, XEP-0059, XEP-0060, XEP-0092, PUBSUB_CACHE and XEP-0277) has
-a profile reading that node.  The cache must end up holding what the service holds,
-and answer the main get-items requests exactly as the service does.
+backend (plugins PRESENCE, XEP-0030, XEP-0059, XEP-0060, XEP-0092, PUBSUB_CACHE and
+XEP-0277) has a profile reading that node.  The cache must end up holding what the
+service holds, and answer the main get-items requests exactly as the service does.
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ every plugin receives (``Main(host)``).  These protocols say what each side may 
   connected profiles (``host.clients``);
 * :class:`Bridge`: the bridge's registration API (``host.bridge``);
 * the plugin hooks: :class:`AsyncInit`, :class:`HandlerProvider`,
-  :class:`ProfileConnecting`, :class:`ProfileConnected`, :class:`ProfileDisconnected`,
-  :class:`Unload`.  A plugin's class implements those it needs; the plugin loader and the
-  client manager test them with ``isinstance`` (they are runtime checkable, which checks
-  that the method exists, not its signature).
+  :class:`ProfileConnecting`, :class:`ProfileConnected`,
+  :class:`ProfileDisconnecting`, :class:`ProfileDisconnected`, :class:`Unload`.  A
+  plugin's class implements those it needs; the plugin loader and the client manager
+  test them with ``isinstance`` (they are runtime checkable, which checks that the
+  method exists, not its signature).
 
 A hook may be a plain method, a coroutine function or return a Deferred: the caller
 awaits whichever it gets (:func:`~libervia.backend.core.async_utils.maybe_async_call`).
@@ -274,6 +275,16 @@ class ProfileConnected(Protocol):
 
     def profile_connected(self, client: Client) -> HookResult:
         """Called once ``client``'s stream is initialized, and after each reconnection."""
+
+
+@runtime_checkable
+class ProfileDisconnecting(Protocol):
+    """A plugin with something to send before a profile is disconnected on purpose."""
+
+    def profile_disconnecting(self, client: Client) -> HookResult:
+        """Called before ``client``'s stream is closed on purpose, while it may still be
+        up (``client.is_connected`` tells): the last stanzas sent here go out before
+        the stream closes (the presence plugin says the profile is unavailable)."""
 
 
 @runtime_checkable

@@ -275,6 +275,58 @@ class DiscoCaps(Base):
         return f"<DiscoCaps {self.hash_algo} {self.ver!r}>"
 
 
+class RosterVersion(Base):
+    """The roster version (XEP-0237) a profile's stored roster is at.
+
+    ``version`` is ``None`` when the server does not version rosters: the stored roster
+    is then a copy, downloaded again at each connection.
+    """
+
+    __tablename__ = "roster_versions"
+
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str | None] = mapped_column(Text)
+
+
+class RosterItem(Base):
+    """A contact of a profile's roster (RFC 6121), as the server last said it.
+
+    ``subscription`` is ``none``, ``to``, ``from`` or ``both``; ``ask`` is true while
+    the profile's own subscription request waits for the contact's answer; ``groups``
+    is a JSON list of the group names.
+    """
+
+    __tablename__ = "roster_items"
+    __table_args__ = (UniqueConstraint("profile_id", "jid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    jid: Mapped[str] = mapped_column(String(3071))
+    name: Mapped[str | None] = mapped_column(Text)
+    subscription: Mapped[str] = mapped_column(String(8), default="none")
+    ask: Mapped[bool] = mapped_column(Boolean, default=False)
+    groups: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+
+
+class SubscriptionRequest(Base):
+    """A contact's request to see the profile's presence, kept until it is answered."""
+
+    __tablename__ = "subscription_requests"
+    __table_args__ = (UniqueConstraint("profile_id", "jid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    jid: Mapped[str] = mapped_column(String(3071))
+    status: Mapped[str | None] = mapped_column(Text)
+    received: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 # Full-text search of cached items.  The ORM can't describe these objects (an FTS5
 # virtual table kept in step by triggers on SQLite, an expression index on PostgreSQL),
 # so they are DDL run after the creation of pubsub_items, and Alembic's comparison

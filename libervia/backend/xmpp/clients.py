@@ -17,6 +17,8 @@ each:
     before the connection is opened;
 ``profile_connected(client)`` (:class:`~libervia.backend.core.interfaces.ProfileConnected`)
     once the stream is initialized (and after each reconnection);
+``profile_disconnecting(client)`` (:class:`~libervia.backend.core.interfaces.ProfileDisconnecting`)
+    before the connection is closed on purpose (the stream may still be up);
 ``profile_disconnected(client)`` (:class:`~libervia.backend.core.interfaces.ProfileDisconnected`)
     once the connection is closed on purpose.
 """
@@ -35,6 +37,7 @@ from libervia.backend.core.interfaces import (
     ProfileConnected,
     ProfileConnecting,
     ProfileDisconnected,
+    ProfileDisconnecting,
 )
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.plugins import PluginManager
@@ -71,6 +74,7 @@ _Hook = tuple[type, str]
 
 PROFILE_CONNECTING: _Hook = (ProfileConnecting, "profile_connecting")
 PROFILE_CONNECTED: _Hook = (ProfileConnected, "profile_connected")
+PROFILE_DISCONNECTING: _Hook = (ProfileDisconnecting, "profile_disconnecting")
 PROFILE_DISCONNECTED: _Hook = (ProfileDisconnected, "profile_disconnected")
 
 
@@ -184,6 +188,7 @@ class ClientManager:
         :raise NotFound: the profile is not connected
         """
         client = self.get(name)
+        await self._call_hooks(PROFILE_DISCONNECTING, client)
         await client.disconnect()
         self.clients.pop(name, None)
         self._errors.pop(name, None)

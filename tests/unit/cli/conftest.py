@@ -59,9 +59,11 @@ def backend(li_env, socket_dir, tmp_path):
 
 @pytest.fixture
 def pubsub_backend(li_env, socket_dir, tmp_path):
-    """A started Backend with the pubsub and cache plugins (no XMPP server)."""
-    yield from started_backend(socket_dir, tmp_path, ("XEP-0030", "XEP-0059", "XEP-0060",
-                                                      "XEP-0092", "PUBSUB_CACHE"))
+    """A started Backend with the presence, roster, pubsub and cache plugins (no XMPP
+    server)."""
+    yield from started_backend(socket_dir, tmp_path, ("PRESENCE", "ROSTER", "XEP-0030",
+                                                      "XEP-0059", "XEP-0060", "XEP-0092",
+                                                      "PUBSUB_CACHE"))
 
 
 def run_li_sync(*argv: str) -> tuple[int, str, str]:

@@ -72,6 +72,10 @@ class Clients:
         except KeyError:
             raise NotFound(f"profile {name!r} is not connected") from None
 
+    def is_connected(self, name: str) -> bool:
+        client = self.clients.get(name)
+        return client is not None and getattr(client, "is_connected", True)
+
 
 class Host:
     """What the plugins use of the backend, with a real storage and trigger manager."""

@@ -20,6 +20,7 @@ from libervia.backend.core.exceptions import StartupError
 from libervia.backend.memory import schema
 from libervia.backend.memory.service import StorageService
 from libervia.backend.memory.sqla_mapping import Base, SyncState
+from libervia.backend.memory.storage import RosterEntry
 from tests.support import venv_script
 from tests.unit.storage.migration_helpers import (
     NODES,
@@ -403,3 +404,38 @@ async def test_stop_during_start_leaves_nothing_running(sqlite_url):
     await service.startService()
     await service.stopService()
     assert service.migration.to_revision == HEAD
+
+
+#: the revision adding the roster tables
+ROSTER_REVISION = "2e9db1ca756b"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_roster_revision_upgrades_a_database_with_data(db_url):
+    before = revisions()[revisions().index(ROSTER_REVISION) - 1]
+    migrate(db_url, before)
+    insert_first_revision_data(db_url)
+    assert "roster_items" not in table_names(db_url)
+    service = make_service(db_url)
+    await service.startService()
+    storage = service.storage
+    try:
+        assert service.migration.from_revision == before
+        roster = await storage.roster.get_roster("alice")
+        assert (roster.version, roster.items, roster.known) == (None, [], False)
+        await storage.roster.replace_roster("alice", "v1", [
+            RosterEntry("bob@example.org", "Bob", "both", False, ("Friends",))])
+        await storage.roster.add_pending("alice", "carol@example.org", "hi", 10)
+        assert [n.name for n in await storage.pubsub.get_pubsub_nodes("alice")] == [
+            "blog", "events"]
+    finally:
+        await service.stopService()
+    assert count_items(db_url) == 5
+    assert drift(db_url) == []
+    # down again: the roster goes, the rest stays
+    migrate(db_url, before, downgrade=True)
+    assert not {"roster_items", "roster_versions", "subscription_requests"} & table_names(
+        db_url)
+    assert count_items(db_url) == 5
+    migrate(db_url, "head")
+    assert drift(db_url) == []

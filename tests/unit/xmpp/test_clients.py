@@ -16,6 +16,7 @@ from libervia.backend.core.interfaces import (
     ProfileConnected,
     ProfileConnecting,
     ProfileDisconnected,
+    ProfileDisconnecting,
 )
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.storage import Storage
@@ -125,6 +126,10 @@ class HookedPlugin:
     async def profile_connected(self, client):
         self.calls.append(("connected", client.profile.name))
 
+    def profile_disconnecting(self, client):
+        # called while the stream is up: the last stanzas go out before it closes
+        self.calls.append(("disconnecting", client.profile.name, client.is_connected))
+
     def profile_disconnected(self, client):
         self.calls.append(("disconnected", client.profile.name))
         return defer.succeed(None)
@@ -134,14 +139,15 @@ class HookedPlugin:
 async def test_plugins_implementing_the_hook_protocols_are_called_the_others_not(host):
     calls = []
     hooked = HookedPlugin(calls)
-    assert isinstance(hooked, (ProfileConnecting, ProfileConnected, ProfileDisconnected))
+    assert all(isinstance(hooked, hook) for hook in (
+        ProfileConnecting, ProfileConnected, ProfileDisconnecting, ProfileDisconnected))
     host.plugins.update({"HOOKED": hooked, "PLAIN": object()})
     attempt = connect(host)
     stream_ready((await connection_opened(host)).client)
     await attempt
     await host.clients.disconnect("alice")
     assert calls == [("connecting", "alice"), ("connected", "alice"),
-                     ("disconnected", "alice")]
+                     ("disconnecting", "alice", True), ("disconnected", "alice")]
 
 
 @pytest_twisted.ensureDeferred

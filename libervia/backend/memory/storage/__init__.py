@@ -16,6 +16,7 @@ reach the data through its components (``storage.profiles``, ``storage.pubsub``,
 * :mod:`.search_query`: search queries and their validation;
 * :mod:`.search`: ``storage.search``, the search and its SQL;
 * :mod:`.caps`: ``storage.caps``, verified entity capabilities (XEP-0115);
+* :mod:`.roster`: ``storage.roster``, rosters and subscription requests;
 * :mod:`.connector`: :class:`Storage`, holding the runner and the components.
 
 See ``doc/developer/storage.rst``.
@@ -24,6 +25,12 @@ See ``doc/developer/storage.rst``.
 from libervia.backend.memory.storage.connector import Storage
 from libervia.backend.memory.storage.item_reads import ItemData, ItemsPage, OrderBy
 from libervia.backend.memory.storage.pubsub import DEFAULT_BATCH_SIZE, NODE_FIELDS
+from libervia.backend.memory.storage.roster import (
+    SUBSCRIPTIONS,
+    PendingRequest,
+    RosterEntry,
+    StoredRoster,
+)
 from libervia.backend.memory.storage.runner import (
     CallStats,
     StorageComponent,
@@ -49,6 +56,9 @@ __all__ = [
     "ItemsPage",
     "Order",
     "OrderBy",
+    "PendingRequest",
+    "RosterEntry",
+    "SUBSCRIPTIONS",
     "SearchHit",
     "SearchQuery",
     "SearchResult",
@@ -57,4 +67,5 @@ __all__ = [
     "StorageError",
     "StorageRunner",
     "StorageUnavailable",
+    "StoredRoster",
 ]

@@ -8,10 +8,11 @@ domain components that callers use, each a small module whose methods call the r
 * ``storage.pubsub`` (:mod:`.pubsub`): cached pubsub nodes and items, sync states,
   cache statistics;
 * ``storage.search`` (:mod:`.search`): search over cached items;
-* ``storage.caps`` (:mod:`.caps`): verified entity capabilities (XEP-0115).
+* ``storage.caps`` (:mod:`.caps`): verified entity capabilities (XEP-0115);
+* ``storage.roster`` (:mod:`.roster`): rosters, their versions, subscription requests.
 
-Message history and the roster are meant to come as components of their own
-(``storage.history``, ``storage.roster``): see ``doc/developer/storage.rst``.
+Message history is meant to come as a component of its own (``storage.history``): see
+``doc/developer/storage.rst``.
 """
 
 from typing import Any
@@ -24,6 +25,7 @@ from libervia.backend.memory.engines import DatabaseEngine
 from libervia.backend.memory.storage.caps import CapsComponent
 from libervia.backend.memory.storage.profiles import ProfilesComponent
 from libervia.backend.memory.storage.pubsub import PubsubComponent
+from libervia.backend.memory.storage.roster import RosterComponent
 from libervia.backend.memory.storage.runner import CallStats, StorageRunner
 from libervia.backend.memory.storage.search import SearchComponent
 
@@ -49,6 +51,8 @@ class Storage:
         self.search = SearchComponent(self.runner)
         #: verified entity capabilities
         self.caps = CapsComponent(self.runner)
+        #: rosters and subscription requests
+        self.roster = RosterComponent(self.runner)
 
     def __repr__(self) -> str:
         return f"<Storage {self.db_engine!r}>"

@@ -193,10 +193,6 @@ class PubsubHandler(XMPPHandler):
         self.xmlstream.addObserver(
             f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]', self._on_event
         )
-        # services send notifications to the subscribed bare JID, which servers
-        # deliver only to available resources: without an initial presence, no event
-        # would ever arrive (measured on Prosody and ejabberd)
-        self.send(domish.Element((None, "presence")))
 
     def _on_event(self, message: domish.Element) -> None:
         if message.getAttribute("type") == "error":

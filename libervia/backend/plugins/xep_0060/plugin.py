@@ -11,7 +11,10 @@ PLUGIN_INFO = {
     "type": C.PLUG_TYPE_XEP,
     "modes": list(C.PLUG_MODE_BOTH),
     "protocols": ["XEP-0060", "XEP-0413"],
-    "dependencies": ["XEP-0030", "XEP-0059"],
+    # services send notifications to the subscribed bare JID, which servers deliver
+    # only to available resources: without the initial presence the presence plugin
+    # sends, no event would ever arrive (measured on Prosody and ejabberd)
+    "dependencies": ["XEP-0030", "XEP-0059", "PRESENCE"],
     "recommendations": [],
     "main": "XEP_0060",
     "handler": True,
