@@ -17,7 +17,8 @@ adding its commands::
 
 ``run(ctx)`` does the work and returns a JSON-serialisable result; ``--output json``
 prints it as is, otherwise ``render(ctx, result)`` prints it for a person (without
-``render``, the result is printed as fields, a table or a plain value).  Every command
+``render``, the result is printed as fields, a table or a plain value).  A command
+printing as it goes (events until Ctrl-C) returns :data:`STREAMED`.  Every command
 gets the common options (``--output``, ``--socket``, ``--config``, ``--timeout``), so
 they may be written before or after the command names.  Errors are raised as
 :class:`~libervia.cli.bridge_client.ClientError` (or :class:`CommandError`) and become
@@ -41,6 +42,16 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+
+class _Streamed:
+    def __repr__(self) -> str:
+        return "STREAMED"
+
+
+#: what ``run`` returns when it printed its output itself, as it came (``li pubsub
+#: watch``: a line per event, JSON lines with ``--output json``): nothing more to print
+STREAMED = _Streamed()
 
 OUTPUTS = ("text", "json")
 

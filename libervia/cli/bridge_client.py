@@ -257,8 +257,19 @@ class BridgeClient:
             return self.call("subscribe")
         return self.call("subscribe", signals=signals)
 
+    def wait_forever(self) -> None:
+        """Wait for messages without time-out from now on (for a command following
+        signals until it is stopped)."""
+        self.timeout = None
+        if self._sock is not None:
+            self._sock.settimeout(None)
+
     def signals(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield (name, params) for each signal, as they come, until disconnected."""
+        """Yield (name, params) for each signal, as they come, until disconnected.
+
+        :raise ProtocolError: the backend closed the connection (it is stopping)
+        :raise ClientError: nothing came within the time-out (see :meth:`wait_forever`)
+        """
         while True:
             while self._pending_signals:
                 yield self._pending_signals.popleft()

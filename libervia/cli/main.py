@@ -15,6 +15,7 @@ from libervia.cli.base import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_USAGE,
+    STREAMED,
     CommandError,
     Context,
     add_common_options,
@@ -197,7 +198,9 @@ def main(
     ctx = Context(args, parser, out=out, err=err)
     try:
         result = args.run(ctx)
-        if ctx.json:
+        if result is STREAMED:
+            pass
+        elif ctx.json:
             output.print_json(result, ctx.out)
         else:
             args.render(ctx, result)

@@ -33,9 +33,6 @@ def parse(text: str) -> _Element:
 
     :raise XMLError: the text is not well-formed
     """
-    parser = expat.ParserCreate()
-    parser.ordered_attributes = True
-    parser.buffer_text = True
     stack: list[_Element] = []
     roots: list[_Element] = []
 
@@ -54,17 +51,87 @@ def parse(text: str) -> _Element:
         if stack:
             stack[-1].children.append(content)
 
+    _feed(_parser(start, end, data), text)
+    return roots[0]
+
+
+def _parser(start: Any, end: Any, data: Any) -> Any:
+    """An expat parser calling these handlers, attributes as ordered lists."""
+    parser = expat.ParserCreate()
+    parser.ordered_attributes = True
+    parser.buffer_text = True
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = data
+    return parser
+
+
+def _feed(parser: Any, data: str | bytes, wrapped_lines: int = 0,
+          lines: int | None = None) -> None:
+    """Parse the whole of ``data``; expat's error becomes an :class:`XMLError` whose
+    line is the text's (``wrapped_lines`` lines of wrapping before the ``lines`` of the
+    text).
+
+    :raise XMLError: not well-formed
+    """
     try:
-        parser.Parse(text, True)
+        parser.Parse(data, True)
     except expat.ExpatError as e:
-        raise XMLError(
-            f"invalid XML at line {e.lineno}, column {e.offset + 1}: "
-            f"{expat.ErrorString(e.code)}"
-        ) from None
-    return roots[0]
+        line = e.lineno - wrapped_lines
+        if lines is not None and line > lines:
+            raise XMLError("invalid XML: the text ends before an element is closed"
+                           ) from None
+        raise XMLError(f"invalid XML at line {max(1, line)}, column {e.offset + 1}: "
+                       f"{expat.ErrorString(e.code)}") from None
+
+
+def split_elements(text: str) -> list[str]:
+    """The top-level elements of ``text`` (several elements one after the other, as a
+    file of items is), each as written; white space and comments between them are
+    dropped, and the whole is checked.
+
+    :raise XMLError: the text is not well-formed, or holds text outside of elements
+    """
+    # expat takes one root: the elements go in one, on a line of its own so that the
+    # line numbers of errors are the text's (minus one)
+    wrapped = f"<li-elements>\n{text}\n</li-elements>".encode()
+    depth = 0
+    starts: list[int] = []
+    spans: list[tuple[int, int]] = []
+    ended = False  # a top-level element just ended: the next event says where
+
+    def mark() -> None:
+        nonlocal ended
+        if ended:
+            spans.append((starts[-1], parser.CurrentByteIndex))
+            ended = False
+
+    def start(name: str, attributes: Any) -> None:
+        nonlocal depth
+        mark()
+        if depth == 1:
+            starts.append(parser.CurrentByteIndex)
+        depth += 1
+
+    def end(name: str) -> None:
+        nonlocal depth, ended
+        mark()
+        depth -= 1
+        ended = depth == 1
+
+    def data(content: str) -> None:
+        mark()
+        if depth == 1 and content.strip():
+            raise XMLError(f"text outside of an element at line "
+                           f"{parser.CurrentLineNumber - 1}: {content.strip()[:40]!r}")
+
+    def other(content: str) -> None:
+        mark()
+
+    parser = _parser(start, end, data)
+    parser.DefaultHandlerExpand = other
+    _feed(parser, wrapped, wrapped_lines=1, lines=text.count("\n") + 1)
+    return [wrapped[first:last].decode().strip() for first, last in spans]
 
 
 def _escape(text: str, quote: bool = False) -> str:

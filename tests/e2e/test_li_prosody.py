@@ -137,6 +137,9 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     created = li.json("pubsub", "node", "create", "-n", BLOG_NODE,
                       "-O", "pubsub#max_items=max", "-O", "pubsub#access_model=open")
     assert created == {"node": BLOG_NODE, "created": True}
+    listed = li("pubsub", "node", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert BLOG_NODE in listed.stdout.split()
     published = li.json("pubsub", "set", "-n", BLOG_NODE, "-i", "first",
                         input=entry("first post"))
     assert published["item_ids"] == ["first"]
@@ -330,3 +333,98 @@ def test_li_profile_modify_applies_at_the_next_connection(
         "SCRAM-SHA-1")
     assert li.json("profile", "disconnect", "alice")["state"] == "disconnected"
     assert li.json("profile", "connect", "alice")["sasl_mechanism"] == "SCRAM-SHA-1"
+
+
+class Watch:
+    """``li pubsub watch`` running as a user leaves it in another terminal."""
+
+    def __init__(self, li, *args):
+        import queue
+        import subprocess
+        import threading
+
+        self.process = subprocess.Popen(
+            [li.script, "pubsub", "watch", *args], env=li.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def next_line(self, timeout=15.0):
+        return self.lines.get(timeout=timeout)
+
+    def stop(self):
+        """Ctrl-C: the exit status and what was printed on standard error."""
+        import signal
+
+        self.process.send_signal(signal.SIGINT)
+        status = self.process.wait(timeout=15)
+        return status, self.process.stderr.read()
+
+
+def _default_sigint():
+    from tests.support import _default_sigint as default
+
+    default()
+
+
+def test_li_watch_node_list_and_several_items_at_once(backend_process, li, prosody_server):
+    # the pubsub service lets its admin create nodes
+    create_profile(li, prosody_server, user=prosody_server.admin)
+    assert li.json("profile", "connect", "alice")["state"] == "connected"
+    service = prosody_server.pubsub_service
+    node = "li-watch"
+    assert li.json("pubsub", "node", "create", "-s", service, "-n", node,
+                   "-O", "pubsub#title=Watched")["created"] is True
+    listed = li.json("pubsub", "node", "list", "-s", service)
+    assert [n["jid"] for n in listed if n["node"] == node] == [service], listed
+    text = li("pubsub", "node", "list", "-s", service)
+    assert text.returncode == 0 and node in text.stdout
+    assert li.json("pubsub", "subscribe", "-s", service, "-n", node)["state"] == "subscribed"
+
+    json_watch = Watch(li, "-s", service, "-n", node, "--output", "json")
+    text_watch = Watch(li, "-s", service)
+    # both listen once their subscription to the signal is made: publish until the
+    # first event shows (a notification sent before would not be printed)
+    first = None
+    for attempt in range(50):
+        published = li("pubsub", "set", "-s", service, "-n", node, "-i", f"probe{attempt}",
+                       input=entry(f"probe {attempt}"))
+        assert published.returncode == 0, published.stderr
+        try:
+            first = json.loads(json_watch.next_line(timeout=0.5))
+            break
+        except Exception:  # queue.Empty: not listening yet
+            continue
+    assert first is not None and first["type"] == "items"
+    # several items in one "li pubsub set"
+    several = "\n".join(f'<item id="{i}">{entry(i)}</item>' for i in ("one", "two"))
+    published = li("pubsub", "set", "-s", service, "-n", node, input=several)
+    assert published.returncode == 0, published.stderr
+    assert published.stdout == "published items one, two\n"
+    events = []
+    while not events or events[-1].get("item_ids") != ["two"]:
+        events.append(json.loads(json_watch.next_line()))
+    assert [e["item_ids"] for e in events[-2:]] == [["one"], ["two"]]
+    assert "<title>one</title>" in events[-2]["items"][0]
+    assert li.json("pubsub", "retract", "-s", service, "-n", node, "-i", "one")
+    assert li.json("pubsub", "node", "purge", "-s", service, "-n", node)
+    while events[-1]["type"] != "purge":
+        events.append(json.loads(json_watch.next_line()))
+    assert [e["type"] for e in events[-2:]] == ["retract", "purge"]
+    assert events[-2]["item_ids"] == ["one"]
+
+    status, err = json_watch.stop()
+    assert (status, err) == (0, "")
+    text_lines = []
+    while not any("purged" in line for line in text_lines):
+        text_lines.append(text_watch.next_line())
+    status, err = text_watch.stop()
+    assert status == 0 and "Traceback" not in err
+    assert any(line.endswith(f"{service} {node}: 1 item published: two\n")
+               for line in text_lines), text_lines
+    assert any(line.endswith(f"{service} {node}: 1 item retracted: one\n")
+               for line in text_lines), text_lines

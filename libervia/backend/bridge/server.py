@@ -202,6 +202,12 @@ class Bridge:
             raise ConflictError(f"bridge signal {name!r} is already registered")
         self.signals[name] = Signal(name, doc)
 
+    def is_wanted(self, name: str) -> bool:
+        """Whether a frontend is subscribed to signal ``name`` now (to spare building
+        the data of a signal nobody would receive)."""
+        return self.factory is not None and any(
+            c.wants(name) for c in self.factory.connections)
+
     def emit_signal(self, name: str, **data: Any) -> int:
         """Send signal ``name`` to the subscribed frontends, as a JSON-RPC notification.
 

@@ -129,6 +129,10 @@ class Bridge(Protocol):
         :raise ValueError: invalid name
         """
 
+    def is_wanted(self, name: str) -> bool:
+        """Whether a frontend is subscribed to signal ``name`` now: a signal whose data
+        costs something to build (items as XML text) is built only then."""
+
     def emit_signal(self, name: str, **data: Any) -> int:
         """Send a declared signal, with JSON-serialisable ``data``, to its subscribers.
 

@@ -57,6 +57,8 @@ COMMANDS = [
     ["plugin", "list"], ["profile", "list"], ["profile", "info", "alice"],
     ["pubsub", "get", "-p", "alice", "-n", "news"],
     ["pubsub", "node", "info", "-p", "alice", "-n", "news"],
+    ["pubsub", "node", "list", "-p", "alice"],
+    ["profile", "modify", "alice", "--port", "5223"],
     ["pubsub", "subscriptions", "-p", "alice"],
     ["pubsub", "cache", "get", "-p", "alice", "-n", "news"],
     ["pubsub", "cache", "stats", "-p", "alice"],

@@ -116,7 +116,7 @@ def test_a_password_option_is_refused_without_echoing_it(option, capsys):
 def test_every_new_command_has_a_help_and_is_completed(capsys):
     script = completion.bash_script(build_parser())
     for command in ("profile create", "profile modify", "profile info", "pubsub get",
-                    "pubsub set",
+                    "pubsub set", "pubsub watch", "pubsub node list",
                     "pubsub node create", "pubsub cache sync", "pubsub cache purge"):
         assert f"['li {command}']=" in script or f"[li\\ {command}]" in script or (
             f"'li {command}'" in script), command

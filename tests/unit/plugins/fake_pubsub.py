@@ -190,6 +190,14 @@ class FakePubsubService:
             if self.kind == "prosody":
                 raise jabber_error.StanzaError("service-unavailable")
             return self.version_answer()
+        if (child.uri, child.name) == (NS_DISCO_ITEMS, "query") and (
+                not child.getAttribute("node")):
+            # the service's own items: its nodes
+            listed = "".join(
+                f"<item jid='{self.jid.full()}' node={quoteattr(n.name)}"
+                + (f" name={quoteattr(n.title)}" if n.title else "") + "/>"
+                for n in self.nodes.values())
+            return self._result(f"<query xmlns='{NS_DISCO_ITEMS}'>{listed}</query>")
         if (child.uri, child.name) == (NS_DISCO_ITEMS, "query"):
             fake_node = self._node(child["node"])
             listed = "".join(f"<item jid='{self.jid.full()}' name={quoteattr(i.id)}/>"

@@ -520,3 +520,183 @@ def test_an_answer_held_as_text_leaves_out_what_is_not_xml_when_read():
     assert [i["id"] for i in result.items] == ["a"]
     result.items = []
     assert result.serialise()["items"] == []
+
+
+# events as bridge signals (pubsub_event)
+
+
+class SubscribedBridge(Bridge):
+    """A bridge with a frontend subscribed to every signal, recording them."""
+
+    def __init__(self, host):
+        super().__init__(host)
+        self.emitted = []
+
+    def is_wanted(self, name):
+        return True
+
+    def emit_signal(self, name, **data):
+        self.emitted.append((name, data))
+        return 1
+
+
+@pytest.fixture
+def signalling_host(host):
+    host.bridge = SubscribedBridge(host)
+    return host
+
+
+@pytest.fixture
+def profile_client(client):
+    client.profile = SimpleNamespace(name="alice")
+    return client
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    ("<items node='blog'><item id='x'><p xmlns='urn:test'>hi</p></item></items>",
+     {"type": "items", "item_ids": ["x"],
+      "items": ["<item xmlns='http://jabber.org/protocol/pubsub' id='x'>"
+                "<p xmlns='urn:test'>hi</p></item>"]}),
+    ("<items node='blog'><retract id='x'/><retract id='y'/></items>",
+     {"type": "retract", "item_ids": ["x", "y"]}),
+    ("<purge node='blog'/>", {"type": "purge"}),
+    ("<delete node='blog'/>", {"type": "delete"}),
+    ("<configuration node='blog'><x xmlns='jabber:x:data' type='result'>"
+     "<field var='FORM_TYPE' type='hidden'><value>"
+     "http://jabber.org/protocol/pubsub#node_config</value></field>"
+     "<field var='pubsub#title'><value>My blog</value></field></x></configuration>",
+     {"type": "configuration", "options": {"pubsub#title": "My blog"}}),
+    ("<configuration node='blog'/>", {"type": "configuration", "options": None}),
+])
+@pytest_twisted.ensureDeferred
+async def test_every_event_reaches_the_frontends_as_a_signal(
+    signalling_host, profile_client, payload, expected
+):
+    plugin = XEP_0060(signalling_host)
+    assert "pubsub_event" in signalling_host.bridge.signals
+    await plugin.dispatch(profile_client, [parse_xml(EVENT.format(payload))])
+    assert signalling_host.bridge.emitted == [("pubsub_event", {
+        "profile": "alice", "service": "pubsub.example.org", "node": "blog", **expected})]
+
+
+@pytest_twisted.ensureDeferred
+async def test_signal_comes_after_the_triggers_even_when_one_fails(
+    signalling_host, profile_client
+):
+    plugin = XEP_0060(signalling_host)
+    seen = []
+
+    def failing(client_, event):
+        seen.append(list(signalling_host.bridge.emitted))
+        raise RuntimeError("a plugin's bug")
+
+    signalling_host.trigger.add("XEP-0060_purge", failing)
+    with pytest.raises(RuntimeError):
+        await plugin.dispatch(profile_client, [parse_xml(EVENT.format(
+            "<purge node='blog'/>"))])
+    assert seen == [[]]  # not yet when the trigger ran
+    assert [d["type"] for __, d in signalling_host.bridge.emitted] == ["purge"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_is_one_signal_and_the_items_stay_as_received(
+    signalling_host, profile_client
+):
+    plugin = XEP_0060(signalling_host)
+    kept = []
+    signalling_host.trigger.add("XEP-0060_items", lambda c, event: kept.append(event))
+    messages = [parse_xml(EVENT.format(f"<items node='blog'><item id='{i}'><p "
+                                       f"xmlns='urn:test'>{i}</p></item></items>"))
+                for i in ("a", "b")]
+    await plugin.dispatch(profile_client, messages)
+    [(__, data)] = signalling_host.bridge.emitted
+    assert data["item_ids"] == ["a", "b"] and len(data["items"]) == 2
+    # the event's own items are untouched: other plugins may hold them
+    [event] = kept
+    for item in event.items:
+        assert item.uri == "http://jabber.org/protocol/pubsub#event"
+        assert next(item.elements()).parent is item
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_item_too_deep_to_write_is_left_out_with_a_log_line(
+    signalling_host, profile_client
+):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    plugin = XEP_0060(signalling_host)
+    message = parse_xml(EVENT.format("<items node='blog'><item id='ok'/><item id='deep'/>"
+                                     "</items>"))
+    deep = next(e for e in message.event.items.elements() if e["id"] == "deep")
+    element = deep
+    for __ in range(5000):
+        element = element.addElement("d")
+    await plugin.dispatch(profile_client, [message])
+    [(__, data)] = signalling_host.bridge.emitted
+    assert data["item_ids"] == ["ok", "deep"]
+    assert data["items"] == ["<item xmlns='http://jabber.org/protocol/pubsub' id='ok'/>"]
+    globalLogPublisher.removeObserver(events.append)
+    assert any("nested too deeply" in formatEvent(e) for e in events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_signal_is_built_when_no_frontend_listens(host, profile_client):
+    plugin = XEP_0060(host)
+    calls = []
+    host.bridge.emit_signal = lambda *a, **k: calls.append(a)
+    await plugin.dispatch(profile_client, [parse_xml(EVENT.format(
+        "<items node='blog'><item id='x'/></items>"))])
+    assert calls == []
+
+
+# the nodes of a service (pubsub_node_list)
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_list_is_the_services_disco_items_with_a_node(plugin, client):
+    client.answers.append(
+        "<iq xmlns='jabber:client' type='result' from='pubsub.example.org'>"
+        "<query xmlns='http://jabber.org/protocol/disco#items'>"
+        "<item jid='pubsub.example.org' node='news' name='The news'/>"
+        "<item jid='pubsub.example.org' node='blog'/>"
+        "<item jid='other.example.org'/>"
+        "<item jid='not a@valid@jid' node='odd'/>"
+        "</query></iq>")
+    nodes = await plugin.list_nodes(client, "pubsub.example.org")
+    sent = client.sent[0]
+    assert sent["to"] == "pubsub.example.org" and sent["type"] == "get"
+    assert sent.query.uri == "http://jabber.org/protocol/disco#items"
+    assert not sent.query.hasAttribute("node")
+    assert nodes == [
+        {"node": "news", "name": "The news", "jid": "pubsub.example.org"},
+        {"node": "blog", "name": None, "jid": "pubsub.example.org"},
+        {"node": "odd", "name": None, "jid": None},
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_list_of_pep_asks_the_account(plugin, client):
+    client.answers.append("<iq xmlns='jabber:client' type='result'/>")
+    assert await plugin.list_nodes(client, None) == []
+    assert client.sent[0]["to"] == "alice@example.org"
+
+
+@pytest.mark.parametrize(("answer", "error", "message"), [
+    (jabber_error.StanzaError("item-not-found"), ItemNotFound, "not found"),
+    (jabber_error.StanzaError("forbidden"), PubsubError, "forbidden"),
+    (defer.TimeoutError(), PubsubError, "did not answer within"),
+])
+@pytest_twisted.ensureDeferred
+async def test_node_list_errors_are_typed(plugin, client, answer, error, message):
+    client.answers.append(answer)
+    with pytest.raises(error, match=message):
+        await plugin.list_nodes(client, "pubsub.example.org")
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_list_refuses_an_invalid_service(plugin, client):
+    with pytest.raises(InvalidRequest):
+        await plugin.list_nodes(client, "not a@valid@jid")
+    assert client.sent == []

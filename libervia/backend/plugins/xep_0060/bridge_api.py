@@ -7,6 +7,7 @@ from twisted.words.xish import domish
 from libervia.backend.core.interfaces import Client, Host
 from libervia.backend.core.xml_tools import XMLError, parse_xml
 from libervia.backend.plugins.plugin_xep_0059 import RSMError, RSMRequest
+from libervia.backend.plugins.xep_0060.events import EVENT_SIGNAL, EVENT_SIGNAL_DOC
 from libervia.backend.plugins.xep_0060.operations import Pubsub
 from libervia.backend.plugins.xep_0060.stanzas import (
     NS_PUBSUB,
@@ -16,7 +17,8 @@ from libervia.backend.plugins.xep_0060.stanzas import (
 )
 
 METHODS = ("get", "publish", "retract", "node_create", "node_delete", "node_purge",
-           "node_info", "node_configure", "subscribe", "unsubscribe", "subscriptions")
+           "node_info", "node_configure", "node_list", "subscribe", "unsubscribe",
+           "subscriptions")
 
 
 class PubsubBridge:
@@ -30,10 +32,11 @@ class PubsubBridge:
         self.pubsub = pubsub
 
     def register(self) -> None:
-        """Register the methods on the host's bridge."""
+        """Register the methods and the ``pubsub_event`` signal on the host's bridge."""
         bridge = self.host.bridge
         for name in METHODS:
             bridge.register_method(f"pubsub_{name}", getattr(self, name))
+        bridge.register_signal(EVENT_SIGNAL, EVENT_SIGNAL_DOC)
 
     def _client(self, profile: str) -> Client:
         return self.host.clients.get(profile)
@@ -111,6 +114,10 @@ class PubsubBridge:
                              options: dict[str, Any]) -> None:
         """Change a node's configuration."""
         await self.pubsub.configure_node(self._client(profile), service, node, options)
+
+    async def node_list(self, profile: str, service: str | None) -> list[dict[str, Any]]:
+        """The nodes of a service (disco#items): node, name, jid."""
+        return await self.pubsub.list_nodes(self._client(profile), service)
 
     async def subscribe(self, profile: str, service: str | None, node: str,
                         options: dict[str, Any] | None = None) -> dict[str, Any]:

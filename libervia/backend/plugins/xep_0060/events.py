@@ -4,7 +4,8 @@ Each action of a notification becomes one event object (:class:`ItemsEvent`,
 :class:`RetractEvent`, :class:`PurgeEvent`, :class:`DeleteEvent`,
 :class:`ConfigurationEvent`), passed to the trigger point named by its ``TRIGGER``
 with the client: ``host.trigger.add(ItemsEvent.TRIGGER, on_items)`` then
-``on_items(client, event)``.
+``on_items(client, event)``.  Frontends get every event too, cached node or not, as
+the bridge signal :data:`EVENT_SIGNAL` (see :func:`signal_data`).
 
 :class:`PubsubHandler` receives the notifications of one profile and has them handled
 one after the other, in the order they came; new items of one node notified in a row
@@ -30,6 +31,12 @@ log = getLogger(__name__)
 
 #: item notifications handled together at most (bounds a transaction and a delay)
 MAX_BURST = 500
+#: bridge signal of every event received, whatever the node (``li pubsub watch``)
+EVENT_SIGNAL = "pubsub_event"
+EVENT_SIGNAL_DOC = ("a pubsub event was received: params {profile, service, node, type "
+                    "(items, retract, purge, delete, configuration), item_ids, items "
+                    "(XML), options}")
+
 #: notifications waiting to be handled beyond which the stream is not read any more,
 #: until half of them are handled: a server notifying faster than the backend handles
 #: makes its own queue grow, not the backend's memory
@@ -45,6 +52,8 @@ class PubsubEvent:
     """
 
     TRIGGER: ClassVar[str]
+    #: the event's ``type`` in the :data:`EVENT_SIGNAL` signal
+    KIND: ClassVar[str]
     service: jabber_jid.JID
     node: str
     message: domish.Element
@@ -55,6 +64,7 @@ class ItemsEvent(PubsubEvent):
     """New or updated items: ``<item/>`` elements as sent (pubsub#event namespace)."""
 
     TRIGGER: ClassVar[str] = "XEP-0060_items"
+    KIND: ClassVar[str] = "items"
     items: list[domish.Element]
 
 
@@ -63,6 +73,7 @@ class RetractEvent(PubsubEvent):
     """Items retracted."""
 
     TRIGGER: ClassVar[str] = "XEP-0060_retract"
+    KIND: ClassVar[str] = "retract"
     item_ids: list[str]
 
 
@@ -71,6 +82,7 @@ class PurgeEvent(PubsubEvent):
     """Every item of the node retracted."""
 
     TRIGGER: ClassVar[str] = "XEP-0060_purge"
+    KIND: ClassVar[str] = "purge"
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class DeleteEvent(PubsubEvent):
     """The node was deleted."""
 
     TRIGGER: ClassVar[str] = "XEP-0060_delete"
+    KIND: ClassVar[str] = "delete"
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,7 @@ class ConfigurationEvent(PubsubEvent):
     """The node's configuration changed: its new options, when the service sent them."""
 
     TRIGGER: ClassVar[str] = "XEP-0060_configuration"
+    KIND: ClassVar[str] = "configuration"
     options: dict[str, Any] | None
 
 
@@ -168,6 +182,47 @@ def as_pubsub_item(item: domish.Element) -> domish.Element:
     for child in item.children:
         converted.addChild(child)
     return converted
+
+
+def item_text(item: domish.Element) -> str:
+    """The XML text of an event's ``<item/>``, in the pubsub namespace as the items
+    request gives it (the element itself is left as it is).
+
+    :raise RecursionError: the item is nested too deeply for the serialiser
+    """
+    if item.uri == NS_PUBSUB:
+        return item.toXml()
+    converted = domish.Element((NS_PUBSUB, "item"))
+    converted.attributes = dict(item.attributes)
+    # shared, not re-parented: whoever else holds the event keeps it whole
+    converted.children = list(item.children)
+    return converted.toXml()
+
+
+def signal_data(profile: str, event: PubsubEvent) -> dict[str, Any]:
+    """The params of the :data:`EVENT_SIGNAL` signal of ``event``.
+
+    ``profile``, ``service``, ``node``, ``type`` (the event's ``KIND``), and by type:
+    ``item_ids`` and ``items`` (XML texts) for new items, ``item_ids`` for
+    retractions, ``options`` (or ``null``) for a configuration.  An item the serialiser
+    can't write (nested too deeply) is left out of ``items``, with a log line.
+    """
+    data: dict[str, Any] = {"profile": profile, "service": event.service.full(),
+                            "node": event.node, "type": event.KIND}
+    if isinstance(event, ItemsEvent):
+        data["item_ids"] = [item.getAttribute("id") for item in event.items]
+        data["items"] = []
+        for item in event.items:
+            try:
+                data["items"].append(item_text(item))
+            except RecursionError:
+                log.warn("item {id} of an event of {node} is nested too deeply to be "
+                         "shown to frontends", id=item.getAttribute("id"), node=event.node)
+    elif isinstance(event, RetractEvent):
+        data["item_ids"] = list(event.item_ids)
+    elif isinstance(event, ConfigurationEvent):
+        data["options"] = event.options
+    return data
 
 
 class PubsubHandler(XMPPHandler):

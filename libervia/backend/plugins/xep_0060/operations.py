@@ -13,7 +13,8 @@ Plugins hook in through these trigger points:
 ``XEP-0060_items``, ``XEP-0060_retract``, ``XEP-0060_purge``, ``XEP-0060_delete``,
 ``XEP-0060_configuration`` (async points)
     ``(client, event)``: events received from services, see
-    :mod:`~libervia.backend.plugins.xep_0060.events`.
+    :mod:`~libervia.backend.plugins.xep_0060.events`; once the triggers have run, each
+    event goes to the frontends as the ``pubsub_event`` bridge signal.
 
 Items are Wokkel/domish ``<item/>`` elements, kept exactly as the service sent them.
 The service ``None`` means the profile's own account (PEP).
@@ -22,6 +23,7 @@ The service ``None`` means the profile's own account (PEP).
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import defer
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
@@ -31,9 +33,11 @@ from libervia.backend.core.jids import parse_jid
 from libervia.backend.core.log import getLogger
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
 from libervia.backend.plugins.xep_0060.events import (
+    EVENT_SIGNAL,
     PubsubHandler,
     burst_event,
     parse_events,
+    signal_data,
 )
 from libervia.backend.plugins.xep_0060.stanzas import (
     DEFAULT_TIMEOUT,
@@ -312,6 +316,26 @@ class Pubsub:
             metadata["meta_data"] = form_values(form)
         return metadata
 
+    async def list_nodes(self, client: Client, service: ServiceRef) -> list[dict[str, Any]]:
+        """The nodes a service lists (disco#items), in its order: ``node``, ``name``
+        (or ``None``) and ``jid`` (the entity holding the node, ``None`` if it gave an
+        invalid one).
+
+        :raise PubsubError: the service answered an error, or did not answer in time
+        """
+        service_jid = self.service_jid(client, service)
+        try:
+            items = await self.disco.get_items(client, service_jid,
+                                               timeout=DEFAULT_TIMEOUT)
+        except jabber_error.StanzaError as e:
+            raise pubsub_error(e, service_jid.full(), None) from None
+        except defer.TimeoutError:
+            raise PubsubError(f"{service_jid.full()} did not answer within "
+                              f"{DEFAULT_TIMEOUT} s", "remote-server-timeout") from None
+        return [{"node": item.node, "name": item.name,
+                 "jid": item.jid.full() if item.jid is not None else None}
+                for item in items if item.node]
+
     # subscriptions
 
     async def subscribe(self, client: Client, service: ServiceRef, node: str,
@@ -357,6 +381,14 @@ class Pubsub:
             events = [burst_event(service, messages)]
         else:
             events = parse_events(service, messages[0])
+        bridge = self.host.bridge
         for event in events:
-            await self.host.trigger.async_point(event.TRIGGER, client, event)
+            try:
+                await self.host.trigger.async_point(event.TRIGGER, client, event)
+            finally:
+                # after the triggers (a frontend told of new items finds them cached),
+                # and even when one failed: the service did send the event
+                if bridge.is_wanted(EVENT_SIGNAL):
+                    bridge.emit_signal(EVENT_SIGNAL,
+                                       **signal_data(client.profile.name, event))
 

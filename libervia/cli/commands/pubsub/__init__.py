@@ -3,14 +3,15 @@
 Every command works for a profile (``-p``, see :func:`libervia.cli.base.resolve_profile`)
 on a service (``-s``, default: the profile's own account, i.e. PEP).  One module per
 concern: :mod:`.items` (get, set, retract), :mod:`.nodes` (``li pubsub node``),
-:mod:`.subscriptions`, :mod:`.cache` (``li pubsub cache``), and :mod:`.common` for what
-they share (arguments, parameters, rendering of items).
+:mod:`.subscriptions`, :mod:`.watch` (events as they come), :mod:`.cache` (``li pubsub
+cache``), and :mod:`.common` for what they share (arguments, parameters, rendering of
+items).
 """
 
 from __future__ import annotations
 
 from libervia.cli.base import add_group
-from libervia.cli.commands.pubsub import cache, items, nodes, subscriptions
+from libervia.cli.commands.pubsub import cache, items, nodes, subscriptions, watch
 
 TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
 if TYPE_CHECKING:
@@ -29,4 +30,5 @@ def register(subparsers: Any) -> None:
     items.register(group)
     nodes.register(group)
     subscriptions.register(group)
+    watch.register(group)
     cache.register(group)

@@ -19,14 +19,19 @@ ORDER_BY = ("creation", "modification")
 # arguments
 
 
-def node_arguments(parser: argparse.ArgumentParser, node_required: bool = True,
-                   node_help: str = "name of the node") -> None:
-    """``-p PROFILE``, ``-s SERVICE`` and ``-n NODE``: the node a command works on."""
+def service_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-p PROFILE`` and ``-s SERVICE``: the service a command works on."""
     add_profile_option(parser)
     parser.add_argument(
         "-s", "--service", metavar="SERVICE",
         help="JID of the pubsub service (default: the profile's own account, PEP)",
     )
+
+
+def node_arguments(parser: argparse.ArgumentParser, node_required: bool = True,
+                   node_help: str = "name of the node") -> None:
+    """``-p PROFILE``, ``-s SERVICE`` and ``-n NODE``: the node a command works on."""
+    service_arguments(parser)
     parser.add_argument("-n", "--node", metavar="NODE", required=node_required,
                         help=node_help)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from libervia.cli.base import CommandError, Context, add_command
+from libervia.cli.base import CommandError, Context, UsageError, add_command
 from libervia.cli.commands.pubsub.common import (
     form_options,
     get_arguments,
@@ -33,12 +33,17 @@ examples:
 
 
 SET_EPILOG = """\
-The XML is an <item/> element, or only its payload (wrapped in an <item/> then).
+The XML is an <item/> element, or only its payload (wrapped in an <item/> then), or
+several of them one after the other: each is an item, all sent in one call to the
+backend (which publishes them one after the other, in order: XEP-0060 allows one item
+per publish request). With several items, give their ids in <item id="..."/>
+elements: -i names one item.
 
 examples:
   echo '<entry xmlns="http://www.w3.org/2005/Atom"><title>Hi</title></entry>' \\
       | li pubsub set -n urn:xmpp:microblog:0 -i hello
   li pubsub set -s pubsub.example.org -n news post.xml -O pubsub#access_model=open
+  li pubsub set -n news items.xml     # <item id="a">...</item> <item id="b">...</item>
 """
 
 
@@ -58,12 +63,12 @@ def register(group: Any) -> None:
 
     parser = add_command(
         group, "set", run=publish, render=render_published,
-        help="publish an item (XML from standard input or a file)", epilog=SET_EPILOG,
+        help="publish items (XML from standard input or a file)", epilog=SET_EPILOG,
     )
     node_arguments(parser)
     parser.add_argument(
         "file", nargs="?", default="-", metavar="FILE",
-        help="file holding the item's XML (default: - for standard input)",
+        help="file holding the items' XML (default: - for standard input)",
     )
     parser.add_argument(
         "-i", "--item", metavar="ID",
@@ -94,7 +99,7 @@ def get(ctx: Context) -> dict[str, Any]:
 def _read_item(ctx: Context) -> str:
     if ctx.args.file == "-":
         if sys.stdin.isatty():
-            ctx.err.write("li: reading the item's XML from standard input "
+            ctx.err.write("li: reading the items' XML from standard input "
                           "(Ctrl-D to end)\n")
         return sys.stdin.read()
     try:
@@ -140,10 +145,34 @@ def item_xml(text: str, item_id: str | None) -> str:
     return f"{text[:split]} id={quoteattr(item_id)}{text[split:]}"
 
 
+def items_xml(text: str, item_id: str | None) -> list[str]:
+    """The items to publish from ``text``: one element or several one after the other,
+    each checked by :func:`item_xml`.
+
+    :raise CommandError: not well-formed XML, nothing given, or ``item_id`` with
+        several items
+    """
+    from libervia.cli.xml_format import XMLError, split_elements
+
+    text = text.strip()
+    if text.startswith("<?xml"):
+        text = text[text.find("?>") + 2:].lstrip()
+    try:
+        elements = split_elements(text)
+    except XMLError as e:
+        raise CommandError(f"the items are not well-formed XML: {e}") from None
+    if len(elements) > 1 and item_id is not None:
+        raise UsageError(f"-i names one item, and {len(elements)} are given: give each "
+                         'its id in an <item id="..."/> element instead')
+    if not elements:
+        raise CommandError("no XML given: the item is empty")
+    return [item_xml(element, item_id) for element in elements]
+
+
 def publish(ctx: Context) -> dict[str, Any]:
-    xml = item_xml(_read_item(ctx), ctx.args.item)
+    xml = items_xml(_read_item(ctx), ctx.args.item)
     params = node_params(ctx)
-    ids = ctx.call("pubsub_publish", **params, items=[xml],
+    ids = ctx.call("pubsub_publish", **params, items=xml,
                    options=form_options(ctx.args.options))
     return {"service": params["service"], "node": params["node"], "item_ids": ids}
 

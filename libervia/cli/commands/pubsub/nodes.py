@@ -4,13 +4,14 @@ service."""
 from __future__ import annotations
 
 from libervia.cli import output
-from libervia.cli.base import Context, add_command, add_group
+from libervia.cli.base import Context, add_command, add_group, resolve_profile
 from libervia.cli.commands.pubsub.common import (
     form_options,
     node_arguments,
     node_params,
     options_argument,
     render_done,
+    service_arguments,
 )
 
 TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
@@ -20,7 +21,17 @@ if TYPE_CHECKING:
 
 def register(group: Any) -> None:
     """Add the ``li pubsub node`` group."""
-    nodes = add_group(group, "node", help="create, delete, purge and inspect nodes")
+    nodes = add_group(group, "node", help="list, create, delete, purge and inspect nodes")
+    parser = add_command(
+        nodes, "list", run=node_list, render=render_node_list, aliases=("ls",),
+        help="list the nodes of a service (service discovery)",
+        description="List the nodes a service announces (disco#items), in its order: "
+        "without -s, those of the profile's own account (PEP). A service may keep some "
+        "nodes out of the list (those its access model hides from the profile).",
+        epilog="examples:\n  li pubsub node list -s pubsub.example.org\n"
+        "  li pubsub node list --output json",
+    )
+    service_arguments(parser)
     parser = add_command(
         nodes, "create", run=node_create, render=render_node_created,
         help="create a node, optionally configured (-O)",
@@ -46,6 +57,20 @@ def register(group: Any) -> None:
                          help="change a node's configuration (-O KEY=VALUE...)")
     node_arguments(parser)
     options_argument(parser, "configuration", required=True)
+
+
+def node_list(ctx: Context) -> list[dict[str, Any]]:
+    return ctx.call("pubsub_node_list", profile=resolve_profile(ctx),
+                    service=ctx.args.service)
+
+
+def render_node_list(ctx: Context, nodes: list[dict[str, Any]]) -> None:
+    columns = [("node", "NODE"), ("name", "NAME")]
+    if any(n.get("jid") and n["jid"] != nodes[0].get("jid") for n in nodes):
+        columns.insert(1, ("jid", "JID"))
+    output.print_table(nodes, columns, ctx.out, empty="(no node listed)")
+    if nodes:
+        ctx.out.write(f"({output.count(len(nodes), 'node')})\n")
 
 
 def node_create(ctx: Context) -> dict[str, Any]:
