@@ -25,7 +25,7 @@ from typing import Any
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
-from libervia.backend.core.config import declare, parse_int
+from libervia.backend.core.config import declare, parse_positive_int
 from libervia.backend.core.constants import C
 from libervia.backend.core.interfaces import Client
 from libervia.backend.memory.sqla_mapping import PubsubNode
@@ -59,26 +59,19 @@ PLUGIN_INFO = {
 }
 
 
-def _positive(value: str) -> int:
-    number = parse_int(value)
-    if number <= 0:
-        raise ValueError("expected a positive integer")
-    return number
-
-
-declare(SECTION, "max_items_per_node", _positive, 10000,
+declare(SECTION, "max_items_per_node", parse_positive_int, 10000,
         "Largest node synchronised: a node with more items is not cached (the service "
         "is always asked for it).")
-declare(SECTION, "page_size", _positive, 100,
+declare(SECTION, "page_size", parse_positive_int, 100,
         "Items asked per request while synchronising a node (services that page with "
         "RSM answer this many at a time).")
-declare(SECTION, "parser_timeout", _positive, 10,
+declare(SECTION, "parser_timeout", parse_positive_int, 10,
         "Seconds an analyser's parser may take for one item; past that the item is "
         "cached without parsed data.")
-declare(SECTION, "sync_concurrency", _positive, 2,
+declare(SECTION, "sync_concurrency", parse_positive_int, 2,
         "Nodes synchronised (or verified) at the same time, per backend; one at a time "
         "per service, so that a slow service can't hold them all.")
-declare(SECTION, "sync_timeout", _positive, 300,
+declare(SECTION, "sync_timeout", parse_positive_int, 300,
         "Seconds a service may take to give a node whole (synchronisation or check "
         "after a connection); past that the node is not cached, the reason in its "
         "state.")
