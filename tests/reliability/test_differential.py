@@ -306,10 +306,19 @@ async def test_cache_equals_the_service_after_random_operations(
         xmpp_server, backends, publisher, monkeypatched_reconnection):
     print(f"differential test: seed {SEED}, {EXAMPLES} sequences of up to {STEPS} "
           "steps (LIBERVIA_DIFFERENTIAL_SEED, _EXAMPLES, _STEPS)")
-    machine = seed(SEED)(type("CacheVersusService", (CacheVersusService,), {
-        "env": Environment(xmpp_server, backends, publisher)}))
+    machine_class = type("CacheVersusService", (CacheVersusService,), {
+        "env": Environment(xmpp_server, backends, publisher)})
+
+    # Hypothesis reads the factory's source to name the test. For a class, Python 3.11
+    # parses the whole module with ast.parse, whose recursion guard is not thread-safe
+    # (CPython gh-106905: "AST constructor recursion depth mismatch" when another thread
+    # parses at the same time). A function's source is found without parsing.
+    @seed(SEED)
+    def new_machine():
+        return machine_class()
+
     await threads.deferToThread(
-        run_state_machine_as_test, machine, settings=settings(
+        run_state_machine_as_test, new_machine, settings=settings(
             max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
             database=None, print_blob=True, report_multiple_bugs=False,
             suppress_health_check=list(HealthCheck)))
