@@ -268,7 +268,8 @@ def test_li_walkthrough_from_profile_to_cached_blog(
 def test_li_errors_are_clear_and_typed(backend_process, li, prosody_server):
     missing = li("profile", "connect", "nobody")
     assert missing.returncode == 1
-    assert missing.stderr.startswith("li: error: ") and "nobody" in missing.stderr
+    assert missing.stderr == (
+        "li: error: there is no profile named 'nobody' [ProfileNotFound]\n")
 
     no_profile = li("pubsub", "get", "-n", BLOG_NODE)
     assert no_profile.returncode == 1
@@ -283,8 +284,11 @@ def test_li_errors_are_clear_and_typed(backend_process, li, prosody_server):
     not_connected = li("pubsub", "get", "-p", "bob", "-n", BLOG_NODE, "--output", "json")
     assert not_connected.returncode == 1
     error = json.loads(not_connected.stdout)["error"]
-    assert error["type"] == "NotFound"
+    assert error["type"] == "NotConnected"
     assert "connect it first" in error["message"]
+    unknown = li("pubsub", "get", "-p", "carol", "-n", BLOG_NODE)
+    assert unknown.returncode == 1
+    assert "there is no profile named 'carol' [ProfileNotFound]" in unknown.stderr
 
     assert li.json("profile", "connect", "bob")["state"] == "connected"
     absent = li("pubsub", "get", "-p", "bob", "-s", prosody_server.pubsub_service,

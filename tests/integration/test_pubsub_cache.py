@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 
+from libervia.backend.core.exceptions import NotConnected
 from libervia.backend.plugins.plugin_xep_0059 import RSMRequest
 
 pytest.importorskip("slixmpp")
@@ -268,7 +269,7 @@ async def test_the_cache_serves_nothing_while_the_link_to_the_server_is_cut(
         await task.deferLater(reactor, 1.5, lambda: None)
         # the request fails (the client is not connected); never the cache's old items
         assert during.called and isinstance(during.result, Failure), during.result
-        assert during.result.check(ConnectionLost)
+        assert during.result.check(NotConnected), during.result
         during.addErrback(lambda __: None)
         relay.restore()
         await until(lambda: _served_from_cache(reader), "the node checked and served")

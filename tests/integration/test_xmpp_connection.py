@@ -412,7 +412,7 @@ async def test_unreachable_port_fails_on_the_first_attempt(backend, prosody_serv
     error = await connect_error(backend, name)
     assert time.monotonic() - started < 5
     assert isinstance(error, ConnectionFailed)
-    assert f"to 127.0.0.1 port {port}: Connection was refused" in str(error)
+    assert f"to 127.0.0.1:{port}: Connection was refused" in str(error)
     assert "check the profile's host and port" in str(error)
     assert fast_retry.count(name) == 1
     await assert_no_new_attempt(fast_retry, name)

@@ -7,7 +7,7 @@ Plugins register their own methods (pubsub, cache...) the same way, on
 from dataclasses import fields
 from typing import Any, Literal
 
-from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.exceptions import ProfileNotFound
 from libervia.backend.xmpp.clients import ClientManager, ConnectionHost
 from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileError, ProfileManager
 
@@ -48,19 +48,27 @@ class CoreAPI:
         self,
         name: str,
         jid: str,
-        password: str,
+        password: str | None = None,
         host: str | None = None,
         port: int | None = None,
         direct_tls: bool = False,
         ca_file: str | None = None,
         mechanisms: list[str] | None = None,
         autoconnect: bool = False,
+        check_only: bool = False,
     ) -> dict[str, Any]:
-        """Create a profile; the password is stored encrypted."""
-        options = ConnectionOptions(
-            host=host, port=port, direct_tls=bool(direct_tls), ca_file=ca_file,
-            mechanisms=tuple(mechanisms or ()), autoconnect=bool(autoconnect),
-        )
+        """Create a profile; the password is stored encrypted.
+
+        With ``check_only``, nothing is created and the password may be left out: the
+        name, the JID and the options are checked, and that no profile has the name
+        yet; the answer is the name and the JID as they would be stored.  Frontends
+        do this before asking for the password.
+        """
+        options = _options(host, port, direct_tls, ca_file, mechanisms, autoconnect)
+        if check_only:
+            return {"name": name, "jid": await self.profiles.check_new(name, jid, options)}
+        if password is None:
+            raise ProfileError("a password is needed to create a profile")
         profile = await self.profiles.create(name, jid, password, options)
         return profile.as_dict()
 
@@ -127,6 +135,15 @@ class CoreAPI:
         """Disconnect a profile."""
         if name not in self.clients.clients:
             if not await self.profiles.exists(name):
-                raise NotFound(f"there is no profile named {name!r}")
+                raise ProfileNotFound(name)
             return
         await self.clients.disconnect(name)
+
+
+def _options(host: str | None, port: int | None, direct_tls: bool, ca_file: str | None,
+             mechanisms: list[str] | None, autoconnect: bool) -> ConnectionOptions:
+    """The connection options of a new profile, checked (:class:`ProfileError`)."""
+    return ConnectionOptions(
+        host=host, port=port, direct_tls=bool(direct_tls), ca_file=ca_file,
+        mechanisms=tuple(mechanisms or ()), autoconnect=bool(autoconnect),
+    )

@@ -28,9 +28,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from libervia.backend.app.main import Backend
     from libervia.backend.core import log
+    from libervia.backend.core.exceptions import BackendError
 
     log.start_logging(options["log-level"])
-    backend = Backend(options.config, reactor=reactor)
+    try:
+        backend = Backend(options.config, reactor=reactor)
+    except BackendError as e:
+        print(f"libervia-backend: error: {e}", file=sys.stderr)
+        return 1
     reactor.callWhenRunning(backend.startService)
     reactor.addSystemEventTrigger("before", "shutdown", backend.stopService)
     reactor.run()

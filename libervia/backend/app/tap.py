@@ -12,7 +12,7 @@ from twisted.python import usage
 
 from libervia.backend.core.config import DEFAULT_SECTION, Config
 from libervia.backend.core.constants import C
-from libervia.backend.core.exceptions import ConfigError
+from libervia.backend.core.exceptions import BackendError, ConfigError
 from libervia.backend.core.log import level_from_name
 
 if TYPE_CHECKING:
@@ -37,8 +37,13 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        from libervia.backend.memory.engines import create_database_engine, database_url
+
         try:
             self.config = Config.load(self["config"])
+            # the database URL is read by the storage as the service is built: a bad
+            # one is a usage error, said before anything starts
+            create_database_engine(database_url(self.config))
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
         level = self["log-level"] or self.config.get(DEFAULT_SECTION, "log_level")
@@ -60,7 +65,11 @@ def makeService(options: Options) -> "Backend":  # noqa: N802 (twistd API)
 
     log.set_level(options["log-level"])
     log.line_buffer_std_streams()
-    backend = Backend(options.config)
+    try:
+        backend = Backend(options.config)
+    except BackendError as e:
+        # twistd would print a traceback: one line, and exit status 1
+        raise SystemExit(f"libervia-backend: error: {e}") from None
 
     def exit_on_start_failure() -> None:
         # twistd has no way to set the process exit status, and a service manager

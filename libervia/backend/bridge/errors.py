@@ -31,6 +31,7 @@ NOT_FOUND = -32001
 CONFLICT = -32002
 CONFIG_ERROR = -32003
 PLUGIN_ERROR = -32004
+NOT_CONNECTED = -32005
 FRAME_TOO_LARGE = -32010
 TOO_MANY_CLIENTS = -32011
 
@@ -73,6 +74,7 @@ _CODES: dict[type[BaseException], int] = {
     exc.ConflictError: CONFLICT,
     exc.ConfigError: CONFIG_ERROR,
     exc.PluginError: PLUGIN_ERROR,
+    exc.NotConnected: NOT_CONNECTED,
     ParseError: PARSE_ERROR,
     InvalidRequest: INVALID_REQUEST,
     MethodNotFound: METHOD_NOT_FOUND,

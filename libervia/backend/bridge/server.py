@@ -72,6 +72,10 @@ declare(
     "Frontend connections served at the same time.",
 )
 
+#: the parameter naming a profile: a call naming one that does not exist fails with
+#: ProfileNotFound before the method runs
+PROFILE_PARAMETER = "profile"
+
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 
 
@@ -254,6 +258,13 @@ class Bridge:
             kwargs = method.bind(params, connection)
         except errors.InvalidParams:
             return defer.fail()
+        profile = kwargs.get(PROFILE_PARAMETER)
+        if isinstance(profile, str):
+            # a method taking a profile never runs for one that does not exist: the
+            # caller learns that, not that it is "not connected" or has nothing cached
+            d = self.host.clients.check_profile(profile)
+            d.addCallback(lambda __: maybe_async_call(method.func, **kwargs))
+            return d
         return maybe_async_call(method.func, **kwargs)
 
     # built-in methods

@@ -38,5 +38,20 @@ class NotFound(BackendError):
     """The requested object does not exist."""
 
 
+class ProfileNotFound(NotFound):
+    """There is no profile of this name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # a name longer than any profile's is no one's: the message need not hold it all
+        shown = repr(name) if len(name) <= 64 else f"{name[:64]!r}..."
+        super().__init__(f"there is no profile named {shown}")
+
+
+class NotConnected(BackendError):
+    """The profile is not connected (disconnected, reconnecting, failed), or lost its
+    connection before the answer; the message says which."""
+
+
 class ConflictError(BackendError):
     """The object to create already exists."""

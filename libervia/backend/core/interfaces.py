@@ -199,7 +199,14 @@ class Clients(Protocol):
     def get(self, name: str) -> Client:
         """The client of a connected (or connecting) profile.
 
-        :raise NotFound: the profile is not connected
+        :raise NotConnected: the profile is not connected
+        """
+
+    def check_profile(self, name: str) -> defer.Deferred:
+        """Fire (with ``None``) if a profile named ``name`` exists; fail with
+        :class:`~libervia.backend.core.exceptions.ProfileNotFound` otherwise.
+
+        The bridge calls it for the ``profile`` parameter of every method.
         """
 
     def is_connected(self, name: str) -> bool:

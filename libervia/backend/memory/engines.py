@@ -393,10 +393,18 @@ class PostgresEngine(DatabaseEngine):
     })
 
     def create_sa_engine(self, pool_size: int | None = None) -> Engine:
+        """The SQLAlchemy engine.
+
+        :raise StartupError: the URL's driver is not installed (the ``postgresql``
+            extra of the backend installs psycopg)
+        """
         pool_size = pool_size or self.default_threads
-        return create_engine(
-            self.url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True
-        )
+        try:
+            return create_engine(
+                self.url, pool_size=pool_size, max_overflow=2, pool_pre_ping=True
+            )
+        except ImportError as e:
+            raise StartupError(_missing_driver(self.url, e)) from None
 
     def is_transient(self, exc: BaseException) -> bool:
         orig = exc.orig if isinstance(exc, DBAPIError) else exc
@@ -429,6 +437,24 @@ class PostgresEngine(DatabaseEngine):
         from sqlalchemy.dialects.postgresql import insert
 
         return insert(table)
+
+
+def _missing_driver(url: URL, error: ImportError) -> str:
+    """What to install for a PostgreSQL URL whose driver can't be imported."""
+    module = error.name or "the driver"
+    if url.drivername == "postgresql+psycopg":
+        return (
+            f"the database of [storage] url is PostgreSQL, but its driver ({module}) is "
+            "not installed: install the backend's postgresql extra "
+            "(pip install 'libervia-backend[postgresql]'), or leave [storage] url unset "
+            "for SQLite"
+        )
+    return (
+        f"the database of [storage] url needs the driver {module}, which is not "
+        f"installed ({url.drivername}): write the URL postgresql+psycopg://USER@HOST/"
+        "DATABASE and install the backend's postgresql extra "
+        "(pip install 'libervia-backend[postgresql]')"
+    )
 
 
 ENGINES: dict[str, type[DatabaseEngine]] = {

@@ -16,6 +16,13 @@ Security rules of the connection:
 * A DTD or an entity declaration from the server closes the stream (``restricted-xml``)
   before anything is expanded.
 
+Time limits: every step of a connection where the server must answer (TCP, TLS
+handshake, stream header and features, STARTTLS, SASL, resource binding, session) is
+bounded by ``[xmpp] connect_timeout`` or ``[xmpp] step_timeout``
+(:mod:`libervia.backend.xmpp.steps`).  A step running out aborts the attempt with
+:class:`ConnectionTimeout`, naming the step and the server; it is then a failure like
+the others (reported if it was the first attempt, retried after a lost connection).
+
 Reconnection: after an unexpected loss of an established connection, the client
 reconnects with an exponential back-off and jitter (Twisted's
 :class:`~twisted.internet.protocol.ReconnectingClientFactory`).  Failures that a new
@@ -44,10 +51,14 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import defer, ssl
 from twisted.internet import error as net_error
-from twisted.internet.interfaces import IConnector, IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IConnector,
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+)
 from twisted.python.failure import Failure
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber import jid as jabber_jid
@@ -56,8 +67,9 @@ from twisted.words.xish import domish
 from wokkel.client import XMPPClientConnector
 from wokkel.generic import Request
 from wokkel.subprotocols import StreamManager
+from zope.interface import implementer
 
-from libervia.backend.core.exceptions import BackendError
+from libervia.backend.core.exceptions import BackendError, NotConnected
 from libervia.backend.core.interfaces import Host, Reactor
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import NOT_XML_CHAR
@@ -66,12 +78,20 @@ from libervia.backend.xmpp.sasl import errors as sasl_errors
 from libervia.backend.xmpp.sasl.initializer import SASLAuthenticator, SASLResult
 from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
 from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
+from libervia.backend.xmpp.steps import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_STEP_TIMEOUT,
+    SECTION,
+    TLS_HANDSHAKE_DONE_EVENT,
+    ConnectionStep,
+    StepTimer,
+    watch_initializers,
+)
 
 log = getLogger(__name__)
 
 DEFAULT_PORT = 5222
 DEFAULT_DIRECT_TLS_PORT = 5223
-CONNECT_TIMEOUT = 30
 
 _PEM_CERT_RE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
@@ -92,6 +112,26 @@ class ConnectionFailed(BackendError):
 
 class CertificateError(ConnectionFailed):
     """The server's certificate was refused."""
+
+
+class ConnectionTimeout(ConnectionFailed):
+    """The server did not answer during a step of the connection, in the time allowed.
+
+    :ivar step: the step that ran out of time
+    :ivar server: the server, ``host:port`` (or the JID's domain before its address
+        is known)
+    :ivar timeout: the seconds the step was given
+    """
+
+    def __init__(self, step: ConnectionStep, server: str, timeout: float) -> None:
+        self.step = step
+        self.server = server
+        self.timeout = timeout
+        super().__init__(
+            f"the server {server} did not answer during {step.value} within {timeout:g} "
+            "s: connection attempt aborted; check that it is the XMPP client port of a "
+            f"running server, or give it more time with [{SECTION}] {step.setting}"
+        )
 
 
 class RestrictedXMLError(ConnectionFailed):
@@ -162,8 +202,13 @@ def serialize_stanza(obj: object, xs: Any = None) -> bytes:
     return text.encode("utf-8")
 
 
+@implementer(IHandshakeListener)
 class RestrictedXmlStream(xmlstream.XmlStream):
     """Twisted's XML stream, refusing document type and entity declarations.
+
+    It also tells its observers when a TLS handshake completes
+    (:data:`~libervia.backend.xmpp.steps.TLS_HANDSHAKE_DONE_EVENT`): the connection
+    times each step.
 
     Expat, left to itself, reads an internal DTD subset and expands the entities it
     declares: a server (or whoever sits before TLS) could inject text into stanzas or
@@ -179,6 +224,9 @@ class RestrictedXmlStream(xmlstream.XmlStream):
         parser.StartDoctypeDeclHandler = lambda *a: self._refuse("a document type "
                                                                  "declaration (DTD)")
         parser.EntityDeclHandler = lambda *a: self._refuse("an entity declaration")
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted API)
+        self.dispatch(self, TLS_HANDSHAKE_DONE_EVENT)
 
     def send(self, obj: Any) -> None:
         """Write ``obj`` (an element, text or UTF-8 bytes), checked.
@@ -221,7 +269,14 @@ def tls_options(
                 pem = f.read()
         except OSError as e:
             raise ConnectionFailed(f"can't read CA file {ca_file}: {e.strerror}") from None
-        certificates = [ssl.Certificate.loadPEM(m.group()) for m in _PEM_CERT_RE.finditer(pem)]
+        try:
+            certificates = [ssl.Certificate.loadPEM(m.group())
+                            for m in _PEM_CERT_RE.finditer(pem)]
+        except (SSL.Error, crypto.Error) as e:
+            raise ConnectionFailed(
+                f"CA file {ca_file} holds a certificate that can't be read "
+                f"({_ssl_error_text(e)}): give the profile a PEM file of the authority's "
+                "certificates") from None
         if not certificates:
             raise ConnectionFailed(f"CA file {ca_file} holds no PEM certificate")
         trust_root = ssl.trustRootFromCertificates(certificates)
@@ -235,9 +290,13 @@ def tls_options(
 class ProfileAuthenticator(SASLAuthenticator):
     """Twisted's client authenticator with our SASL, and direct TLS support."""
 
-    def __init__(self, *args: Any, direct_tls: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, direct_tls: bool = False,
+                 on_step: Callable[[ConnectionStep], None] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.direct_tls = direct_tls
+        #: told when each initializer (STARTTLS, SASL, binding, session) starts
+        self.on_step = on_step
 
     def associateWithStream(self, xs: xmlstream.XmlStream) -> None:  # noqa: N802
         super().associateWithStream(xs)
@@ -247,6 +306,8 @@ class ProfileAuthenticator(SASLAuthenticator):
                 i for i in xs.initializers
                 if not isinstance(i, xmlstream.TLSInitiatingInitializer)
             ]
+        if self.on_step is not None:
+            watch_initializers(xs, self.on_step)
 
 
 class ClientFactory(xmlstream.XmlStreamFactory):
@@ -295,6 +356,9 @@ class ClientFactory(xmlstream.XmlStreamFactory):
 
         self._callID = self.clock.callLater(self.delay, reconnect)
 
+    def startedConnecting(self, connector: IConnector) -> None:  # noqa: N802
+        self.client.on_connecting(connector)
+
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:  # noqa: N802
         if self.client.on_connection_failed(reason):
             super().clientConnectionFailed(connector, reason)
@@ -304,6 +368,18 @@ class ClientFactory(xmlstream.XmlStreamFactory):
             super().clientConnectionLost(connector, reason)
 
 
+def _iq_id(obj: object) -> str | None:
+    """The id of an ``<iq/>`` stanza, ``None`` for anything else."""
+    if domish.IElement.providedBy(obj) and getattr(obj, "name", None) == "iq":
+        stanza_id = obj.attributes.get("id")
+        return stanza_id if isinstance(stanza_id, str) else None
+    return None
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _describe(reason: Failure) -> str:
     value = reason.value
     if isinstance(value, SSL.Error):
@@ -311,7 +387,7 @@ def _describe(reason: Failure) -> str:
     return reason.getErrorMessage() or type(value).__name__
 
 
-def _ssl_error_text(exc: SSL.Error) -> str:
+def _ssl_error_text(exc: SSL.Error | crypto.Error) -> str:
     parts = []
     for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
         if isinstance(item, tuple) and len(item) == 3:
@@ -340,6 +416,10 @@ class XMPPClient(StreamManager):
     :param key_cache: SCRAM derived keys of the account
     :param on_authenticated: called with the :class:`SASLResult` of each login
     :param tls_max_version: highest TLS version to use (tests)
+    :param connect_timeout: seconds to open the TCP connection (``[xmpp]
+        connect_timeout``)
+    :param step_timeout: seconds the server may take for each later step (``[xmpp]
+        step_timeout``)
     """
 
     def __init__(
@@ -354,6 +434,8 @@ class XMPPClient(StreamManager):
         on_state_change: Callable[["XMPPClient"], None] | None = None,
         tls_max_version: ssl.TLSVersion | None = None,
         reactor: Reactor | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        step_timeout: float = DEFAULT_STEP_TIMEOUT,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor
@@ -373,6 +455,7 @@ class XMPPClient(StreamManager):
             configurationForTLS=self.tls,
             direct_tls=options.direct_tls,
             secret_owner=secret_owner(profile.name),
+            on_step=self._begin_step,
         )
         factory = ClientFactory(authenticator, self)
         factory.clock = reactor
@@ -388,6 +471,13 @@ class XMPPClient(StreamManager):
         self._lost_waiters: list[defer.Deferred] = []
         self._stream_lost_reason: Failure | None = None
         self._ever_connected = False
+        #: the step of the connection running, with its deadline
+        self._steps = StepTimer(reactor, connect_timeout, step_timeout,
+                                self._step_expired)
+        #: why the running attempt is being aborted (a step ran out of time)
+        self._timeout_error: ConnectionTimeout | None = None
+        #: the running attempt's failure was reported (a connector may report twice)
+        self._attempt_failed = False
         # flow control (see hold_reading)
         self._reading_held = False
         self._reading_paused = False
@@ -465,7 +555,22 @@ class XMPPClient(StreamManager):
         It fails with :class:`StanzaNotSerializable` if the request can't be written
         as XML (nothing is sent), and with what ``toElement`` raised if the request
         can't even be built.
+
+        While a connection attempt is running (the first one, or a reconnection), the
+        request waits for it.  It fails with
+        :class:`~libervia.backend.core.exceptions.NotConnected` when no attempt runs and
+        the stream is down (disconnected, failed, or waiting before the next
+        reconnection: nothing is queued), when the attempt it waits for fails, and when
+        the connection is lost before the answer.
         """
+        if not self._initialized and not self._attempt_running():
+            try:
+                # a request that could never be sent says so first: it is the
+                # caller's to fix, whatever the connection
+                serialize_stanza(request.toElement())
+            except Exception:
+                return defer.fail(Failure())
+            return defer.fail(self.not_connected())
         other = self._iqDeferreds.get(request.stanzaID)
         try:
             d = super().request(request)
@@ -481,6 +586,31 @@ class XMPPClient(StreamManager):
         self._update_reading()
         d.addBoth(self._answered)
         return d
+
+    def _attempt_running(self) -> bool:
+        return self.state is ConnectionState.CONNECTING or self._steps.step is not None
+
+    def _fail_requests(self, reason: str) -> None:
+        """Fail the requests waiting for an answer, or for the stream to come up."""
+        waiting, self._iqDeferreds = self._iqDeferreds, {}
+        if not waiting:
+            return
+        # those still queued must not go out with a later stream: nobody waits for them
+        self._packetQueue = [obj for obj in self._packetQueue
+                             if _iq_id(obj) not in waiting]
+        error = NotConnected(
+            f"profile {self.profile.name!r} is not connected ({reason}): the request was "
+            "not answered; try again once it is connected")
+        for d in waiting.values():
+            d.errback(Failure(error))
+
+    def not_connected(self) -> NotConnected:
+        """The error of a request the connection's state does not let through."""
+        return NotConnected(
+            f"profile {self.profile.name!r} is not connected ({self.state.value}"
+            f"{f': {self.error}' if self.error else ''}): connect it first, or try again "
+            "once it is connected"
+        )
 
     def _answered(self, result: Any) -> Any:
         self._update_reading()
@@ -514,6 +644,7 @@ class XMPPClient(StreamManager):
         self.factory.resetDelay()
         self.factory.continueTrying = True
         self._set_state(ConnectionState.CONNECTING)
+        self._begin_step(ConnectionStep.TCP)
         self._connector = self._open_connection()
         return self._chain(self._first)
 
@@ -534,14 +665,15 @@ class XMPPClient(StreamManager):
 
     def _open_connection(self) -> IConnector:
         options = self.profile.options
+        timeout = self._steps.connect_timeout
         if options.direct_tls:
             host = options.host or self.jid.host
             port = options.port or DEFAULT_DIRECT_TLS_PORT
             return self.reactor.connectSSL(host, port, self.factory, self.tls,
-                                           timeout=CONNECT_TIMEOUT)
+                                           timeout=timeout)
         if options.host:
             return self.reactor.connectTCP(options.host, options.port or DEFAULT_PORT,
-                                           self.factory, timeout=CONNECT_TIMEOUT)
+                                           self.factory, timeout=timeout)
         connector = XMPPClientConnector(self.reactor, self.jid.host.encode("idna"),
                                         self.factory)
         connector.connect()
@@ -549,15 +681,54 @@ class XMPPClient(StreamManager):
 
     def _target(self) -> str:
         """Where the profile connects, for error messages."""
+        if self.profile.options.host:
+            return self.server()
+        return f"the server of {self.jid.host}"
+
+    def server(self) -> str:
+        """The server, as ``host:port`` when known, else the JID's domain."""
         options = self.profile.options
         if options.host:
             default = DEFAULT_DIRECT_TLS_PORT if options.direct_tls else DEFAULT_PORT
-            return f"{options.host} port {options.port or default}"
-        return f"the server of {self.jid.host}"
+            return _host_port(options.host, options.port or default)
+        transport = getattr(self.xmlstream, "transport", None)
+        peer = transport.getPeer() if transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        if host is None:  # through DNS SRV: the server picked, once picked
+            host, port = (getattr(self._connector, "host", None),
+                          getattr(self._connector, "port", None))
+        if isinstance(host, str) and isinstance(port, int):
+            return f"{_host_port(host, port)} ({self.jid.host})"
+        return self.jid.host
+
+    # time limits of the steps
+
+    def _begin_step(self, step: ConnectionStep) -> None:
+        self._steps.begin(step)
+
+    def _step_expired(self, step: ConnectionStep, timeout: float) -> None:
+        """A step ran out of time: abort the attempt, which then fails with it."""
+        error = ConnectionTimeout(step, self.server(), timeout)
+        self._timeout_error = error
+        transport = getattr(self.xmlstream, "transport", None)
+        if transport is not None:
+            # the stream's loss reports the failure (on_connection_lost)
+            transport.abortConnection()
+            return
+        connector = self._connector
+        if connector is not None:
+            try:
+                connector.stopConnecting()
+            except net_error.NotConnectingError:
+                pass
+        if self._timeout_error is not None:
+            # the connector did not report it (a DNS look-up still running): do it
+            self.factory.clientConnectionFailed(connector, Failure(error))
 
     def disconnect(self) -> defer.Deferred:
         """Close the connection and stop reconnecting; fire once it is closed."""
         self._stopping = True
+        self._steps.stop()
         self.factory.stopTrying()
         if self._first is not None and not self._first.called:
             self._first.errback(ConnectionFailed("connection cancelled"))
@@ -612,6 +783,15 @@ class XMPPClient(StreamManager):
 
     def _connected(self, xs: xmlstream.XmlStream) -> None:
         self.xmlstream = xs
+        # what the server must send next: the stream header (after the TLS handshake
+        # with direct TLS), its features after each header, and the header again after
+        # each TLS handshake (STARTTLS)
+        xs.addObserver(xmlstream.STREAM_START_EVENT,
+                       lambda __: self._begin_step(ConnectionStep.STREAM_FEATURES))
+        xs.addObserver(TLS_HANDSHAKE_DONE_EVENT,
+                       lambda __: self._begin_step(ConnectionStep.STREAM_HEADER))
+        self._begin_step(ConnectionStep.TLS_HANDSHAKE if self.profile.options.direct_tls
+                         else ConnectionStep.STREAM_HEADER)
         for handler in list(self):
             self._call_handler(handler, "makeConnection", xs)
 
@@ -631,10 +811,8 @@ class XMPPClient(StreamManager):
 
     def _drop(self, obj: Any, error: StanzaNotSerializable) -> None:
         """A queued stanza can't be sent: fail its request, or say it in the log."""
-        stanza_id = None
-        if domish.IElement.providedBy(obj) and getattr(obj, "name", None) == "iq":
-            stanza_id = obj.attributes.get("id")
-        d = self._iqDeferreds.pop(stanza_id, None) if isinstance(stanza_id, str) else None
+        stanza_id = _iq_id(obj)
+        d = self._iqDeferreds.pop(stanza_id, None) if stanza_id is not None else None
         if d is not None:
             d.errback(Failure(error))
         else:
@@ -642,6 +820,7 @@ class XMPPClient(StreamManager):
                      profile=self.profile.name, error=str(error))
 
     def _authd(self, xs: xmlstream.XmlStream) -> None:
+        self._steps.stop()
         self.bound_jid = self.factory.authenticator.jid
         self._ever_connected = True
         self.factory.resetDelay()
@@ -658,12 +837,16 @@ class XMPPClient(StreamManager):
 
     def initializationFailed(self, reason: Failure) -> None:  # noqa: N802
         """Stream initialization failed: SASL, TLS negotiation, binding..."""
+        if self._timeout_error is not None:
+            # a step ran out of time: the stream's loss failed what it was waiting for
+            reason = Failure(self._timeout_error)
         fatal = not reason.check(sasl_errors.TemporaryAuthFailure)
         self._fail(reason, fatal=fatal)
         if self.xmlstream is not None and self.xmlstream.transport is not None:
             self.xmlstream.transport.loseConnection()
 
     def _fail(self, reason: Failure, fatal: bool) -> None:
+        self._steps.stop()
         message = _describe(reason)
         if reason.check(sasl_errors.SASLError, ConnectionFailed):
             error: BaseException = reason.value
@@ -678,6 +861,8 @@ class XMPPClient(StreamManager):
             )
         else:
             error = ConnectionFailed(f"can't connect profile {self.profile.name}: {message}")
+        # requests waiting for this attempt: it failed
+        self._fail_requests(str(error))
         first = self._first
         if fatal or (first is not None and not first.called):
             self.factory.stopTrying()
@@ -705,10 +890,26 @@ class XMPPClient(StreamManager):
             "private authority, set the profile's CA file"
         )
 
+    def on_connecting(self, connector: IConnector) -> None:
+        """An attempt starts (the first one, or a reconnection)."""
+        self._connector = connector
+        self._attempt_failed = False
+        self._timeout_error = None
+        if not self._stopping:
+            self._begin_step(ConnectionStep.TCP)
+
     def on_connection_failed(self, reason: Failure) -> bool:
         """The TCP connection could not be made; return True to retry."""
-        if self._stopping:
+        self._steps.stop()
+        if self._stopping or self._attempt_failed:
             return False
+        self._attempt_failed = True
+        if self._timeout_error is None and reason.check(net_error.TimeoutError):
+            # the reactor's own limit (the same as ours) ran out first
+            self._timeout_error = ConnectionTimeout(
+                ConnectionStep.TCP, self.server(), self._steps.connect_timeout)
+        if self._timeout_error is not None:
+            reason, self._timeout_error = Failure(self._timeout_error), None
         self._fail(reason, fatal=_is_certificate_failure(reason))
         return not self._stopping
 
@@ -722,6 +923,8 @@ class XMPPClient(StreamManager):
         stream_reason, self._stream_lost_reason = self._stream_lost_reason, None
         if stream_reason is not None:
             reason = stream_reason
+        if self._timeout_error is not None:
+            reason, self._timeout_error = Failure(self._timeout_error), None
         if self._stopping:
             if self.state not in (ConnectionState.FAILED, ConnectionState.DISCONNECTED):
                 self._set_state(ConnectionState.DISCONNECTED)
@@ -736,6 +939,9 @@ class XMPPClient(StreamManager):
         return True
 
     def _disconnected(self, reason: Failure) -> None:
+        self._steps.stop()
+        if self._timeout_error is not None:
+            reason = Failure(self._timeout_error)
         self._stream_lost_reason = reason
         # the next stream has a transport of its own, reading
         self._reading_paused = False
@@ -743,11 +949,10 @@ class XMPPClient(StreamManager):
         self._initialized = False
         for handler in list(self):
             self._call_handler(handler, "connectionLost", reason)
-        # requests without an answer fail with the reason, not at their time-out
-        waiting, self._iqDeferreds = self._iqDeferreds, {}
-        for d in waiting.values():
-            d.errback(reason)
-        if self.state is ConnectionState.CONNECTED:
+        # requests without an answer fail now, not at their time-out
+        self._fail_requests(f"connection lost: {_describe(reason)}")
+        if self.state is ConnectionState.CONNECTED and not self._stopping:
+            # a deliberate stop (disconnect, backend stopping) is no reconnection
             self._set_state(ConnectionState.RECONNECTING, _describe(reason))
             # the factory decides through on_connection_lost
 

@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from libervia.backend.core.async_utils import maybe_async_call
-from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.exceptions import NotConnected
 from libervia.backend.core.interfaces import (
     HandlerProvider,
     ProfileConnected,
@@ -47,6 +47,7 @@ from libervia.backend.xmpp.profiles import ConnectionOptions, ProfileManager, St
 from libervia.backend.xmpp.sasl.initializer import SASLResult
 from libervia.backend.xmpp.sasl.mechanisms import SASLPolicy
 from libervia.backend.xmpp.sasl.scram_keys import ScramKeyCache
+from libervia.backend.xmpp.steps import SECTION
 
 log = getLogger(__name__)
 
@@ -110,12 +111,26 @@ class ClientManager:
     def get(self, name: str) -> XMPPClient:
         """The client of a connected (or connecting) profile.
 
-        :raise NotFound: the profile is not connected
+        :raise NotConnected: the profile is not connected (the bridge has checked that
+            it exists: :meth:`check_profile`)
         """
         try:
             return self.clients[name]
         except KeyError:
-            raise NotFound(f"profile {name!r} is not connected: connect it first") from None
+            error = self._errors.get(name)
+            state = f" (failed: {error})" if error else ""
+            raise NotConnected(
+                f"profile {name!r} is not connected{state}: connect it first") from None
+
+    def check_profile(self, name: str) -> defer.Deferred:
+        """Fire (with ``None``) once checked that a profile named ``name`` exists.
+
+        It fails with :class:`~libervia.backend.core.exceptions.ProfileNotFound`
+        otherwise.  A connected profile exists: no database call for it.
+        """
+        if name in self.clients:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self.profiles.require(name))
 
     def is_connected(self, name: str) -> bool:
         client = self.clients.get(name)
@@ -124,7 +139,7 @@ class ClientManager:
     async def connect(self, name: str) -> XMPPClient:
         """Connect a profile (nothing to do if it is connected).
 
-        :raise NotFound: no such profile
+        :raise ProfileNotFound: no such profile
         :raise ConnectionFailed: or a SASL error, if the connection failed
         """
         client = self.clients.get(name)
@@ -170,7 +185,9 @@ class ClientManager:
             on_authenticated=lambda result: self._on_authenticated(name, result),
             on_state_change=self._on_state_change,
             reactor=self.host.reactor,
-            **self.client_options,
+            **{"connect_timeout": self.host.config.get(SECTION, "connect_timeout"),
+               "step_timeout": self.host.config.get(SECTION, "step_timeout"),
+               **self.client_options},
         )
         self.clients[name] = client
         await self._attach_handlers(client)
@@ -185,7 +202,7 @@ class ClientManager:
     async def disconnect(self, name: str) -> None:
         """Disconnect a profile.
 
-        :raise NotFound: the profile is not connected
+        :raise NotConnected: the profile is not connected
         """
         client = self.get(name)
         await self._call_hooks(PROFILE_DISCONNECTING, client)

@@ -29,7 +29,12 @@ from typing import Any, Protocol, runtime_checkable
 from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core import log as log_module
-from libervia.backend.core.exceptions import BackendError, NotFound
+from libervia.backend.core.exceptions import (
+    BackendError,
+    ConflictError,
+    NotFound,
+    ProfileNotFound,
+)
 from libervia.backend.core.interfaces import Host
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.secrets import KEY_FILE_NAME, SecretBox
@@ -184,6 +189,9 @@ class ProfileManager:
     def __init__(self, host: StorageHost) -> None:
         self.host = host
         self._box: SecretBox | None = None
+        #: names of profiles known to exist (read, created): :meth:`exists` needs no
+        #: database call for them
+        self._known: set[str] = set()
 
     @property
     def storage(self) -> Storage:
@@ -207,7 +215,7 @@ class ProfileManager:
 
     @staticmethod
     def check_name(name: str) -> str:
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise ProfileError(
                 f"invalid profile name {name!r}: use 1 to 64 letters, digits or . _ @ + -, "
                 "starting with a letter or digit"
@@ -217,6 +225,7 @@ class ProfileManager:
     async def names(self) -> list[str]:
         """Names of every profile, sorted."""
         names = sorted(await self.storage.profiles.get_profiles())
+        self._known = set(names)
         for name in names:
             _register_public(name)
         return names
@@ -230,7 +239,38 @@ class ProfileManager:
                 _register_public(name, jid)
 
     async def exists(self, name: str) -> bool:
-        return name in await self.storage.profiles.get_profiles()
+        """Whether a profile of this name exists (any string may be asked about)."""
+        if name in self._known:
+            return True
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            return False  # no profile can have it: the database is not asked
+        if name in await self.storage.profiles.get_profiles():
+            self._known.add(name)
+            return True
+        return False
+
+    async def require(self, name: str) -> None:
+        """Check that a profile named ``name`` exists.
+
+        :raise ProfileNotFound: it does not
+        """
+        if not await self.exists(name):
+            raise ProfileNotFound(name)
+
+    async def check_new(self, name: str, jid: str,
+                        options: "ConnectionOptions | None" = None) -> str:
+        """Check that a profile could be created with ``name`` and ``jid``; return the
+        JID as it would be stored (the options were checked when they were built).
+
+        :raise ProfileError: invalid name or JID
+        :raise ConflictError: a profile with this name exists
+        """
+        self.check_name(name)
+        full_jid = _jid(jid)
+        if await self.exists(name):
+            raise ConflictError(f"a profile named {name!r} exists already: choose "
+                                "another name, or delete it first")
+        return full_jid
 
     async def create(
         self,
@@ -244,8 +284,7 @@ class ProfileManager:
         :raise ProfileError: invalid name, JID, password or option
         :raise ConflictError: a profile with this name exists
         """
-        self.check_name(name)
-        full_jid = _jid(jid)
+        full_jid = await self.check_new(name, jid, options)
         if not isinstance(password, str) or not password:
             raise ProfileError("the password must not be empty")
         options = options or ConnectionOptions()
@@ -257,6 +296,7 @@ class ProfileManager:
             # leave nothing half-made behind
             await self.storage.profiles.delete_profile(name)
             raise
+        self._known.add(name)
         # only now is the password in use: a refused profile registers nothing
         _register_public(name, full_jid)
         log_module.register_secret(password, secret_owner(name))
@@ -268,8 +308,7 @@ class ProfileManager:
 
         :raise NotFound: no such profile
         """
-        if not await self.exists(name):
-            raise NotFound(f"there is no profile named {name!r}")
+        await self.require(name)
         params = await self.storage.profiles.get_params(profile=name, category=PARAM_CATEGORY)
         values = {key: value for (__, key), value in params.items()}
         jid = values.pop("jid", None)
@@ -297,15 +336,16 @@ class ProfileManager:
     async def delete(self, name: str) -> None:
         """Delete a profile and everything stored for it.
 
-        :raise NotFound: no such profile
+        :raise ProfileNotFound: no such profile
         """
+        await self.require(name)
+        self._known.discard(name)
         await self.storage.profiles.delete_profile(name)
         log_module.forget_owner(secret_owner(name))
         log.info("profile {name} deleted", name=name)
 
     async def set_password(self, name: str, password: str) -> None:
-        if not await self.exists(name):
-            raise NotFound(f"there is no profile named {name!r}")
+        await self.require(name)
         if not isinstance(password, str) or not password:
             raise ProfileError("the password must not be empty")
         await self._store_password(name, password)

@@ -12,6 +12,7 @@ import sys
 
 from libervia.cli import output
 from libervia.cli.base import CommandError, Context, add_command, add_group
+from libervia.cli.bridge_client import BridgeError
 
 TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
 if TYPE_CHECKING:
@@ -224,12 +225,20 @@ def _ca_file(value: str) -> str:
 def create(ctx: Context) -> dict[str, Any]:
     args = ctx.args
     ca_file = None if args.ca_file is None else _ca_file(args.ca_file)
-    secret = read_password(args.password_stdin, f"password of {args.jid}: ")
-    return ctx.call(
-        "profile_create", name=args.name, jid=args.jid, password=secret,
-        host=args.host, port=args.port, direct_tls=args.direct_tls, ca_file=ca_file,
-        mechanisms=args.mechanisms, autoconnect=args.autoconnect,
+    params = dict(
+        name=args.name, jid=args.jid, host=args.host, port=args.port,
+        direct_tls=args.direct_tls, ca_file=ca_file, mechanisms=args.mechanisms,
+        autoconnect=args.autoconnect,
     )
+    # a wrong name, JID or option, or a name taken, is said before the password is
+    # typed (a backend too old to check says it after)
+    try:
+        ctx.call("profile_create", check_only=True, **params)
+    except BridgeError as e:
+        if e.type != "InvalidParams" or "check_only" not in e.message:
+            raise
+    secret = read_password(args.password_stdin, f"password of {args.jid}: ")
+    return ctx.call("profile_create", password=secret, **params)
 
 
 MODIFY_EPILOG = """\

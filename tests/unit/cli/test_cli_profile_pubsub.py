@@ -12,6 +12,7 @@ import os
 import pytest
 import pytest_twisted
 
+from libervia.backend.core.exceptions import ProfileNotFound
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.plugins.xep_0060 import NS_PUBSUB
 from libervia.cli.commands import completion
@@ -232,8 +233,45 @@ async def test_backend_errors_are_shown_with_their_type(run_li_pubsub, monkeypat
     status, out, err = await run_li_pubsub("profile", "connect", "nobody", "--output",
                                            "json")
     assert status == 1
-    assert json.loads(out)["error"]["type"] == "NotFound"
+    assert json.loads(out)["error"]["type"] == "ProfileNotFound"
     assert "nobody" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_create_checks_name_jid_and_existence_before_the_password(
+    run_li_pubsub, monkeypatch
+):
+    monkeypatch.setattr("sys.stdin", Stdin(SECRET + "\n"))
+    status, __, err = await run_li_pubsub("profile", "create", "alice", "--jid",
+                                          "alice@example.org")
+    assert status == 0, err
+    for argv, error_type, words in (
+        (("-bad name", "--jid", "x@example.org"), "ProfileError", "invalid profile name"),
+        (("eve", "--jid", "no-user"), "ProfileError", "user@server"),
+        (("eve", "--jid", "eve@example.org", "--mechanisms", "MD5"), "ProfileError",
+         "unknown SASL mechanism"),
+        (("alice", "--jid", "alice@example.org"), "ConflictError", "exists already"),
+    ):
+        stdin = Stdin(SECRET + "\n")
+        monkeypatch.setattr("sys.stdin", stdin)
+        status, __, err = await run_li_pubsub("profile", "create", *argv)
+        assert status == 1, argv
+        assert words in err and err.rstrip().endswith(f"[{error_type}]"), err
+        # refused before the password was read
+        assert stdin.tell() == 0, argv
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_method_taking_a_profile_says_when_it_does_not_exist(run_li_pubsub):
+    for argv in (("pubsub", "get", "-n", "news"), ("pubsub", "cache", "stats"),
+                 ("pubsub", "cache", "search", "-f", "word"),
+                 ("pubsub", "node", "info", "-n", "news"),
+                 ("pubsub", "cache", "state", "-n", "news")):
+        status, out, err = await run_li_pubsub(*argv, "-p", "nobody", "--output", "json")
+        assert status == 1, argv
+        assert json.loads(out)["error"] == {
+            "code": -32001, "type": "ProfileNotFound",
+            "message": "there is no profile named 'nobody'"}, argv
 
 
 @pytest_twisted.ensureDeferred
@@ -289,9 +327,10 @@ async def test_pubsub_of_a_disconnected_profile_says_to_connect_it(
                                            "json")
     assert status == 1
     assert json.loads(out) == {"error": {
-        "code": json.loads(out)["error"]["code"], "type": "NotFound",
+        "code": -32005, "type": "NotConnected",
         "message": "profile 'alice' is not connected: connect it first"}}
-    assert err == "li: error: profile 'alice' is not connected: connect it first [NotFound]\n"
+    assert err == ("li: error: profile 'alice' is not connected: connect it first "
+                   "[NotConnected]\n")
 
 
 @pytest_twisted.ensureDeferred
@@ -569,3 +608,24 @@ async def test_cache_search_sends_the_query_and_shows_the_page(
     assert status == 1
     error = json.loads(out)["error"]
     assert error["type"] == "InvalidQuery" and "fts" in error["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_profile_names_get_profile_not_found_from_every_method(
+    pubsub_backend
+):
+    """Names no profile can have (empty, NUL, path, 10,000 characters) are answered
+    ProfileNotFound, with a message of bounded length, before any method runs."""
+    bridge = pubsub_backend.bridge
+    calls = [("pubsub_get", {"service": None, "node": "news"}),
+             ("cache_stats", {}), ("cache_reset", {}),
+             ("cache_search", {"query": {"text": "x"}}),
+             ("pubsub_subscriptions", {"service": None})]
+    for name in ("", "\x00", "../../etc/passwd", "a b", "é" * 10_000, "alice\n"):
+        for method, params in calls:
+            with pytest.raises(ProfileNotFound) as caught:
+                await bridge.call(method, {"profile": name, **params})
+            assert len(str(caught.value)) < 120, (method, name[:10])
+    await pubsub_backend.profiles.create("alice", "alice@example.org", SECRET)
+    assert await bridge.call("cache_stats", {"profile": "alice"}) == {
+        "nodes": 0, "nodes_by_state": {}, "items": 0, "bytes": 0}

@@ -8,7 +8,7 @@ from twisted.words.protocols.jabber.jid import JID
 
 from libervia.backend.bridge.server import Bridge
 from libervia.backend.core.config import Config
-from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.exceptions import NotConnected, ProfileNotFound
 from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.storage import Storage
 from libervia.backend.plugins.plugin_xep_0030 import XEP_0030
@@ -70,7 +70,13 @@ class Clients:
         try:
             return self.clients[name]
         except KeyError:
-            raise NotFound(f"profile {name!r} is not connected") from None
+            raise NotConnected(f"profile {name!r} is not connected") from None
+
+    def check_profile(self, name: str) -> defer.Deferred:
+        # the profiles of this host are its clients
+        if name in self.clients:
+            return defer.succeed(None)
+        return defer.fail(ProfileNotFound(name))
 
     def is_connected(self, name: str) -> bool:
         client = self.clients.get(name)

@@ -94,7 +94,7 @@ async def test_a_failed_attempt_is_reported_until_the_next_success(host):
             await d
     info = host.clients.info("alice")
     assert info["state"] == ConnectionState.FAILED.value
-    assert "127.0.0.1 port 5299" in info["error"]
+    assert "127.0.0.1:5299" in info["error"]
     assert "alice" not in host.clients.clients
 
     attempt = connect(host)

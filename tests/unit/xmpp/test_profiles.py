@@ -70,6 +70,10 @@ async def test_duplicate_profile_is_refused(profiles):
     with pytest.raises(ConflictError):
         await profiles.create("alice", "other@example.org", "pw12345")
     assert (await profiles.get("alice")).jid == "alice@example.org"
+    # the check frontends make before asking for the password says it too
+    with pytest.raises(ConflictError, match="exists already"):
+        await profiles.check_new("alice", "other@example.org")
+    assert await profiles.check_new("bob", " bob@example.org ") == "bob@example.org"
 
 
 @pytest.mark.parametrize(
@@ -77,6 +81,7 @@ async def test_duplicate_profile_is_refused(profiles):
     [
         ("bad name", "a@b.c", "pw", {}, "invalid profile name"),
         ("", "a@b.c", "pw", {}, "invalid profile name"),
+        ("alice\n", "a@b.c", "pw", {}, "invalid profile name"),
         ("ok", "no-user-part.example", "pw", {}, "no user part"),
         ("ok", "a@b@c", "pw", {}, "invalid JID"),
         ("ok", "a@b.c", "", {}, "password"),

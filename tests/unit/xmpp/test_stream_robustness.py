@@ -15,13 +15,14 @@ from twisted.words.protocols.jabber import xmlstream
 from twisted.words.xish import domish
 from wokkel.subprotocols import XMPPHandler
 
+from libervia.backend.core.exceptions import NotConnected
 from libervia.backend.xmpp.client import (
     ConnectionState,
     StanzaNotSerializable,
     serialize_stanza,
 )
 from libervia.backend.xmpp.iq import IQRequest
-from tests.unit.xmpp.test_xmpp_client import Connector, collect, make_client
+from tests.unit.xmpp.test_xmpp_client import Connector, collect, make_client, next_delay
 
 LONE_SURROGATE = "\ud800"
 
@@ -87,13 +88,16 @@ def message(body):
 
 
 def connected_after_a_drop():
-    """A client that was connected and lost its connection: stanzas are queued."""
+    """A client that was connected, lost its connection and is trying again: stanzas
+    and requests are queued for the new stream."""
     client, reactor, states = make_client()
     results = collect(client.connect())
     xs, __ = stream_up(client)
     assert results == [client]
     drop(client, xs)
     assert client.state is ConnectionState.RECONNECTING
+    reactor.advance(next_delay(reactor))
+    client.factory.startedConnecting(Connector())  # the new attempt
     return client, reactor
 
 
@@ -225,8 +229,10 @@ def test_a_handler_raising_when_the_connection_is_lost_does_not_stop_the_others(
     pending = collect(client.request(request("q1")))
     drop(client, xs)
     assert recorder.calls == ["made", "initialized", "lost"]
-    # the request fails with the reason, not after its time-out
-    assert pending[0].check(net_error.ConnectionLost)
+    # the request fails at once, not after its time-out, saying why
+    assert pending[0].check(NotConnected)
+    assert "connection lost: Connection to the other side was lost" in (
+        pending[0].getErrorMessage())
     assert client.state is ConnectionState.RECONNECTING
     stream_up(client)
     assert client.state is ConnectionState.CONNECTED

@@ -5,7 +5,7 @@ from typing import Any
 
 from twisted.words.protocols.jabber import jid as jabber_jid
 
-from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.exceptions import NotConnected
 from libervia.backend.core.interfaces import Client
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMError, RSMRequest
@@ -57,13 +57,13 @@ class CacheBridge:
         is read all the same), and the service a method names (``None`` or ``""``:
         the profile's own account).
 
-        :raise NotFound: there is no such profile
+        :raise ProfileNotFound: there is no such profile
         :raise InvalidRequest: an invalid service JID
         """
         name = _profile(profile)
         try:
             client: Client | None = self.host.clients.get(name)
-        except NotFound:
+        except NotConnected:
             client = None
         if service:
             return client, self.pubsub.service_jid(client, service)

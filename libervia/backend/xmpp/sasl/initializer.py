@@ -351,7 +351,9 @@ class SASLInitializer(sasl.SASLInitiatingInitializer):
             "authenticated with {mechanism} (channel binding: {cb}, {tls}, downgrade "
             "protection: {ssdp})",
             mechanism=self.result.mechanism,
-            cb=self.result.channel_binding or self.result.gs2_flag or "-",
+            # the wording of "li profile info": the type bound, or none (the GS2 flag
+            # "y" or "n" says why not, which is for the debug line above)
+            cb=self.result.channel_binding or "none",
             tls=self.result.tls_version or "no TLS",
             ssdp="verified" if self.result.downgrade_protection else "not offered",
         )

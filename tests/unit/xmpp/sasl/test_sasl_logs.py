@@ -90,3 +90,20 @@ def test_debug_logs_of_failed_exchanges_hold_no_secret(debug_logs):
     assert any("authentication failed" in line for line in lines)
     for secret in _secrets_of(server, cache) + _secrets_of(forged_server, cache):
         assert not [line for line in lines if secret in line], "secret leaked in the logs"
+
+
+def test_the_log_says_channel_binding_none_as_li_does_not_the_gs2_flag(debug_logs):
+    """SCRAM without -PLUS over TLS sends the GS2 flag "y"; the log line, like
+    ``li profile info``, says which binding was used: none."""
+    xs = make_stream(PASSWORD)
+    set_features(xs, ["SCRAM-SHA-256"])
+    server = ScriptedServer(xs, password=PASSWORD)
+    binding = StaticChannelBinding({"tls-unique": b"cb"}, "TLSv1.2")
+    initializer = make_initializer(xs, binding=binding)
+    outcome = result_of(defer.maybeDeferred(initializer.initialize))
+    assert outcome is xmlstream.Reset, outcome
+    assert server.sent
+    assert initializer.result.gs2_flag == "y"
+    assert [line for line in debug_logs() if line.startswith("authenticated with")] == [
+        "authenticated with SCRAM-SHA-256 (channel binding: none, TLSv1.2, downgrade "
+        "protection: not offered)"]
