@@ -99,7 +99,7 @@ def test_modify_usage_errors_exit_2_before_any_call(li_env, socket_dir, capsys, 
 
 
 @pytest.mark.parametrize("params, error_type, message", [
-    ({"name": "nobody", "port": 5223}, "NotFound", "nobody"),
+    ({"name": "nobody", "port": 5223}, "ProfileNotFound", "nobody"),
     ({"name": "alice"}, "ProfileError", "nothing to change"),
     ({"name": "alice", "port": 0}, "ProfileError", "out of range"),
     ({"name": "alice", "port": 2**63}, "ProfileError", "out of range"),
@@ -172,4 +172,4 @@ async def test_delete_of_a_missing_profile_asks_nothing(run_li_pubsub, monkeypat
     monkeypatch.setattr("sys.stdin", Stdin("y\n", tty=True))
     status, __, err = await run_li_pubsub("profile", "delete", "nobody")
     assert status == 1
-    assert "[y/N]" not in err and "nobody" in err and "[NotFound]" in err
+    assert "[y/N]" not in err and "nobody" in err and "[ProfileNotFound]" in err
