@@ -102,7 +102,7 @@ async def test_disco_errors_are_typed_and_exit_with_1(run_li, stream):
     assert status == 1
     assert "[InvalidDiscoRequest]" in err
     status, __, err = await run_li("disco", "info", "-p", "nobody", "example.org")
-    assert status == 1 and "[NotFound]" in err
+    assert status == 1 and "[ProfileNotFound]" in err
 
 
 def test_disco_commands_are_completed():
