@@ -11,7 +11,7 @@ import pytest_twisted
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 
-from libervia.backend.core.exceptions import NotFound
+from libervia.backend.core.exceptions import NotConnected, NotFound
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.memory.sqla_mapping import SyncState
 from libervia.backend.memory.storage import Storage, StorageError, StorageUnavailable
@@ -638,8 +638,13 @@ async def test_a_sync_asks_for_the_next_page_before_handling_the_current_one(sto
     assert [r.name for r in await env.cached_rows()] == [f"i{n:02}" for n in range(12)]
 
 
+@pytest.mark.parametrize("lost", [
+    ConnectionLost("the server went away"),
+    # what the client fails its waiting requests with (xmpp/client.py)
+    NotConnected("profile 'alice' is not connected (connection lost: ...)"),
+])
 @pytest_twisted.ensureDeferred
-async def test_stream_lost_during_a_sync_leaves_it_to_redo_not_in_error(storage):
+async def test_stream_lost_during_a_sync_leaves_it_to_redo_not_in_error(storage, lost):
     env = Env(storage, FakePubsubService("ejabberd"), settings={"page_size": 5})
     env.fill()
     env.client.hold(is_page_request)
@@ -647,7 +652,7 @@ async def test_stream_lost_during_a_sync_leaves_it_to_redo_not_in_error(storage)
     await env.client.wait_held()
     # the requests of a lost stream fail before the client knows it is disconnected
     __, held = env.client.held.pop()
-    held.errback(ConnectionLost("the server went away"))
+    held.errback(lost)
     await env.cache.wait_background()
     assert await env.state() == "in_progress"
     env.client.release()

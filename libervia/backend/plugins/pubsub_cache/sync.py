@@ -19,7 +19,12 @@ from twisted.internet.error import ConnectionClosed
 from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
-from libervia.backend.core.exceptions import BackendError, ConflictError, NotFound
+from libervia.backend.core.exceptions import (
+    BackendError,
+    ConflictError,
+    NotConnected,
+    NotFound,
+)
 from libervia.backend.core.interfaces import Client, Reactor
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
@@ -264,11 +269,12 @@ class Synchroniser:
             return
         except Exception as e:
             reason = str(e) if isinstance(e, BackendError) else f"{type(e).__name__}: {e}"
-            if not getattr(client, "is_connected", True) or isinstance(e, ConnectionClosed):
+            if not getattr(client, "is_connected", True) or isinstance(
+                    e, (ConnectionClosed, NotConnected)):
                 # interrupted (disconnection, backend stopping), not failed: the node
                 # stays IN_PROGRESS and is synchronised again at the next connection.
-                # The requests of a lost stream fail before the client knows it is
-                # disconnected: their error tells it too
+                # The requests of a lost stream fail (NotConnected) before the client
+                # knows it is disconnected: their error tells it too
                 log.info("synchronisation of node {node} interrupted ({reason}), it "
                          "will be done again", node=node, reason=reason)
                 return
