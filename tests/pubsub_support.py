@@ -33,6 +33,7 @@ from twisted.words.protocols.jabber.jid import JID
 from libervia.backend.app.main import Backend
 from libervia.backend.core.config import Config
 from libervia.backend.core.constants import C
+from libervia.backend.core.exceptions import NotConnected
 from libervia.backend.xmpp.profiles import ConnectionOptions
 
 TIMEOUT = 30
@@ -258,10 +259,17 @@ class BackendFactory:
 
 
 async def until(check, what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``await check()`` until it is truthy; fail saying ``what`` otherwise."""
+    """Poll ``await check()`` until it is truthy; fail saying ``what`` otherwise.
+
+    A check failing with ``NotConnected`` is tried again: a request made while the
+    profile reconnects fails at once, and the profile may be back at the next try.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        result = await check()
+        try:
+            result = await check()
+        except NotConnected:
+            result = None
         if result:
             return result
         if time.monotonic() > deadline:

@@ -202,10 +202,7 @@ async def test_changes_made_while_stopped_are_found_after_reconnection(xmpp_serv
 
 
 async def _served_from_cache(reader: Reader) -> bool:
-    try:
-        return (await reader.get()).cached
-    except NotConnected:
-        return False  # still reconnecting: a request fails at once, ask again later
+    return (await reader.get()).cached
 
 
 @pytest_twisted.ensureDeferred
