@@ -72,10 +72,15 @@ class Clients:
         except KeyError:
             raise NotConnected(f"profile {name!r} is not connected") from None
 
+    #: the host's profile manager, when it has one: as in the backend, a profile
+    #: exists when it is connected or stored (what is cached is read offline)
+    profiles: ProfileManager | None = None
+
     def check_profile(self, name: str) -> defer.Deferred:
-        # the profiles of this host are its clients
         if name in self.clients:
             return defer.succeed(None)
+        if self.profiles is not None:
+            return defer.ensureDeferred(self.profiles.require(name))
         return defer.fail(ProfileNotFound(name))
 
     def is_connected(self, name: str) -> bool:
@@ -94,6 +99,7 @@ class Host:
         self.bridge = RecordingBridge(self)
         self.clients = Clients()
         self.profiles = ProfileManager(self)
+        self.clients.profiles = self.profiles
         self.plugins: dict[str, Any] = {}
         self.plugins["XEP-0030"] = XEP_0030(self)
         self.plugins["XEP-0059"] = XEP_0059(self)
