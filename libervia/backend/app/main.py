@@ -90,6 +90,10 @@ class Backend(AsyncMultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        # the configuration was checked when it was read, before the modules declaring
+        # the core's other options (connection steps...) were imported: check it again,
+        # so a bad value stops the start-up instead of the first connection
+        config.validate()
         self.config = config
         self.version = libervia.backend.__version__
         self.trigger = TriggerManager()
