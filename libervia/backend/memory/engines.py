@@ -115,6 +115,11 @@ class DatabaseEngine:
             set_={col: stmt.excluded[col] for col in update_columns},
         )
 
+    def insert_new(self, table: Table) -> Insert:
+        """Return an INSERT that leaves out a row conflicting with an existing one on
+        any unique constraint (``RETURNING`` then gives no row for it)."""
+        return self._dialect_insert(table).on_conflict_do_nothing()
+
     def _dialect_insert(self, table: Table) -> Any:
         raise NotImplementedError
 
@@ -122,12 +127,14 @@ class DatabaseEngine:
         """SQL expression of the size in bytes of a text column's value."""
         return func.octet_length(column)
 
-    def fulltext_search(self, words: list[str]) -> tuple[Any, Any, Any]:
-        """How to find the items whose text holds every word of ``words``.
+    def fulltext_search(self, words: list[str], bodies: bool = False
+                        ) -> tuple[Any, Any, Any]:
+        """How to find the items (or, with ``bodies``, the message bodies of the
+        history) whose text holds every word of ``words``.
 
         :return: ``(join, condition, score)``: a FROM clause to join with
-            ``pubsub_items`` (or None), the WHERE condition, and a score expression,
-            higher for better matches; the words are bound parameters
+            ``pubsub_items`` (``history_bodies``), or None, the WHERE condition, and a
+            score expression, higher for better matches; the words are bound parameters
         """
         raise NotImplementedError
 
@@ -319,16 +326,19 @@ class SqliteEngine(DatabaseEngine):
         # length() counts characters of a text, bytes of a blob
         return func.length(cast(column, LargeBinary))
 
-    def fulltext_search(self, words: list[str]) -> tuple[Any, Any, Any]:
-        from libervia.backend.memory.sqla_mapping import FULLTEXT_TABLE, PubsubItem
+    def fulltext_search(self, words: list[str], bodies: bool = False
+                        ) -> tuple[Any, Any, Any]:
+        from libervia.backend.memory import sqla_mapping as mapping
 
-        fts = table(FULLTEXT_TABLE, column("rowid"))
+        name, row_id = (mapping.HISTORY_FULLTEXT_TABLE, mapping.HistoryBody.id) if (
+            bodies) else (mapping.FULLTEXT_TABLE, mapping.PubsubItem.id)
+        fts = table(name, column("rowid"))
         # every word as a quoted string: FTS5 query syntax (NEAR, *, column:...) is
         # not for users to stumble on
         query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
-        fts_name = literal_column(FULLTEXT_TABLE)
+        fts_name = literal_column(name)
         return (
-            (fts, fts.c.rowid == PubsubItem.id),
+            (fts, fts.c.rowid == row_id),
             fts_name.op("MATCH")(bindparam("fulltext_query", query)),
             # bm25 is lower for better matches
             -func.bm25(fts_name),
@@ -423,12 +433,14 @@ class PostgresEngine(DatabaseEngine):
         # exception; class 57: the server is shutting down or starting
         return code is None or code[:2] in ("08", "57")
 
-    def fulltext_search(self, words: list[str]) -> tuple[Any, Any, Any]:
-        from libervia.backend.memory.sqla_mapping import FULLTEXT_PG_CONFIG, PubsubItem
+    def fulltext_search(self, words: list[str], bodies: bool = False
+                        ) -> tuple[Any, Any, Any]:
+        from libervia.backend.memory import sqla_mapping as mapping
 
         # written as in the index definition, so that the index is used
-        config = literal_column(f"'{FULLTEXT_PG_CONFIG}'")
-        vector = func.to_tsvector(config, PubsubItem.data)
+        config = literal_column(f"'{mapping.FULLTEXT_PG_CONFIG}'")
+        text = mapping.HistoryBody.text if bodies else mapping.PubsubItem.data
+        vector = func.to_tsvector(config, text)
         query = func.plainto_tsquery(
             config, bindparam("fulltext_query", " ".join(words)))
         return None, vector.op("@@")(query), func.ts_rank(vector, query)

@@ -327,6 +327,81 @@ class SubscriptionRequest(Base):
     received: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class HistoryEntry(Base):
+    """A message of a profile's history, sent or received (RFC 6121 ``<message/>``).
+
+    ``source`` and ``dest`` are bare JIDs, their resources apart; ``conversation`` is the
+    bare JID of the other party (the contact: ``dest`` for a message the account sent,
+    ``source`` for one it received).  ``timestamp`` is when the message was sent (a
+    delay's time when it came with one), ``received_timestamp`` when the backend got it.
+    ``direction`` is ``in`` or ``out``.
+
+    A message is stored once however often it comes (live, as a carbon, from the
+    archive): the database refuses a second row with the same ``stanza_id`` (the id the
+    account's server gave it, XEP-0359) or the same ``origin_id`` from the same sender.
+    """
+
+    __tablename__ = "history"
+    __table_args__ = (
+        UniqueConstraint("profile_id", "stanza_id"),
+        # an origin-id is unique for its sender only: a contact can't shadow another's
+        UniqueConstraint("profile_id", "source", "origin_id"),
+        # the latest messages of a profile, and of one conversation (history_get)
+        Index("ix_history_profile_id_timestamp", "profile_id", "timestamp", "id"),
+        Index("ix_history_profile_id_conversation", "profile_id", "conversation",
+              "timestamp", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    stanza_id: Mapped[str | None] = mapped_column(String(255))
+    origin_id: Mapped[str | None] = mapped_column(String(255))
+    #: the ``id`` attribute of the ``<message/>``
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(3071))
+    source_resource: Mapped[str | None] = mapped_column(String(1023))
+    dest: Mapped[str] = mapped_column(String(3071))
+    dest_resource: Mapped[str | None] = mapped_column(String(1023))
+    conversation: Mapped[str] = mapped_column(String(3071))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    type_: Mapped[str] = mapped_column("type", String(16))
+    direction: Mapped[str] = mapped_column(String(3))
+    thread: Mapped[str | None] = mapped_column(String(255))
+    thread_parent: Mapped[str | None] = mapped_column(String(255))
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    def __repr__(self) -> str:
+        return f"<HistoryEntry {self.id} {self.uid} {self.direction} {self.conversation!r}>"
+
+
+class HistoryBody(Base):
+    """A body of a message, in one language (``lang`` is ``""`` when not said)."""
+
+    __tablename__ = "history_bodies"
+    __table_args__ = (UniqueConstraint("history_id", "lang"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    history_id: Mapped[int] = mapped_column(ForeignKey("history.id", ondelete="CASCADE"))
+    lang: Mapped[str] = mapped_column(String(64), default="")
+    text: Mapped[str] = mapped_column(Text)
+
+
+class HistorySubject(Base):
+    """A subject of a message, in one language (``lang`` is ``""`` when not said)."""
+
+    __tablename__ = "history_subjects"
+    __table_args__ = (UniqueConstraint("history_id", "lang"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    history_id: Mapped[int] = mapped_column(ForeignKey("history.id", ondelete="CASCADE"))
+    lang: Mapped[str] = mapped_column(String(64), default="")
+    text: Mapped[str] = mapped_column(Text)
+
+
 # Full-text search of cached items.  The ORM can't describe these objects (an FTS5
 # virtual table kept in step by triggers on SQLite, an expression index on PostgreSQL),
 # so they are DDL run after the creation of pubsub_items, and Alembic's comparison
@@ -365,9 +440,41 @@ for _statement in POSTGRESQL_FULLTEXT_DDL:
                  DDL(_statement).execute_if(dialect="postgresql"))
 
 
+# The same for the bodies of the message history (the revision adding the history runs
+# the same statements).
+HISTORY_FULLTEXT_TABLE = "history_bodies_fts"
+HISTORY_FULLTEXT_INDEX = "ix_history_bodies_fts"
+
+SQLITE_HISTORY_FULLTEXT_DDL = (
+    f"CREATE VIRTUAL TABLE {HISTORY_FULLTEXT_TABLE} USING fts5("
+    "text, content='history_bodies', content_rowid='id')",
+    f"CREATE TRIGGER {HISTORY_FULLTEXT_TABLE}_ai AFTER INSERT ON history_bodies BEGIN "
+    f"INSERT INTO {HISTORY_FULLTEXT_TABLE}(rowid, text) VALUES (new.id, new.text); END",
+    f"CREATE TRIGGER {HISTORY_FULLTEXT_TABLE}_ad AFTER DELETE ON history_bodies BEGIN "
+    f"INSERT INTO {HISTORY_FULLTEXT_TABLE}({HISTORY_FULLTEXT_TABLE}, rowid, text) "
+    "VALUES ('delete', old.id, old.text); END",
+    f"CREATE TRIGGER {HISTORY_FULLTEXT_TABLE}_au AFTER UPDATE OF text ON history_bodies "
+    f"BEGIN INSERT INTO {HISTORY_FULLTEXT_TABLE}({HISTORY_FULLTEXT_TABLE}, rowid, text) "
+    "VALUES ('delete', old.id, old.text); "
+    f"INSERT INTO {HISTORY_FULLTEXT_TABLE}(rowid, text) VALUES (new.id, new.text); END",
+)
+POSTGRESQL_HISTORY_FULLTEXT_DDL = (
+    f"CREATE INDEX {HISTORY_FULLTEXT_INDEX} ON history_bodies "
+    f"USING gin (to_tsvector('{FULLTEXT_PG_CONFIG}', text))",
+)
+
+for _statement in SQLITE_HISTORY_FULLTEXT_DDL:
+    event.listen(HistoryBody.__table__, "after_create",
+                 DDL(_statement).execute_if(dialect="sqlite"))
+for _statement in POSTGRESQL_HISTORY_FULLTEXT_DDL:
+    event.listen(HistoryBody.__table__, "after_create",
+                 DDL(_statement).execute_if(dialect="postgresql"))
+
+
 def is_fulltext_object(name: str | None) -> bool:
-    """Tell whether a reflected table or index belongs to the full-text search."""
+    """Tell whether a reflected table or index belongs to a full-text search."""
     if not name:
         return False
-    return name == FULLTEXT_INDEX or name == FULLTEXT_TABLE or name.startswith(
-        FULLTEXT_TABLE + "_")
+    return any(name == index or name == table or name.startswith(table + "_")
+               for table, index in ((FULLTEXT_TABLE, FULLTEXT_INDEX),
+                                    (HISTORY_FULLTEXT_TABLE, HISTORY_FULLTEXT_INDEX)))

@@ -17,12 +17,20 @@ reach the data through its components (``storage.profiles``, ``storage.pubsub``,
 * :mod:`.search`: ``storage.search``, the search and its SQL;
 * :mod:`.caps`: ``storage.caps``, verified entity capabilities (XEP-0115);
 * :mod:`.roster`: ``storage.roster``, rosters and subscription requests;
+* :mod:`.history`: ``storage.history``, the messages sent and received;
 * :mod:`.connector`: :class:`Storage`, holding the runner and the components.
 
 See ``doc/developer/storage.rst``.
 """
 
 from libervia.backend.memory.storage.connector import Storage
+from libervia.backend.memory.storage.history import (
+    DIRECTIONS,
+    AddResult,
+    HistoryFilter,
+    HistoryMessage,
+    HistoryPage,
+)
 from libervia.backend.memory.storage.item_reads import ItemData, ItemsPage, OrderBy
 from libervia.backend.memory.storage.pubsub import DEFAULT_BATCH_SIZE, NODE_FIELDS
 from libervia.backend.memory.storage.roster import (
@@ -48,6 +56,11 @@ from libervia.backend.memory.storage.search_query import (
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "DIRECTIONS",
+    "AddResult",
+    "HistoryFilter",
+    "HistoryMessage",
+    "HistoryPage",
     "NODE_FIELDS",
     "CallStats",
     "Condition",

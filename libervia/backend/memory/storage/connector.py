@@ -9,10 +9,8 @@ domain components that callers use, each a small module whose methods call the r
   cache statistics;
 * ``storage.search`` (:mod:`.search`): search over cached items;
 * ``storage.caps`` (:mod:`.caps`): verified entity capabilities (XEP-0115);
-* ``storage.roster`` (:mod:`.roster`): rosters, their versions, subscription requests.
-
-Message history is meant to come as a component of its own (``storage.history``): see
-``doc/developer/storage.rst``.
+* ``storage.roster`` (:mod:`.roster`): rosters, their versions, subscription requests;
+* ``storage.history`` (:mod:`.history`): the messages sent and received.
 """
 
 from typing import Any
@@ -23,6 +21,7 @@ from twisted.internet import defer
 from libervia.backend.memory import schema
 from libervia.backend.memory.engines import DatabaseEngine
 from libervia.backend.memory.storage.caps import CapsComponent
+from libervia.backend.memory.storage.history import HistoryComponent
 from libervia.backend.memory.storage.profiles import ProfilesComponent
 from libervia.backend.memory.storage.pubsub import PubsubComponent
 from libervia.backend.memory.storage.roster import RosterComponent
@@ -53,6 +52,8 @@ class Storage:
         self.caps = CapsComponent(self.runner)
         #: rosters and subscription requests
         self.roster = RosterComponent(self.runner)
+        #: the messages sent and received
+        self.history = HistoryComponent(self.runner)
 
     def __repr__(self) -> str:
         return f"<Storage {self.db_engine!r}>"
