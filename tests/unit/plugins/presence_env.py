@@ -4,7 +4,7 @@ unit tests."""
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.words.protocols.jabber import error as jabber_error
 from twisted.words.protocols.jabber.jid import JID
 from wokkel.test.helpers import XmlStreamStub
@@ -114,3 +114,14 @@ class Host:
     async def call(self, method: str, **params: Any) -> Any:
         """A bridge method, called as a frontend does (parameters checked)."""
         return await self.bridge.call(method, params)
+
+
+async def until(check: Any, timeout: float = 5.0) -> Any:
+    """Poll ``check`` (the storage answers from its threads) until it gives a truthy
+    value, and give it."""
+    for __ in range(int(timeout / 0.005)):
+        value = check()
+        if value:
+            return value
+        await task.deferLater(reactor, 0.005, lambda: None)
+    raise AssertionError(f"{check} never held")

@@ -4,7 +4,7 @@ and what hostile stanzas become."""
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.plugins.plugin_presence import MAX_STATUS, Presence
@@ -18,7 +18,7 @@ from libervia.backend.plugins.roster import (
     RosterPlugin,
 )
 from libervia.backend.plugins.roster import operations as roster_operations
-from tests.unit.plugins.presence_env import Host, StreamClient
+from tests.unit.plugins.presence_env import Host, StreamClient, until
 
 VERSIONED = {(NS_ROSTER_VER, "ver"): object()}
 
@@ -51,17 +51,6 @@ class Backend:
 
     def signals(self, name):
         return self.host.signals(name)
-
-
-async def until(check, timeout=5.0):
-    """Poll ``check`` (the storage answers from its threads) until it gives a truthy
-    value, and give it."""
-    for __ in range(int(timeout / 0.005)):
-        value = check()
-        if value:
-            return value
-        await task.deferLater(reactor, 0.005, lambda: None)
-    raise AssertionError(f"{check} never held")
 
 
 ROSTER_V1 = (f"<query xmlns='{NS_ROSTER}' ver='v1'>"

@@ -1,5 +1,6 @@
 """Schema creation and migrations at start-up, on SQLite and on PostgreSQL."""
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -20,10 +21,11 @@ from libervia.backend.core.exceptions import StartupError
 from libervia.backend.memory import schema
 from libervia.backend.memory.service import StorageService
 from libervia.backend.memory.sqla_mapping import Base, SyncState
-from libervia.backend.memory.storage import RosterEntry
+from libervia.backend.memory.storage import HistoryFilter, HistoryMessage, RosterEntry
 from tests.support import venv_script
 from tests.unit.storage.migration_helpers import (
     NODES,
+    T0,
     column_names,
     connect,
     count_items,
@@ -69,14 +71,17 @@ def assert_fulltext_objects(url):
         with sa_engine.connect() as conn:
             inspector = sa.inspect(conn)
             if is_sqlite(url):
-                assert "pubsub_items_fts" in inspector.get_table_names()
+                assert {"pubsub_items_fts", "history_bodies_fts"} <= set(
+                    inspector.get_table_names())
                 triggers = conn.exec_driver_sql(
                     "SELECT name FROM sqlite_master WHERE type = 'trigger'").scalars()
                 assert set(triggers) == {
-                    "pubsub_items_fts_ai", "pubsub_items_fts_ad", "pubsub_items_fts_au"}
+                    f"{table}_fts_{suffix}" for table in ("pubsub_items", "history_bodies")
+                    for suffix in ("ai", "ad", "au")}
             else:
-                indexes = {i["name"] for i in inspector.get_indexes("pubsub_items")}
-                assert "ix_pubsub_items_fts" in indexes
+                for table in ("pubsub_items", "history_bodies"):
+                    indexes = {i["name"] for i in inspector.get_indexes(table)}
+                    assert f"ix_{table}_fts" in indexes
     finally:
         sa_engine.dispose()
 
@@ -410,32 +415,64 @@ async def test_stop_during_start_leaves_nothing_running(sqlite_url):
 ROSTER_REVISION = "2e9db1ca756b"
 
 
-@pytest_twisted.ensureDeferred
-async def test_the_roster_revision_upgrades_a_database_with_data(db_url):
-    before = revisions()[revisions().index(ROSTER_REVISION) - 1]
+@contextlib.asynccontextmanager
+async def upgraded_across(db_url, revision):
+    """A database with data at the revision before ``revision``, upgraded by a
+    starting backend: yield its storage; then check that the data stayed."""
+    before = revisions()[revisions().index(revision) - 1]
     migrate(db_url, before)
     insert_first_revision_data(db_url)
-    assert "roster_items" not in table_names(db_url)
     service = make_service(db_url)
     await service.startService()
-    storage = service.storage
     try:
         assert service.migration.from_revision == before
+        yield service.storage
+        assert [n.name for n in await service.storage.pubsub.get_pubsub_nodes(
+            "alice")] == ["blog", "events"]
+    finally:
+        await service.stopService()
+    assert count_items(db_url) == 5
+    assert drift(db_url) == []
+    assert_fulltext_objects(db_url)
+
+
+def assert_tables_gone_below(db_url, revision, tables):
+    """Going below ``revision`` drops ``tables`` and keeps the rest."""
+    before = revisions()[revisions().index(revision) - 1]
+    migrate(db_url, before, downgrade=True)
+    assert not set(tables) & table_names(db_url)
+    assert count_items(db_url) == 5
+    migrate(db_url, "head")
+    assert drift(db_url) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_roster_revision_upgrades_a_database_with_data(db_url):
+    async with upgraded_across(db_url, ROSTER_REVISION) as storage:
         roster = await storage.roster.get_roster("alice")
         assert (roster.version, roster.items, roster.known) == (None, [], False)
         await storage.roster.replace_roster("alice", "v1", [
             RosterEntry("bob@example.org", "Bob", "both", False, ("Friends",))])
         await storage.roster.add_pending("alice", "carol@example.org", "hi", 10)
-        assert [n.name for n in await storage.pubsub.get_pubsub_nodes("alice")] == [
-            "blog", "events"]
-    finally:
-        await service.stopService()
-    assert count_items(db_url) == 5
-    assert drift(db_url) == []
-    # down again: the roster goes, the rest stays
-    migrate(db_url, before, downgrade=True)
-    assert not {"roster_items", "roster_versions", "subscription_requests"} & table_names(
-        db_url)
-    assert count_items(db_url) == 5
-    migrate(db_url, "head")
-    assert drift(db_url) == []
+    assert_tables_gone_below(db_url, ROSTER_REVISION, (
+        "roster_items", "roster_versions", "subscription_requests"))
+
+#: the revision adding the message history
+HISTORY_REVISION = "144403c06c53"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_history_revision_upgrades_a_database_with_data(db_url):
+    async with upgraded_across(db_url, HISTORY_REVISION) as storage:
+        assert (await storage.history.get_history("alice", HistoryFilter())).messages == []
+        message = HistoryMessage(
+            "3f1e0c36-1b4e-4a57-9a43-0a0d3c1f2b11", "bob@example.org", "phone",
+            "alice@example.org", None, "bob@example.org", T0, T0, "chat", "in",
+            {"": "a searched word"}, stanza_id="s1", origin_id="o1")
+        assert (await storage.history.add("alice", message)).stored is True
+        assert (await storage.history.add("alice", message)).stored is False
+        found = await storage.history.get_history("alice", HistoryFilter(
+            words=("searched",)))
+        assert found.messages == [message]
+    assert_tables_gone_below(db_url, HISTORY_REVISION, (
+        "history", "history_bodies", "history_subjects", "history_bodies_fts"))
