@@ -33,6 +33,9 @@ import sys
 from libervia.cli import output
 from libervia.cli.bridge_client import BridgeClient, ClientError, find_socket
 
+#: the bridge signal of a profile's connection changes
+CONNECTION_SIGNAL = "connection_state"
+
 TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -321,3 +324,36 @@ def render_default(ctx: Context, result: Any) -> None:
         output.print_table(result, [(k, k.upper()) for k in keys], ctx.out)
     elif result is not None:
         ctx.out.write(f"{output.text(result)}\n")
+
+
+def watch_signals(ctx: Context, profile: str, signal: str,
+                  handle: Callable[[dict], None], what: str, title: str) -> None:
+    """Give ``handle`` the params of each ``signal`` of ``profile``, as they come,
+    until Ctrl-C (the end: not an error); the profile's connection changes are said
+    on standard error.
+
+    :param what: one of what is watched, for people (``event``)
+    :param title: what is watched, for people (``pubsub events``)
+    """
+    bridge = ctx.bridge
+    bridge.subscribe([signal, CONNECTION_SIGNAL])
+    state = (ctx.call("profile_info", name=profile).get("connection") or {}).get("state")
+    if state != "connected":
+        ctx.warn(f"profile {profile} is {state}: no {what} comes until it is connected "
+                 f"(li profile connect {profile})")
+    if ctx.err.isatty():
+        ctx.err.write(f"li: watching the {title} of {profile} (Ctrl-C to stop)\n")
+        ctx.err.flush()
+    bridge.wait_forever()
+    try:
+        for name, params in bridge.signals():
+            if params.get("profile") != profile:
+                continue
+            if name == CONNECTION_SIGNAL:
+                ctx.warn(f"profile {profile} is {params.get('state')}"
+                         + (f" ({params['error']})" if params.get("error") else ""))
+            elif name == signal:
+                handle(params)
+    except KeyboardInterrupt:
+        # Ctrl-C is how one stops watching: not an error
+        pass

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 #: modules of libervia.cli.commands, each with a register(subparsers) function adding
 #: the top-level command of the same name; the order is the order of ``li --help``
-COMMAND_MODULES = ("backend", "plugin", "profile", "roster", "presence", "pubsub", "disco",
-                   "completion")
+COMMAND_MODULES = ("backend", "plugin", "profile", "roster", "presence", "message",
+                   "pubsub", "disco", "completion")
 #: options of the root parser taking a value (to find the command name in argv)
 _VALUED_OPTIONS = frozenset(("--output", "--socket", "--config", "--timeout"))
 

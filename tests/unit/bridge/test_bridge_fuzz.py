@@ -134,9 +134,14 @@ class ConnectedStub(StubClient):
         self.xmlstream = object()  # the stream the cache's checks hold for
         # what profile_set_password clears
         self.factory = SimpleNamespace(authenticator=SimpleNamespace(sasl_key_cache=None))
+        self.stanzas_sent: list[Any] = []
 
     def info(self) -> dict[str, Any]:
         return {"profile": "alice", "state": self.state.value}
+
+    def send(self, obj: Any) -> None:
+        """What a connected profile sends (a message, a presence) goes nowhere."""
+        self.stanzas_sent.append(obj)
 
     def connect(self) -> defer.Deferred:
         return defer.succeed(self)

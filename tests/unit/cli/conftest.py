@@ -59,17 +59,26 @@ def backend(li_env, socket_dir, tmp_path):
 
 @pytest.fixture
 def pubsub_backend(li_env, socket_dir, tmp_path):
-    """A started Backend with the presence, roster, pubsub and cache plugins (no XMPP
-    server)."""
-    yield from started_backend(socket_dir, tmp_path, ("PRESENCE", "ROSTER", "XEP-0030",
-                                                      "XEP-0059", "XEP-0060", "XEP-0092",
-                                                      "PUBSUB_CACHE"))
+    """A started Backend with the presence, roster, messages, pubsub and cache plugins
+    (no XMPP server)."""
+    yield from started_backend(socket_dir, tmp_path, ("PRESENCE", "ROSTER", "MESSAGES",
+                                                      "XEP-0030", "XEP-0059", "XEP-0060",
+                                                      "XEP-0092", "PUBSUB_CACHE"))
 
 
 def run_li_sync(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     status = main(list(argv), out=out, err=err)
     return status, out.getvalue(), err.getvalue()
+
+
+def assert_usage_error(argv, capsys) -> None:
+    """``li ARGV`` is refused with status 2 and an error line, before any call."""
+    status, out, err = run_li_sync(*argv, "--socket", "/nonexistent/bridge.sock")
+    captured = capsys.readouterr()
+    assert status == 2, err + captured.err
+    assert out + captured.out == ""
+    assert "error:" in err + captured.err
 
 
 def li_runner(backend):

@@ -16,7 +16,7 @@ from libervia.cli.commands import completion
 from libervia.cli.commands.presence import render_get
 from libervia.cli.commands.roster import render_list
 from libervia.cli.main import build_parser
-from tests.unit.cli.conftest import run_li_sync
+from tests.unit.cli.conftest import assert_usage_error, run_li_sync
 
 
 async def create_alice(run_li, monkeypatch):
@@ -37,11 +37,7 @@ async def create_alice(run_li, monkeypatch):
     ("roster", "frobnicate"),
 ])
 def test_usage_errors_exit_with_status_2_before_any_call(argv, capsys):
-    status, out, err = run_li_sync(*argv, "--socket", "/nonexistent/bridge.sock")
-    captured = capsys.readouterr()
-    assert status == 2, err + captured.err
-    assert out + captured.out == ""
-    assert "error:" in err + captured.err
+    assert_usage_error(argv, capsys)
 
 
 def test_presence_and_roster_commands_have_a_help_and_are_completed(capsys):

@@ -4,16 +4,22 @@ Ctrl-C (bridge signal ``pubsub_event``)."""
 from __future__ import annotations
 
 from libervia.cli import output
-from libervia.cli.base import STREAMED, Context, add_command, add_profile_option, resolve_profile
+from libervia.cli.base import (
+    STREAMED,
+    Context,
+    add_command,
+    add_profile_option,
+    resolve_profile,
+    watch_signals,
+)
 
 TYPE_CHECKING = False  # typing is not imported at run time: li starts faster
 if TYPE_CHECKING:
     from typing import Any
 
 
-#: the bridge signal of pubsub events, and the one of connection changes
+#: the bridge signal of pubsub events
 EVENT_SIGNAL = "pubsub_event"
-CONNECTION_SIGNAL = "connection_state"
 
 WATCH_EPILOG = """\
 Events come from the nodes the profile is subscribed to ("li pubsub subscribe",
@@ -52,30 +58,13 @@ def _matches(wanted: str | None, value: Any, fold: bool = False) -> bool:
 
 
 def watch(ctx: Context) -> Any:
-    profile = resolve_profile(ctx)
-    bridge = ctx.bridge
-    bridge.subscribe([EVENT_SIGNAL, CONNECTION_SIGNAL])
-    state = (ctx.call("profile_info", name=profile).get("connection") or {}).get("state")
-    if state != "connected":
-        ctx.warn(f"profile {profile} is {state}: no event comes until it is connected "
-                 f"(li profile connect {profile})")
-    if ctx.err.isatty():
-        ctx.err.write(f"li: watching the pubsub events of {profile} (Ctrl-C to stop)\n")
-        ctx.err.flush()
-    bridge.wait_forever()
-    try:
-        for name, params in bridge.signals():
-            if params.get("profile") != profile:
-                continue
-            if name == CONNECTION_SIGNAL:
-                ctx.warn(f"profile {profile} is {params.get('state')}"
-                         + (f" ({params['error']})" if params.get("error") else ""))
-            elif name == EVENT_SIGNAL and _matches(ctx.args.service, params.get(
-                    "service"), fold=True) and _matches(ctx.args.node, params.get("node")):
-                print_event(ctx, params)
-    except KeyboardInterrupt:
-        # Ctrl-C is how one stops watching: not an error
-        pass
+    def handle(params: dict[str, Any]) -> None:
+        if _matches(ctx.args.service, params.get("service"), fold=True) and _matches(
+                ctx.args.node, params.get("node")):
+            print_event(ctx, params)
+
+    watch_signals(ctx, resolve_profile(ctx), EVENT_SIGNAL, handle, "event",
+                  "pubsub events")
     return STREAMED
 
 
