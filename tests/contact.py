@@ -34,6 +34,9 @@ class Contact:
         #: (type, from (full JID), show, status) of each presence received, in order
         self.presences: list[tuple[str, str, str, str]] = []
         self.xmpp.add_event_handler("presence", self._on_presence)
+        #: (from (full JID), body, origin-id) of each message with a body received
+        self.messages: list[tuple[str, str, str | None]] = []
+        self.xmpp.add_event_handler("message", self._on_message)
         self._thread: threading.Thread | None = None
 
     def _on_presence(self, presence: Any) -> None:
@@ -41,6 +44,16 @@ class Contact:
         self.presences.append((presence.xml.get("type") or "available",
                                presence["from"].full, presence["show"],
                                presence["status"]))
+
+    def _on_message(self, message: Any) -> None:
+        if message["body"]:
+            origin = message.xml.find("{urn:xmpp:sid:0}origin-id")
+            self.messages.append((message["from"].full, message["body"],
+                                  origin.get("id") if origin is not None else None))
+
+    def send_message(self, to: str, body: str) -> None:
+        """Send a chat message."""
+        self.do(self.xmpp.send_message, mto=to, mbody=body, mtype="chat")
 
     def start(self) -> None:
         """Log in, get the roster, send the initial presence."""

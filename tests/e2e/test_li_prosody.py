@@ -91,6 +91,23 @@ def roster_and_presence_steps(li, user, contact):
     li.json("presence", "set")
 
 
+def messaging_steps(li, user, contact):
+    sent = li("message", "send", contact.jid, "Lunch at noon?")
+    assert sent.returncode == 0, sent.stderr
+    uid = sent.stdout.strip()
+    assert poll(lambda: any(body == "Lunch at noon?" for __, body, __ in contact.messages))
+    contact.send_message(user.jid, "Yes, lunch at noon")
+    assert poll(lambda: len(li.json("message", "history", contact.jid)) == 2)
+    history = li("message", "history", contact.jid)
+    assert history.returncode == 0, history.stderr
+    lines = history.stdout.splitlines()
+    assert lines[0].endswith(f"> {contact.jid}: Lunch at noon?")
+    assert lines[1].endswith(f"< {contact.jid}: Yes, lunch at noon")
+    assert li.json("message", "history", contact.jid)[0]["uid"] == uid
+    found = li.json("message", "history", "-f", "lunch")
+    assert [m["body"] for m in found] == ["Lunch at noon?", "Yes, lunch at noon"]
+
+
 def test_li_walkthrough_from_profile_to_cached_blog(
     backend_process, li, prosody_server, tmp_path
 ):
@@ -130,6 +147,7 @@ def test_li_walkthrough_from_profile_to_cached_blog(
     contact.start()
     try:
         roster_and_presence_steps(li, user, contact)
+        messaging_steps(li, user, contact)
     finally:
         contact.close()
 

@@ -1,10 +1,13 @@
 """Fixtures of the integration tests (real servers, installed distributions)."""
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import pytest_twisted
+from twisted.internet import threads
 
 # private Prosody and ejabberd instances (pytest_plugins is only allowed at the root)
 from tests.servers.fixtures import (  # noqa: F401
@@ -35,3 +38,23 @@ def test_plugin_site(tmp_path_factory):
     )
     assert list(target.glob("libervia_test_plugin-0.3.1.dist-info"))
     return target
+
+
+@pytest.fixture
+def accounts(xmpp_server):  # noqa: F811 (the fixture imported above)
+    """Two new accounts (the profile's and the contact's): rosters start empty."""
+    tag = secrets.token_hex(3)
+    return (xmpp_server.register(f"owner{tag}", "owner password"),
+            xmpp_server.register(f"contact{tag}", "contact password"))
+
+
+@pytest.fixture
+def contact(xmpp_server, accounts):  # noqa: F811 (the fixture imported above)
+    """The contact: an independent client (slixmpp) logged in as the second account."""
+    pytest.importorskip("slixmpp")
+    from tests.contact import Contact
+
+    contact = Contact(xmpp_server, accounts[1])
+    pytest_twisted.blockon(threads.deferToThread(contact.start))
+    yield contact
+    pytest_twisted.blockon(threads.deferToThread(contact.close))

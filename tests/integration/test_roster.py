@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
 from typing import Any
 from xml.etree import ElementTree
 
@@ -58,22 +57,6 @@ def make_backend(tmp_path, db_url):
     factory = BackendFactory(tmp_path / "local", db_url, plugins=PLUGINS)
     yield factory
     pytest_twisted.blockon(factory.close())
-
-
-@pytest.fixture
-def accounts(xmpp_server):
-    """Two new accounts (the profile's and the contact's): rosters start empty."""
-    tag = secrets.token_hex(3)
-    return (xmpp_server.register(f"owner{tag}", "owner password"),
-            xmpp_server.register(f"contact{tag}", "contact password"))
-
-
-@pytest.fixture
-def contact(xmpp_server, accounts):
-    contact = Contact(xmpp_server, accounts[1])
-    pytest_twisted.blockon(threads.deferToThread(contact.start))
-    yield contact
-    pytest_twisted.blockon(threads.deferToThread(contact.close))
 
 
 def in_thread(func: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
