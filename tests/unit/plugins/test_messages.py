@@ -288,13 +288,17 @@ async def test_hostile_messages_are_logged_and_the_profile_goes_on(storage, log_
     # too long: cut, and flagged; an id too long is dropped, not cut
     backend.receive("x" * 50, origin_id="o" * 300,
                     extra="<delay xmlns='urn:xmpp:delay' stamp='yesterday'/>")
+    backend.receive("x", stanza_id="dated",
+                    extra="<delay xmlns='urn:xmpp:delay' stamp='0001-01-01T00:00:00+01:00'/>")
     # more than it keeps
     client.receive(f"<message xmlns='jabber:client' from='{BOB}/p' type='weird'>"
                    + "".join(f"<body xml:lang='l{i}'>b</body>" for i in range(40))
                    + "</message>")
     client.receive(f"<message xmlns='jabber:client' from='{BOB}/p'>"
                    "<body>ok</body></message>")
-    messages = await backend.stored(3)
+    messages = await backend.stored(4)
+    dated = messages.pop(1)
+    assert dated["timestamp"] == dated["received"]
     assert [m["from"] for m in messages] == [f"{BOB}/phone", f"{BOB}/p", f"{BOB}/p"]
     assert (messages[0]["body"], messages[0]["extra"]) == ("x" * 10, {"truncated": True})
     assert messages[0]["origin_id"] is None
@@ -340,6 +344,7 @@ async def test_bad_parameters_are_refused_with_what_to_do(storage):
             ({"limit": 0}, InvalidMessage, "limit"),
             ({"limit": 5000}, InvalidMessage, "limit"),
             ({"since": "last tuesday"}, InvalidMessage, "no ISO 8601 date"),
+            ({"until": "0001-01-01T00:00:00+01:00"}, InvalidMessage, "no ISO 8601 date"),
             ({"search": "   "}, InvalidMessage, "at least one word"),
             ({"types": ["groupchat"]}, InvalidMessage, "unknown message type"),
             ({"before": "no-such-uid"}, NotFound, "no message"),

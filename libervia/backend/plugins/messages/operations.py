@@ -23,6 +23,7 @@ from wokkel.subprotocols import XMPPHandler
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.interfaces import Client
 from libervia.backend.core.log import getLogger
+from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.memory.storage import HistoryFilter, HistoryMessage, HistoryPage
 from libervia.backend.plugins.messages.stanzas import (
     MAX_ID,
@@ -298,8 +299,8 @@ class Messages:
             raise InvalidMessage(f"unknown message type {str(type_)[:20]!r}: use one of "
                                  f"{', '.join(TYPES)}")
         if thread is not None and (not isinstance(thread, str) or not thread or len(
-                thread) > MAX_ID or parse_jid("a@b/" + thread) is None):
-            raise InvalidMessage(f"invalid thread: 1 to {MAX_ID} printable characters")
+                thread) > MAX_ID or NOT_XML_CHAR.search(thread)):
+            raise InvalidMessage(f"invalid thread: 1 to {MAX_ID} characters XML allows")
         extra = _checked_extra(extra)
         own = self._own(client)
         now = datetime.fromtimestamp(self.host.reactor.seconds(), UTC)
@@ -380,11 +381,13 @@ def history_filter(with_jid: str | None = None, limit: int = 50, before: str | N
         if value is not None:
             try:
                 stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
+                if stamp.tzinfo is None:
+                    stamp = stamp.replace(tzinfo=UTC)
+                # out of range once in UTC (year 1 in a zone east of it...)
+                stamp = stamp.astimezone(UTC)
+            except (ValueError, OverflowError):
                 raise InvalidMessage(f"{name}: {value[:40]!r} is no ISO 8601 date "
                                      "(2026-12-08, 2026-12-08T10:00:00+01:00)") from None
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
         times.append(stamp)
     for name, value in (("before", before), ("after", after)):
         if value is not None and (not value or len(value) > 64):

@@ -158,11 +158,10 @@ def parse_stamp(text: str | None) -> datetime | None:
         return None
     try:
         stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        # out of range once in UTC: year 1 in a zone east of it, year 9999 west of it
+        return stamp.astimezone(UTC) if stamp.tzinfo is not None else None
+    except (ValueError, OverflowError):
         return None
-    if stamp.tzinfo is None:
-        return None
-    return stamp.astimezone(UTC)
 
 
 def checked_texts(value: Any, what: str, max_chars: int) -> dict[str, str]:
