@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_twisted
+from twisted.internet import threads
 
 from libervia.backend.memory.storage import HistoryMessage
 from libervia.cli.commands import completion
-from libervia.cli.main import build_parser
+from libervia.cli.main import build_parser, main
 from tests.unit.cli.conftest import assert_usage_error, run_li_sync
 from tests.unit.cli.test_cli_presence_roster import create_alice
+from tests.unit.cli.test_cli_pubsub_verbs import InterruptedOutput, until
 
 T0 = datetime(2026, 12, 8, 9, 0, tzinfo=UTC)
 
@@ -108,3 +110,32 @@ async def test_bad_values_and_an_offline_send_are_errors_saying_what_to_do(
     status, out, err = await run_li_pubsub("message", "send", "bob@example.org")
     assert (status, out) == (1, "")
     assert "nothing to send" in err
+
+
+@pytest_twisted.ensureDeferred
+async def test_watch_prints_the_messages_of_a_conversation_until_ctrl_c(
+        run_li_pubsub, pubsub_backend, monkeypatch):
+    await create_alice(run_li_pubsub, monkeypatch)
+    socket_path = str(pubsub_backend.getServiceNamed("bridge").path)
+    for argv, expected in (
+            (["--output", "json"], None),
+            ([], ["2026-12-08 09:00:00  < bob@example.org: message 0",
+                  "2026-12-08 09:02:00  > bob@example.org: last"])):
+        out, err = InterruptedOutput(lines=2), io.StringIO()
+        done = threads.deferToThread(main, ["--socket", socket_path, "message", "watch",
+                                            "bob@example.org", *argv], out=out, err=err)
+        await until(lambda: pubsub_backend.bridge.is_wanted("message_new"))
+        for message in (stored(0), stored(1, "carol@example.org"),
+                        stored(2, direction="out", body="last")):
+            pubsub_backend.bridge.emit_signal("message_new", profile="alice",
+                                              via="live", message=message.to_dict())
+        assert await done == 0
+        # the profile is not connected: said once, on standard error
+        assert "no message comes until it is connected" in err.getvalue()
+        if expected is None:
+            lines = [json.loads(line) for line in out.getvalue().splitlines()]
+            assert [(m["profile"], m["via"], m["body"]) for m in lines] == [
+                ("alice", "live", "message 0"), ("alice", "live", "last")]
+        else:
+            assert out.getvalue().splitlines() == expected
+        await until(lambda: not pubsub_backend.bridge.is_wanted("message_new"))
