@@ -8,8 +8,13 @@ backend asks the contact and its server through its bridge methods.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 import pytest
 import pytest_twisted
+from twisted.internet import defer
+from twisted.words.protocols.jabber.jid import JID
 
 from libervia.backend.plugins.plugin_xep_0030 import DiscoError
 
@@ -20,6 +25,8 @@ from tests.pubsub_support import (  # noqa: E402 - only once slixmpp is known th
     BackendFactory,
     Publisher,
     Reader,
+    atom,
+    until,
 )
 
 pytestmark = pytest.mark.integration
@@ -31,7 +38,8 @@ CONTACT_PLUGINS = ("xep_0004", "xep_0030", "xep_0060", "xep_0115")
 
 @pytest.fixture
 def make_backend(tmp_path, db_url):
-    factory = BackendFactory(tmp_path / "local", db_url, plugins=(*PLUGINS, "XEP-0115"))
+    factory = BackendFactory(tmp_path / "local", db_url,
+                             plugins=(*PLUGINS, "XEP-0115", "PRESENCE", "ROSTER"))
     yield factory
     pytest_twisted.blockon(factory.close())
 
@@ -111,3 +119,123 @@ async def test_the_backend_asks_the_contact_and_its_server(make_backend, xmpp_se
 
 async def _bound(xmpp) -> str:
     return xmpp.boundjid.full
+
+
+# with the presence plugin: capabilities in presences, PEP notifications
+
+
+NS_MICROBLOG = "urn:xmpp:microblog:0"
+
+
+async def _befriend(xmpp, pubsub, contact_jid: str) -> None:
+    """As the backend's account: subscribe to the contact, who (slixmpp's defaults)
+    accepts and subscribes back; wait until both ways hold."""
+    await xmpp.get_roster()
+    xmpp.send_presence()
+    if xmpp.client_roster[contact_jid]["subscription"] != "both":
+        xmpp.send_presence(pto=contact_jid, ptype="subscribe")
+    for __ in range(200):
+        if xmpp.client_roster[contact_jid]["subscription"] == "both":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no mutual subscription with {contact_jid}")
+
+
+async def _verstring(xmpp, jid: str) -> str | None:
+    return await xmpp.plugin["xep_0115"].get_verstring(jid)
+
+
+async def _publish_post(xmpp, pubsub, item_id: str) -> None:
+    await pubsub.publish(xmpp.boundjid.bare, NS_MICROBLOG, id=item_id,
+                         payload=atom(item_id, f"pushed {item_id}"))
+
+
+@pytest.fixture
+def friends(xmpp_server, contact):
+    """The backend's account and the contact are mutually subscribed (arranged with
+    slixmpp logged in as each account)."""
+    pytest_twisted.blockon(contact.run(lambda xmpp, pubsub: _present(xmpp)))
+    account = Publisher(xmpp_server, user=xmpp_server.user(0), plugins=CONTACT_PLUGINS)
+    pytest_twisted.blockon(account.run(
+        lambda xmpp, pubsub: _befriend(xmpp, pubsub, xmpp_server.user(1).jid)))
+    return contact
+
+
+async def _present(xmpp) -> None:
+    xmpp.send_presence()
+
+
+async def _present_with_caps(xmpp) -> str:
+    """Send a presence with the contact's capabilities (slixmpp answers node#ver)."""
+    caps = xmpp.plugin["xep_0115"]
+    await caps.update_caps(xmpp.boundjid, broadcast=False)
+    ver = await caps.get_verstring(xmpp.boundjid)
+    presence = xmpp.make_presence()
+    presence["caps"]["node"] = caps.caps_node
+    presence["caps"]["hash"] = caps.hash
+    presence["caps"]["ver"] = ver
+    presence.send()
+    return ver
+
+
+@pytest_twisted.ensureDeferred
+async def test_caps_in_presence_and_a_contact_s_blog_cached_through_notify_alone(
+        make_backend, xmpp_server, friends):
+    contact = friends
+    bob = xmpp_server.user(1).jid
+    backend = await make_backend()
+    assert "PRESENCE" in backend.plugins, "the presence plugin sends the caps"
+    reader = await Reader.connect(backend, xmpp_server, node=NS_MICROBLOG)
+    full_jid = reader.client.bound_jid.full()
+    caps = backend.plugins["XEP-0115"]
+
+    # the contact received the backend's presence, and its hash checks out
+    async def contact_verified() -> bool:
+        return await contact.run(lambda xmpp, pubsub: _verstring(xmpp, full_jid)) == (
+            caps.ver)
+    await until(contact_verified, "the contact verifying the backend's capabilities")
+
+    # the contact's capabilities (in the presence it sends now) were resolved,
+    # verified and stored
+    bob_ver = await contact.run(lambda xmpp, pubsub: _present_with_caps(xmpp))
+    bob_full = await contact.run(lambda xmpp, pubsub: _bound(xmpp))
+    client = reader.client
+
+    async def contact_known():
+        return caps.entity_caps(client, JID(bob_full))
+    algo, ver = await until(contact_known, "the contact's capabilities")
+    assert (algo, ver) == ("sha-1", bob_ver)
+    await until(lambda: backend.storage.caps.get_caps(algo, ver),
+                "the contact's capabilities stored")
+    assert backend.plugins["XEP-0030"].cached_info(client, JID(bob_full)) is not None
+
+    # a post on the contact's blog reaches the cache with no request of ours
+    item_id = f"post-{secrets.token_hex(4)}"
+    await contact.run(lambda xmpp, pubsub: _publish_post(xmpp, pubsub, item_id))
+
+    async def cached():
+        node = await backend.storage.pubsub.get_pubsub_node(reader.name, bob, NS_MICROBLOG)
+        if node is None or backend.plugins["PUBSUB_CACHE"].node_state(node)[
+                "state"] != "completed":
+            return None
+        items, __ = await backend.storage.pubsub.get_items(node.id)
+        return item_id in [i.name for i in items]
+    await until(cached, "the contact's post in the cache")
+
+    # another backend on the same database knows the contact's hash without asking
+    await backend.stopService()
+    again = await make_backend()
+    asked = []
+    disco = again.plugins["XEP-0030"]
+    ask = disco.ask_info_element
+
+    async def recording(client, entity, node=None, timeout=None):
+        asked.append(node)
+        return await ask(client, entity, node, timeout)
+
+    disco.ask_info_element = recording
+    reader = await Reader.connect(again, xmpp_server, node=NS_MICROBLOG, name=reader.name)
+    client = reader.client
+    await until(lambda: defer.succeed(disco.cached_info(client, JID(bob_full))),
+                "the contact's capabilities after a restart")
+    assert not [n for n in asked if n and n.endswith(f"#{ver}")]

@@ -45,6 +45,8 @@ PLUGIN_INFO = {
     "recommendations": ["PUBSUB_CACHE"],
     "main": "XEP_0277",
     "handler": False,
+    # contacts' blogs are pushed by their servers (XEP-0163), and cached
+    "notify": ["urn:xmpp:microblog:0"],
     "description": "Microblogging: blog nodes are cached and their entries parsed.",
 }
 

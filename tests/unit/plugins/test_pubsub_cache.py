@@ -846,3 +846,30 @@ async def test_forced_sync_of_a_synchronised_node_replaces_its_items(storage):
     state = await bridge_method(env.cache, "sync")("alice", SERVICE.full(), BLOG)
     assert state["state"] == "completed" and state["items_done"] == 11
     await assert_cache_is_service(env)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_first_seen_through_a_notification_is_analysed_and_synchronised(env):
+    env.fill(BLOG, 5)
+    sent = len(env.client.sent)
+    await env.event(env.service.publish(BLOG, "pushed"))
+    await env.cache.wait_background()
+    assert await env.state() == "completed"
+    assert sorted(r.name for r in await env.cached_rows()) == sorted(env.service.ids(BLOG))
+    assert len(env.client.sent) > sent  # the node was fetched whole
+    # nodes an analyser leaves alone are recorded once, never synchronised
+    await env.event(env.service.publish("urn:example:other", "x"))
+    await env.cache.wait_background()
+    assert await env.state("urn:example:other") == "no_sync"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_notification_from_a_full_jid_starts_nothing(env):
+    env.fill(BLOG, 3)
+    message = env.service.publish(BLOG, "forged")
+    message["from"] = "mallory@example.org/bot"
+    sent = len(env.client.sent)
+    await env.event(message)
+    await env.cache.wait_background()
+    assert len(env.client.sent) == sent
+    assert await env.storage.pubsub.get_pubsub_nodes("alice") == []

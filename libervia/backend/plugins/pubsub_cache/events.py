@@ -2,9 +2,11 @@
 
 New and updated items, retractions, purges, node deletions and configuration changes
 (XEP-0060 triggers) are applied to the cached nodes; events of a node being rewritten
-(synchronised or verified) wait for the end of the rewrite.  An event the database
-can't take (it is down, or busy for too long) is lost: the node is not served any more,
-and is checked against its service once the database answers again.
+(synchronised or verified) wait for the end of the rewrite.  New items of a node never
+seen (a contact's blog pushed by its server, XEP-0163 ``+notify``) have it analysed and
+synchronised, as a first get does.  An event the database can't take (it is down, or
+busy for too long) is lost: the node is not served any more, and is checked against its
+service once the database answers again.
 """
 
 from collections.abc import Awaitable, Callable
@@ -115,6 +117,7 @@ class EventHandlers:
         service, node, items = event.service, event.node, event.items
         pubsub_node = await self._followed_node(client, service, node)
         if pubsub_node is None:
+            await self._first_seen(client, service, node)
             return True
         with_payload = [i for i in items if i.getAttribute("id") and _has_payload(i)]
         without = [i.getAttribute("id") for i in items
@@ -142,6 +145,17 @@ class EventHandlers:
             return True
         await self.store.upsert(client, service, pubsub_node, converted)
         return True
+
+    async def _first_seen(self, client: Client, service: jabber_jid.JID, node: str
+                          ) -> None:
+        """A node first seen through a notification is analysed like one first seen
+        by a get (and synchronised if its analyser says so)."""
+        if service.resource is not None:
+            # PEP services and pubsub components notify from a bare JID, which servers
+            # stamp: a full JID is a client sending what it likes
+            return
+        if await self.store.node(client, service, node) is None:
+            self.state.spawn(self.sync.analyse_and_sync(client, service, node))
 
     async def on_retract(self, client: Client, event: RetractEvent) -> bool:
         """Items retracted."""
