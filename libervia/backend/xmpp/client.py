@@ -826,6 +826,9 @@ class XMPPClient(StreamManager):
         self.factory.resetDelay()
         xs.addObserver('/iq[@type="result"]', self._onIQResponse)
         xs.addObserver('/iq[@type="error"]', self._onIQResponse)
+        # after every handler (priority -1), whenever they were added
+        xs.addObserver('/iq[@type="get"]', self._on_unhandled_request, -1)
+        xs.addObserver('/iq[@type="set"]', self._on_unhandled_request, -1)
         self._flush_queue(xs)
         self._initialized = True
         for handler in list(self):
@@ -834,6 +837,33 @@ class XMPPClient(StreamManager):
         first, self._first = self._first, None
         if first is not None and not first.called:
             first.callback(self)
+
+    def _on_unhandled_request(self, iq: domish.Element) -> None:
+        """An IQ request no handler took (none set ``handled``): RFC 6120 §8.4 wants
+        an answer, ``service-unavailable``, or its sender waits until its time-out.
+
+        As Wokkel's ``FallbackHandler`` does, but on every stream of the client: a
+        handler claims a request by setting ``iq.handled`` before it returns, even when
+        it answers later.
+        """
+        if getattr(iq, "handled", False):
+            return
+        iq.handled = True
+        payload = next((c for c in iq.elements()), None)
+        log.info("profile {profile}: IQ {type} {namespace} from {sender} has no "
+                 "handler: answered service-unavailable", profile=self.profile.name,
+                 type=iq.getAttribute("type"),
+                 namespace=(payload.uri or "")[:200] if payload is not None else "-",
+                 sender=(iq.getAttribute("from") or "the server")[:200])
+        # the request's payload is not sent back: a stranger's large request must
+        # not make an answer as large
+        response = xmlstream.toResponse(iq, "error")
+        response.addChild(jabber_error.StanzaError("service-unavailable").getElement())
+        try:
+            self.send(response)
+        except StanzaNotSerializable as e:
+            log.info("profile {profile}: can't answer an IQ request: {error}",
+                     profile=self.profile.name, error=str(e))
 
     def initializationFailed(self, reason: Failure) -> None:  # noqa: N802
         """Stream initialization failed: SASL, TLS negotiation, binding..."""
