@@ -76,6 +76,17 @@ def roster_and_presence_steps(li, user, contact):
     listing = li("roster", "list")
     assert listing.stdout.splitlines()[1].split()[:5] == [
         contact.jid, "Bob", "Friends", "both", "ways"]
+    # new groups; the name is kept (not given), the subscription untouched
+    updated = li.json("roster", "update", contact.jid, "--group", "Friends",
+                      "--group", "Chess")
+    assert (updated["name"], updated["groups"], updated["subscription"]) == (
+        "Bob", ["Friends", "Chess"], "both")
+    renamed = li("roster", "update", contact.jid, "--name", "Bobby")
+    assert renamed.stdout == (f"{contact.jid} updated; name: Bobby; groups: Friends, "
+                              "Chess\n"), renamed.stderr
+    assert poll(lambda: (roster_entry(li, contact.jid) or {}).get("groups")
+                == ["Friends", "Chess"])
+    assert roster_entry(li, contact.jid)["name"] == "Bobby"
 
     # presence, both ways
     own = li.json("presence", "set", "--show", "away", "--status", "at lunch")

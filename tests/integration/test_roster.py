@@ -18,6 +18,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, threads
 
+from libervia.backend.memory.storage import RosterEntry
+from libervia.backend.plugins.roster import NS_ROSTER
+from libervia.backend.plugins.roster.stanzas import parse_item, roster_query
+from libervia.backend.xmpp.iq import IQRequest
 from libervia.backend.xmpp.profiles import ConnectionOptions
 from libervia.cli.main import main as li_main
 
@@ -87,6 +91,15 @@ async def roster_entry(backend: Any, jid: str) -> dict[str, Any] | None:
     return next((e for e in entries if e["jid"] == jid), None)
 
 
+async def server_item(backend: Any, jid: str) -> RosterEntry:
+    """The item of ``jid`` in the roster the owner's server holds, asked of it now."""
+    client = backend.clients.get("owner")
+    answer = await client.request(IQRequest(None, "get", roster_query(), TIMEOUT))
+    query = next(answer.elements(NS_ROSTER, "query"))
+    items = [parse_item(i) for i in query.elements(NS_ROSTER, "item")]
+    return next(i for i in items if i is not None and i.jid == jid)
+
+
 @pytest_twisted.ensureDeferred
 async def test_mutual_subscription_and_presence_both_ways_through_li(
         xmpp_server, make_backend, accounts, contact):
@@ -118,6 +131,16 @@ async def test_mutual_subscription_and_presence_both_ways_through_li(
 
     await until(mutual, "a mutual subscription in the owner's roster")
     assert await in_thread(contact.subscription, owner.jid) == "both"
+
+    # new groups for the contact: its name is kept, and the server holds the change
+    entry = await li_json(backend, "roster", "update", other.jid, "--group", "Chess",
+                          "--group", "Friends", "-p", "owner")
+    assert (entry["name"], entry["groups"], entry["subscription"]) == (
+        "Contact", ["Chess", "Friends"], "both")
+    kept = await server_item(backend, other.jid)
+    assert (kept.name, sorted(kept.groups), kept.subscription) == (
+        "Contact", ["Chess", "Friends"], "both")
+    assert (await roster_entry(backend, other.jid))["groups"] == ["Chess", "Friends"]
 
     # presence, both ways: the contact's is seen by the owner...
     await in_thread(contact.send_presence, pshow="away", pstatus="lunch")

@@ -38,6 +38,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--name", metavar="N", help="a name for the contact")
     parser.add_argument("--group", metavar="G", action="append", dest="groups",
                         help="a group of the contact (repeatable)")
+    parser = _command(group, "update", roster_update, render=render_updated,
+                      help="change a contact's name or groups",
+                      description="Change the name or the groups of a contact of the "
+                      "roster; what is not given is kept. --name '' removes the name, "
+                      "--no-groups every group.",
+                      jid="the contact's bare JID")
+    parser.add_argument("--name", metavar="N", help="the contact's new name")
+    groups = parser.add_mutually_exclusive_group()
+    groups.add_argument("--group", metavar="G", action="append", dest="groups",
+                        help="a group of the contact (repeatable): replaces its groups")
+    groups.add_argument("--no-groups", action="store_const", const=[], dest="groups",
+                        help="remove the contact from every group")
     _command(group, "remove", roster_remove, render=render_done("removed"),
              help="remove a contact (both subscriptions are cancelled)",
              jid="the contact's bare JID")
@@ -62,6 +74,13 @@ def roster_add(ctx: Context) -> dict[str, Any]:
     args = ctx.args
     return ctx.call("roster_add", profile=resolve_profile(ctx), jid=args.jid,
                     name=args.name, groups=args.groups or [])
+
+
+def roster_update(ctx: Context) -> dict[str, Any]:
+    args = ctx.args
+    # None: kept as it is
+    return ctx.call("roster_update", profile=resolve_profile(ctx), jid=args.jid,
+                    name=args.name, groups=args.groups)
 
 
 def roster_remove(ctx: Context) -> None:
@@ -104,6 +123,12 @@ def render_item(ctx: Context, item: dict[str, Any]) -> None:
     asked = item.get("subscription") in ("none", "from")
     ctx.out.write(f"{item.get('jid')} added; subscription: {subscription_text(item)}"
                   f"{'; a subscription request was sent' if asked else ''}\n")
+
+
+def render_updated(ctx: Context, item: dict[str, Any]) -> None:
+    groups = ", ".join(item.get("groups") or []) or "(none)"
+    ctx.out.write(f"{item.get('jid')} updated; name: {item.get('name') or '(none)'}; "
+                  f"groups: {groups}\n")
 
 
 def render_done(what: str) -> Any:

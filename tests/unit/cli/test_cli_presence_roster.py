@@ -14,7 +14,7 @@ import pytest_twisted
 
 from libervia.cli.commands import completion
 from libervia.cli.commands.presence import render_get
-from libervia.cli.commands.roster import render_list
+from libervia.cli.commands.roster import render_list, render_updated
 from libervia.cli.main import build_parser
 from tests.unit.cli.conftest import assert_usage_error, run_li_sync
 
@@ -34,6 +34,8 @@ async def create_alice(run_li, monkeypatch):
     ("roster", "add"),
     ("roster", "add", "a@example.org", "--group"),
     ("roster", "accept"),
+    ("roster", "update"),
+    ("roster", "update", "a@example.org", "--group", "G", "--no-groups"),
     ("roster", "frobnicate"),
 ])
 def test_usage_errors_exit_with_status_2_before_any_call(argv, capsys):
@@ -43,13 +45,15 @@ def test_usage_errors_exit_with_status_2_before_any_call(argv, capsys):
 def test_presence_and_roster_commands_have_a_help_and_are_completed(capsys):
     script = completion.bash_script(build_parser())
     for command in ("presence set", "presence get", "roster list", "roster add",
-                    "roster remove", "roster pending", "roster accept", "roster deny"):
+                    "roster update", "roster remove", "roster pending", "roster accept",
+                    "roster deny"):
         status, __, __ = run_li_sync(*command.split(), "--help")
         assert status == 0
         assert capsys.readouterr().out.startswith(f"usage: li {command}")
         assert f"'li {command}'" in script
     assert "['li presence set --show']='away xa dnd chat'" in script
     assert "['li roster add -p']=@profile" in script
+    assert "--no-groups" in script
 
 
 @pytest_twisted.ensureDeferred
@@ -120,6 +124,7 @@ async def test_the_roster_and_requests_are_read_offline(run_li_pubsub, monkeypat
 @pytest.mark.parametrize("argv, message", [
     (("roster", "add", "bob@example.org"), "not connected"),
     (("roster", "remove", "bob@example.org"), "not connected"),
+    (("roster", "update", "bob@example.org", "--name", "Bob"), "not connected"),
     (("roster", "accept", "bob@example.org"), "not connected"),
     (("roster", "deny", "bob@example.org"), "not connected"),
     (("roster", "list", "-p", "nobody"), "nobody"),
@@ -131,6 +136,18 @@ async def test_roster_changes_need_a_connection(run_li_pubsub, monkeypatch, argv
     status, out, err = await run_li_pubsub(*argv)
     assert status == 1 and out == ""
     assert message in err
+
+
+def test_an_update_is_shown_with_the_name_and_groups_kept():
+    out = io.StringIO()
+    ctx = type("Ctx", (), {"out": out})()
+    render_updated(ctx, {"jid": "bob@example.org", "name": None, "subscription": "both",
+                         "ask": False, "groups": ["Chess", "Friends"]})
+    render_updated(ctx, {"jid": "bob@example.org", "name": "Bob", "subscription": "both",
+                         "ask": False, "groups": []})
+    assert out.getvalue().splitlines() == [
+        "bob@example.org updated; name: (none); groups: Chess, Friends",
+        "bob@example.org updated; name: Bob; groups: (none)"]
 
 
 def test_contacts_are_shown_with_subscription_and_presence():

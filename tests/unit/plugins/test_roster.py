@@ -313,6 +313,37 @@ async def test_adding_a_contact_sets_the_item_then_asks_for_a_subscription(backe
     assert "dave@example.org" in [c["jid"] for c in await backend.roster.get_roster("alice")]
 
 
+async def update(backend, **params):
+    """roster_update of bob: the roster set it sent, and what the call gave."""
+    call = defer.ensureDeferred(backend.host.call(
+        "roster_update", profile="alice", jid="bob@example.org", **params))
+    request = await until(lambda: next(iter(backend.client.sent_requests()), None))
+    backend.client.output.clear()
+    backend.client.answer(request)
+    return request.query.item, await call
+
+
+@pytest_twisted.ensureDeferred
+async def test_updating_a_contact_changes_what_is_given_and_keeps_the_rest(backend):
+    await connected(backend)
+    item, entry = await update(backend, groups=["Chess"])
+    assert (item["jid"], item["name"]) == ("bob@example.org", "Bob")
+    assert [str(g) for g in item.elements(NS_ROSTER, "group")] == ["Chess"]
+    assert entry == {"jid": "bob@example.org", "name": "Bob", "subscription": "both",
+                     "ask": False, "groups": ["Chess"]}
+    item, entry = await update(backend, name="Robert")
+    assert [str(g) for g in item.elements(NS_ROSTER, "group")] == ["Chess"]
+    assert (entry["name"], entry["groups"]) == ("Robert", ["Chess"])
+    # "" and [] remove the name and the groups
+    item, entry = await update(backend, name="", groups=[])
+    assert not item.hasAttribute("name") and not list(item.elements())
+    assert (entry["name"], entry["groups"]) == (None, [])
+    stored = await backend.roster.get_entry("alice", "bob@example.org")
+    assert (stored.name, stored.groups, stored.subscription) == (None, (), "both")
+    # no subscription is asked: only roster sets went out
+    assert not backend.presences()
+
+
 @pytest_twisted.ensureDeferred
 async def test_removing_a_contact_asks_the_server_to_remove_it(backend):
     await connected(backend)
@@ -345,6 +376,9 @@ async def test_the_roster_shows_each_contacts_winning_presence(backend):
     ("roster_add", {"jid": "dave@example.org", "groups": ["x" * 2000]}, InvalidRoster),
     ("roster_add", {"jid": "dave@example.org", "groups": ["g"] * 65}, InvalidRoster),
     ("roster_update", {"jid": "nobody@example.org"}, NotFound),
+    ("roster_update", {"jid": "bob@example.org", "name": "a\x00"}, InvalidRoster),
+    ("roster_update", {"jid": "bob@example.org", "groups": ["g"] * 65}, InvalidRoster),
+    ("roster_update", {"jid": "bob@example.org/pc"}, InvalidRoster),
     ("roster_remove", {"jid": "nobody@example.org"}, NotFound),
     ("subscription_answer", {"jid": "nobody@example.org", "accept": True}, NotFound),
     ("roster_get", {"profile": "nobody"}, NotFound),

@@ -40,7 +40,8 @@ class RosterBridge:
 
     async def roster_update(self, profile: str, jid: str, name: str | None = None,
                             groups: list[str] | None = None) -> dict[str, Any]:
-        """Change a contact's name and groups."""
+        """Change a contact's name or groups (``None`` keeps it, ``""`` or ``[]``
+        removes it)."""
         return await self.roster.update(self._client(profile), jid, name, groups)
 
     async def roster_remove(self, profile: str, jid: str) -> None:

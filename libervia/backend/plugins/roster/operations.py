@@ -291,14 +291,22 @@ class Roster:
 
     async def update(self, client: Client, jid: str, name: str | None = None,
                      groups: list[str] | None = None) -> dict[str, Any]:
-        """Change the name and groups of a contact (what is not given is removed).
+        """Change the name or the groups of a contact.
+
+        What is not given (``None``) is kept as it is; an empty name (``""``) or no
+        groups (``[]``) remove them.
 
         :raise NotFound: not a contact of the roster
+        :raise InvalidRoster: invalid JID, name or groups
+        :raise RosterError: the server refused it, or did not answer
         """
         bare = contact_jid(jid)
-        if await self.get_entry(client.profile.name, bare) is None:
-            raise NotFound(f"{bare} is not in the roster: add it first")
-        return (await self._set(client, bare, name, groups)).to_dict()
+        known = await self.get_entry(client.profile.name, bare)
+        if known is None:
+            raise NotFound(f"{bare} is not in the roster: add it first (li roster add)")
+        return (await self._set(client, bare, known.name if name is None else name,
+                                list(known.groups) if groups is None else groups)
+                ).to_dict()
 
     async def _set(self, client: Client, jid: str, name: str | None,
                    groups: list[str] | None) -> RosterEntry:
