@@ -346,6 +346,25 @@ class Presence:
         self._fire_send(client, presence)
         client.send(presence)
 
+    def announce_again(self) -> list[str]:
+        """Send again the presence of each profile whose initial presence went out on
+        its current stream, with what the :data:`TRIGGER_PRESENCE_SEND` callbacks add
+        now: a plugin's contribution changed (XEP-0115: new capabilities).  The other
+        profiles' initial presence will carry it.
+
+        :return: the names of the profiles whose presence was sent
+        """
+        sent = []
+        for name, xs in list(self._announced.items()):
+            if not self.host.clients.is_connected(name):
+                continue
+            client = self.host.clients.get(name)
+            if getattr(client, "xmlstream", None) is not xs:
+                continue  # a new stream: its initial presence is on its way
+            self.send_presence(client)
+            sent.append(name)
+        return sent
+
     def _fire_send(self, client: Client, presence: domish.Element) -> None:
         try:
             self.host.trigger.point(TRIGGER_PRESENCE_SEND, client, presence)

@@ -334,6 +334,7 @@ class XEP_0030:  # noqa: N801
                                host.reactor.seconds)
         self._features: list[str] = []
         self._node_providers: list[NodeInfoProvider] = []
+        self._feature_listeners: list[Callable[[], None]] = []
         #: requests being answered, shared by whoever asks the same meanwhile
         self._pending = SharedCalls()
         host.bridge.register_method("disco_info", self._bridge_info)
@@ -342,11 +343,29 @@ class XEP_0030:  # noqa: N801
     # what the backend says of itself
 
     def add_feature(self, feature: str) -> None:
-        """Announce ``feature`` (a namespace) in the profiles' disco#info."""
+        """Announce ``feature`` (a namespace) in the profiles' disco#info.
+
+        Added while profiles are connected, it changes what they announce: the
+        listeners of :meth:`add_features_listener` are told (XEP-0115 sends the
+        presences again with the new hash).
+        """
         if not isinstance(feature, str) or not feature or NOT_XML_CHAR.search(feature):
             raise ValueError(f"invalid feature {feature!r}")
         if feature not in self._features:
             self._features.append(feature)
+            self._features_changed()
+
+    def add_features_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` each time the features announced change."""
+        self._feature_listeners.append(listener)
+
+    def _features_changed(self) -> None:
+        for listener in list(self._feature_listeners):
+            try:
+                listener()
+            except Exception:
+                # one listener's bug must not keep the others uninformed
+                log.failure("a listener of the announced features failed")
 
     def add_notify(self, node: str) -> None:
         """Ask for the PEP notifications of ``node`` (XEP-0163): ``NODE+notify``."""

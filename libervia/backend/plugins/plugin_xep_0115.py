@@ -186,7 +186,12 @@ class XEP_0115:  # noqa: N801
         #: each entity's announced hash: {(profile, full JID): key}
         self._entities: dict[tuple[str, str], CapsKey] = {}
         self._tasks: set[defer.Deferred] = set()
+        #: the own hash, and the disco#info it was computed for
+        self._ver: tuple[DiscoInfo, str] | None = None
+        #: the own hash of the last presence sent
+        self._announced_ver: str | None = None
         self.disco.add_node_info(self._node_info)
+        self.disco.add_features_listener(self._on_features_changed)
         host.trigger.add(PRESENCE_SEND, self._on_presence_send)
 
     # the backend's own
@@ -198,13 +203,30 @@ class XEP_0115:  # noqa: N801
     @property
     def ver(self) -> str:
         """The backend's own ``ver`` (it changes when a plugin adds a feature)."""
-        return caps_hash(self.own_query(), OWN_HASH)
+        info = self.disco.own_info()
+        if self._ver is None or self._ver[0] != info:
+            # hashed again only when what the profiles answer changed
+            self._ver = (info, caps_hash(info.to_element(), OWN_HASH))
+        return self._ver[1]
 
     def caps_element(self) -> domish.Element:
         """The ``<c/>`` element of the profiles' presences."""
         caps = domish.Element((NS_CAPS, "c"))
         caps["hash"], caps["node"], caps["ver"] = OWN_HASH, self.node, self.ver
+        self._announced_ver = caps["ver"]
         return caps
+
+    def _on_features_changed(self) -> None:
+        """A feature was added: the presences that carried the old hash are sent
+        again with the new one (XEP-0115 §4), so that contacts ask what it stands
+        for.  Profiles whose initial presence is still to come send the new one."""
+        if self._announced_ver is None or self.ver == self._announced_ver:
+            return
+        log.info("own capabilities changed ({old} -> {new}): presences sent again",
+                 old=self._announced_ver, new=self.ver)
+        presence = self.host.plugins.get("PRESENCE")
+        if presence is not None:
+            presence.announce_again()
 
     def _on_presence_send(self, client: Client, presence: domish.Element) -> bool:
         if presence.getAttribute("type") in (None, "available") and not any(

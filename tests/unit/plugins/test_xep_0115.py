@@ -4,10 +4,13 @@ once, verified and kept in the database (on a stub XML stream)."""
 
 import pytest
 import pytest_twisted
+from twisted.internet import defer
 from twisted.words.protocols.jabber.jid import JID
 from twisted.words.xish import domish
 
+from libervia.backend.core.config import Config
 from libervia.backend.core.xml_tools import parse_xml
+from libervia.backend.plugins.plugin_presence import TRIGGER_INITIAL, Presence
 from libervia.backend.plugins.plugin_xep_0030 import (
     NS_DISCO_INFO,
     XEP_0030,
@@ -23,8 +26,10 @@ from libervia.backend.plugins.plugin_xep_0115 import (
     caps_hash,
     verification_string,
 )
-from tests.unit.plugins.disco_env import BOUND, DiscoHost, StreamClient
+from tests.unit.plugins.disco_env import BOUND, DiscoHost, LoadedPlugins, StreamClient
 from tests.unit.plugins.iq_stub import iq_result
+from tests.unit.plugins.presence_env import Host as PresenceEnvHost
+from tests.unit.plugins.presence_env import StreamClient as PresenceStreamClient
 
 # XEP-0115 section 5.2, "Simple Generation Example"
 SIMPLE = (f"<query xmlns='{NS_DISCO_INFO}'>"
@@ -333,3 +338,103 @@ async def test_our_own_hash_is_known_without_asking(plugins, stream):
 def test_own_info_round_trips_through_its_element(plugins):
     disco, __ = plugins
     assert DiscoInfo.from_element(disco.own_info().to_element()) == disco.own_info()
+
+
+# the own hash changing while profiles are connected
+
+
+class PresenceHost(PresenceEnvHost):
+    """The backend with the disco, caps and presence plugins."""
+
+    def __init__(self, storage):
+        super().__init__(storage)
+        self.config = Config.from_dict({}, env={})
+        self.plugin_manager = LoadedPlugins([PLUGIN_INFO])
+        self.disco = self.plugins["XEP-0030"] = XEP_0030(self)
+        self.caps = self.plugins["XEP-0115"] = XEP_0115(self)
+        self.presence = self.plugins["PRESENCE"] = Presence(self)
+
+
+async def presence_up(host, name="alice"):
+    """A profile's stream up, its initial presence sent (read from the storage before:
+    it goes out while the stream is initialized)."""
+    client = PresenceStreamClient(name)
+    client.add(host.presence.get_handler(client))
+    client.add(host.disco.get_handler(client))
+    host.clients.clients[name] = client
+    await host.presence.profile_connecting(client)
+    client.start_stream()
+    return client
+
+
+def announced_vers(client):
+    return [p.c["ver"] for p in client.output
+            if p.name == "presence" and p.getAttribute("type") is None]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_feature_added_while_connected_sends_the_presence_with_the_new_hash(
+        storage):
+    host = PresenceHost(storage)
+    client = await presence_up(host)
+    first = host.caps.ver
+    assert announced_vers(client) == [first]
+    host.disco.add_notify("urn:example:late")
+    second = host.caps.ver
+    assert second != first
+    assert second == caps_hash(host.disco.own_info().to_element())
+    assert "urn:example:late+notify" in host.disco.own_features()
+    assert announced_vers(client) == [first, second]
+    # a contact asking what the new hash stands for gets the new features
+    client.receive(f"<iq xmlns='jabber:client' type='get' id='q' from='bob@example.org/x'>"
+                   f"<query xmlns='{NS_DISCO_INFO}' node='https://libervia.org#{second}'/>"
+                   "</iq>")
+    answer = parse_xml(client.output[-1].toXml())
+    assert (answer["type"], answer["id"]) == ("result", "q")
+    assert caps_hash(answer.query) == second
+    # the same feature again changes nothing: no presence
+    host.disco.add_feature("urn:example:late+notify")
+    assert announced_vers(client) == [first, second]
+
+
+@pytest_twisted.ensureDeferred
+async def test_profiles_whose_initial_presence_is_still_to_come_send_nothing_yet(
+        storage):
+    host = PresenceHost(storage)
+    up = await presence_up(host, "alice")
+    waiting = PresenceStreamClient("bob")
+    waiting.add(host.presence.get_handler(waiting))
+    host.clients.clients["bob"] = waiting
+    await host.presence.profile_connecting(waiting)
+    gate = defer.Deferred()
+    host.trigger.add(TRIGGER_INITIAL, lambda client: gate if client is waiting else True)
+    waiting.start_stream()  # its initial presence waits for the gate
+    host.disco.add_feature("urn:example:new")
+    assert len(announced_vers(up)) == 2
+    assert waiting.output == []
+    gate.callback(True)
+    # its first presence carries the new hash
+    assert announced_vers(waiting)[-1] == host.caps.ver == announced_vers(up)[-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_feature_added_before_any_presence_sends_nothing(storage):
+    host = PresenceHost(storage)
+    before = host.caps.ver
+    host.disco.add_feature("urn:example:early")
+    assert host.caps.ver != before
+    client = await presence_up(host)
+    assert announced_vers(client) == [host.caps.ver]
+
+
+def test_a_failing_features_listener_does_not_stop_the_others(plugins):
+    disco, __ = plugins
+    told = []
+
+    def broken():
+        raise RuntimeError("a plugin's bug")
+
+    disco.add_features_listener(broken)
+    disco.add_features_listener(lambda: told.append(disco.own_features()))
+    disco.add_feature("urn:example:x")
+    assert "urn:example:x" in told[0]
