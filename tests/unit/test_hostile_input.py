@@ -284,6 +284,8 @@ async def bridge_answer(frontend, timeout=10.0):
 BAD_CALLS = [
     ("pubsub_get", {"service": "a@b@c"}, "InvalidRequest", "invalid service JID"),
     ("pubsub_get", {"service": "\x00"}, "InvalidRequest", "invalid service JID"),
+    ("pubsub_get", {"service": "pubsub.example..org"}, "InvalidRequest",
+     "invalid service JID"),
     ("pubsub_get", {"service": 5}, "InvalidParams", '"service" must be a string or null'),
     ("pubsub_get", {"service": ["x"]}, "InvalidParams", '"service" must be a string'),
     ("pubsub_get", {"node": ""}, "InvalidRequest", "node name"),

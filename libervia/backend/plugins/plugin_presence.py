@@ -38,6 +38,7 @@ from wokkel.subprotocols import XMPPHandler
 from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import BackendError
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.xmpp.profiles import StorageHost
@@ -418,7 +419,7 @@ class Presence:
         if type_ in _SUBSCRIPTION_TYPES or type_ == "probe":
             return  # the roster's, or the server's business
         name = client.profile.name
-        sender = parse_jid(presence.getAttribute("from"))
+        sender = jid_or_none(presence.getAttribute("from"))
         if sender is None:
             log.info("profile {profile}: presence without a valid sender ignored",
                      profile=name)
@@ -517,7 +518,7 @@ class Presence:
         priority}]}]}``."""
         entity = None
         if jid is not None:
-            entity = parse_jid(jid)
+            entity = jid_or_none(jid)
             if entity is None:
                 raise InvalidPresence(f"invalid JID {jid[:100]!r}")
         own = await self._own_of(profile)  # NotFound for an unknown profile
@@ -528,20 +529,3 @@ class Presence:
         client = self.host.clients.get(profile)
         return {"own": own.to_dict(), "contacts": self.get_presences(client, entity)}
 
-
-def parse_jid(text: str | None) -> jabber_jid.JID | None:
-    """A JID from text (a stanza's attribute, a frontend's parameter), ``None`` if it is
-    missing or invalid."""
-    if not text or NOT_XML_CHAR.search(text):
-        return None
-    try:
-        parsed = jabber_jid.JID(text)
-    except (jabber_jid.InvalidFormat, UnicodeError, ValueError):
-        return None
-    # Twisted reads "@example.org" and "a@example.org/" as JIDs without those parts;
-    # RFC 7622 forbids empty parts
-    bare, slash, __ = text.partition("/")
-    if (("@" in bare and not parsed.user) or (slash and not parsed.resource)
-            or not parsed.host):
-        return None
-    return parsed

@@ -37,6 +37,7 @@ from libervia.backend.core.config import declare, parse_positive_int, parse_str
 from libervia.backend.core.constants import C
 from libervia.backend.core.exceptions import BackendError, NotFound
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.xmpp.clients import ConnectionHost
@@ -293,10 +294,7 @@ def check_request(entity: Any, node: Any) -> tuple[jabber_jid.JID, str | None]:
     :raise InvalidDiscoRequest: not a valid JID, or a node that can't be sent
     """
     if isinstance(entity, str):
-        try:
-            entity = jabber_jid.JID(entity) if entity else None
-        except (jabber_jid.InvalidFormat, UnicodeError, ValueError):
-            entity = None
+        entity = jid_or_none(entity)
     if not isinstance(entity, jabber_jid.JID):
         raise InvalidDiscoRequest("the entity must be a valid JID, e.g. example.org")
     if node is not None and (not isinstance(node, str) or not node
@@ -492,7 +490,7 @@ class XEP_0030:  # noqa: N801
         query = next(iq.elements(NS_DISCO_ITEMS, "query"), None)
         items = []
         for item in query.elements(NS_DISCO_ITEMS, "item") if query is not None else ():
-            items.append(DiscoItem(parse_jid(item.getAttribute("jid")),
+            items.append(DiscoItem(jid_or_none(item.getAttribute("jid")),
                                    item.getAttribute("node") or None,
                                    item.getAttribute("name") or None))
         return items
@@ -565,7 +563,7 @@ class DiscoHandler(XMPPHandler):
         if iq.getAttribute("type") == "set":
             self._error(iq, "bad-request")
             return None
-        requestor = parse_jid(iq.getAttribute("from"))
+        requestor = jid_or_none(iq.getAttribute("from"))
         node = next(iq.elements(namespace, "query")).getAttribute("node") or None
         if node is not None and (len(node) > MAX_NODE or NOT_XML_CHAR.search(node)):
             self._error(iq, "item-not-found")
@@ -607,12 +605,3 @@ class DiscoHandler(XMPPHandler):
     def _error(self, iq: domish.Element, condition: str) -> None:
         self.send(jabber_error.StanzaError(condition).toResponse(iq))
 
-
-def parse_jid(text: str | None) -> jabber_jid.JID | None:
-    """A JID an entity gave, ``None`` if it gave none or an invalid one."""
-    if not text:
-        return None
-    try:
-        return jabber_jid.JID(text)
-    except (jabber_jid.InvalidFormat, UnicodeError, ValueError):
-        return None

@@ -30,6 +30,7 @@ from libervia.backend.core.async_utils import SharedCalls
 from libervia.backend.core.config import declare, parse_str
 from libervia.backend.core.constants import C
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import NOT_XML_CHAR, XMLError, parse_xml
 from libervia.backend.memory.storage import StorageError
@@ -38,7 +39,6 @@ from libervia.backend.plugins.plugin_xep_0030 import (
     NS_XML,
     XEP_0030,
     DiscoInfo,
-    parse_jid,
 )
 from libervia.backend.xmpp.clients import ConnectionHost
 
@@ -257,7 +257,7 @@ class XEP_0115:  # noqa: N801
 
     def on_presence(self, client: Client, presence: domish.Element) -> None:
         """A presence from someone: follow its capabilities."""
-        sender = parse_jid(presence.getAttribute("from"))
+        sender = jid_or_none(presence.getAttribute("from"))
         if sender is None:
             return
         entity_key = (client.profile.name, sender.full())

@@ -71,6 +71,7 @@ from zope.interface import implementer
 
 from libervia.backend.core.exceptions import BackendError, NotConnected
 from libervia.backend.core.interfaces import Host, Reactor
+from libervia.backend.core.jids import parse_jid
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.xmpp.profiles import Profile, secret_owner
@@ -442,7 +443,7 @@ class XMPPClient(StreamManager):
         self.host = host
         self.profile = profile
         self.reactor = reactor
-        self.jid = jabber_jid.JID(profile.jid)
+        self.jid = parse_jid(profile.jid)
         options = profile.options
         self.tls = tls_options(self.jid.host, options.ca_file, tls_max_version)
         self._on_authenticated = on_authenticated

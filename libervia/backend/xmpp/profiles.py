@@ -26,8 +26,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from twisted.words.protocols.jabber import jid as jabber_jid
-
 from libervia.backend.core import log as log_module
 from libervia.backend.core.exceptions import (
     BackendError,
@@ -36,6 +34,7 @@ from libervia.backend.core.exceptions import (
     ProfileNotFound,
 )
 from libervia.backend.core.interfaces import Host
+from libervia.backend.core.jids import InvalidJID, parse_jid
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.secrets import KEY_FILE_NAME, SecretBox
 from libervia.backend.memory.storage import Storage
@@ -64,7 +63,7 @@ def _register_public(name: str, jid: str | None = None) -> None:
     log_module.register_public(name, owner)
     if jid is None:
         return
-    parsed = jabber_jid.JID(jid)
+    parsed = parse_jid(jid)
     for word in (jid, parsed.userhost(), parsed.user, parsed.host):
         if word:
             log_module.register_public(word, owner)
@@ -72,9 +71,8 @@ def _register_public(name: str, jid: str | None = None) -> None:
 
 def _jid(value: str) -> str:
     try:
-        parsed = jabber_jid.JID(value.strip())
-    except (jabber_jid.InvalidFormat, TypeError, RuntimeError) as e:
-        # Twisted raises RuntimeError for an empty JID
+        parsed = parse_jid(value.strip() if isinstance(value, str) else value)
+    except InvalidJID as e:
         raise ProfileError(f"invalid JID {value!r}: {e or 'bad format'}") from None
     if not parsed.user:
         raise ProfileError(f"JID {value!r} has no user part: use user@server")

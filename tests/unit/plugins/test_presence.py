@@ -272,6 +272,8 @@ HOSTILE = [
     "<presence from=''/>",
     "<presence from='a@b@c/x'/>",
     "<presence from='@example.org'/>",
+    "<presence from='bob@example..org/x'/>",  # Twisted's stringprep raised IndexError
+    "<presence from='bob@example.org/'/>",
     "<presence from='bob@example.org/r' type='bogus'/>",
     "<presence from='bob@example.org/r' type='subscribe'/>",
     "<presence from='bob@example.org/r' type='probe'/>",

@@ -269,6 +269,7 @@ async def test_a_withdrawn_request_is_forgotten_and_answers_are_only_logged(back
     "<presence from='' type='subscribe'/>",
     "<presence from='a@b@c' type='subscribe'/>",
     "<presence from='@example.org' type='subscribe'/>",
+    "<presence from='bob@example..org' type='subscribe'/>",
 ])
 @pytest_twisted.ensureDeferred
 async def test_subscription_requests_without_a_valid_sender_are_ignored(backend, stanza):

@@ -275,6 +275,8 @@ async def test_bridge_disco_items_gives_plain_data(host, stream):
 @pytest.mark.parametrize("params, error", [
     ({"jid": ""}, InvalidDiscoRequest),
     ({"jid": "@@bad@@"}, InvalidDiscoRequest),
+    ({"jid": "bob@example..org"}, InvalidDiscoRequest),
+    ({"jid": "bob@example.org/"}, InvalidDiscoRequest),
     ({"jid": "example.org", "node": ""}, InvalidDiscoRequest),
     ({"jid": "example.org", "node": "x" * 5000}, InvalidDiscoRequest),
     ({"jid": "example.org", "node": "a\x01b"}, InvalidDiscoRequest),

@@ -7,6 +7,7 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core.exceptions import NotConnected
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import InvalidJID, parse_jid
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.plugin_xep_0059 import RSMError, RSMRequest
 from libervia.backend.plugins.pubsub_cache.serving import CachedAnswers
@@ -70,7 +71,7 @@ class CacheBridge:
         if client is not None:
             return client, client.jid.userhostJID()
         account = await self.host.profiles.get(name)
-        return None, jabber_jid.JID(account.jid).userhostJID()
+        return None, parse_jid(account.jid).userhostJID()
 
     async def _describe(self, client: Client | None, pubsub_node: PubsubNode
                         ) -> dict[str, Any]:
@@ -186,8 +187,8 @@ class CacheBridge:
         services = query.get("services")
         if isinstance(services, list) and all(isinstance(s, str) for s in services):
             try:
-                query["services"] = [service_key(jabber_jid.JID(s)) for s in services]
-            except (jabber_jid.InvalidFormat, RuntimeError):  # RuntimeError: empty JID
+                query["services"] = [service_key(parse_jid(s)) for s in services]
+            except InvalidJID:
                 raise InvalidQuery(f"invalid service JID in {services!r}") from None
         result = await self.storage.search.search_items(
             SearchQuery.from_dict({**query, "profiles": [_profile(profile)]}))

@@ -18,6 +18,7 @@ from twisted.words.xish import domish
 from libervia.backend.core.async_utils import maybe_async_call
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import parse_jid
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers
@@ -92,7 +93,7 @@ class CacheStore:
         :raise NotFound: the cache does not know it
         """
         pubsub_node = await self.storage.pubsub.get_pubsub_node(
-            profile, service_key(jabber_jid.JID(service)), name)
+            profile, service_key(parse_jid(service)), name)
         if pubsub_node is None:
             raise NotFound(f"node {name!r} of {service} is not in the cache")
         return pubsub_node

@@ -26,6 +26,7 @@ from libervia.backend.core.exceptions import (
     NotFound,
 )
 from libervia.backend.core.interfaces import Client, Reactor
+from libervia.backend.core.jids import parse_jid
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.plugins.pubsub_cache.analysers import Analysers, metadata_type
@@ -319,7 +320,7 @@ class Synchroniser:
         for pubsub_node in nodes:
             if pubsub_node.id in self.state.rewriting:
                 continue
-            service = jabber_jid.JID(pubsub_node.service)
+            service = parse_jid(pubsub_node.service)
             if pubsub_node.sync_state is SyncState.COMPLETED:
                 self.state.spawn(self.verify(client, service, pubsub_node))
             elif pubsub_node.analyser is not None:

@@ -14,6 +14,7 @@ from typing import Any
 from twisted.words.protocols.jabber import jid as jabber_jid
 
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import parse_jid
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.sqla_mapping import PubsubNode
 from libervia.backend.plugins.plugin_xep_0030 import XEP_0030, DiscoInfo
@@ -115,7 +116,7 @@ class TraitsFinder:
             # themselves in their service discovery identities
             names = info.names
             if service.user or service.resource:
-                names += (await self._disco_info(client, jabber_jid.JID(service.host))).names
+                names += (await self._disco_info(client, parse_jid(service.host))).names
             software = next((n for n in names if _known_software(n)), None)
         traits = ServiceTraits.of_software(software, NS_ORDER_BY in info.features)
         self._known[service.host] = traits
@@ -124,7 +125,7 @@ class TraitsFinder:
 
     async def _software(self, client: Client, domain: str) -> str | None:
         try:
-            answer = await self.version.get_version(client, jabber_jid.JID(domain),
+            answer = await self.version.get_version(client, parse_jid(domain),
                                                     timeout=TRAITS_TIMEOUT)
         except Exception as e:
             log.debug("no software version from {domain}: {error}", domain=domain,

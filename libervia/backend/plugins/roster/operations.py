@@ -12,13 +12,13 @@ from wokkel.subprotocols import XMPPHandler
 
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.log import getLogger
 from libervia.backend.memory.storage import PendingRequest, RosterEntry, StoredRoster
 from libervia.backend.plugins.plugin_presence import (
     MAX_STATUS,
     TRIGGER_INITIAL,
     Presence,
-    parse_jid,
 )
 from libervia.backend.plugins.roster.stanzas import (
     MAX_ITEMS,
@@ -201,7 +201,7 @@ class Roster:
         return None
 
     def _from_account(self, client: Client, sender: str) -> bool:
-        parsed = parse_jid(sender)
+        parsed = jid_or_none(sender)
         own = client.jid.userhostJID()
         if parsed is None or parsed.userhostJID() != own:
             return False
@@ -227,7 +227,7 @@ class Roster:
             return
         presence.handled = True
         name = client.profile.name
-        sender = parse_jid(presence.getAttribute("from"))
+        sender = jid_or_none(presence.getAttribute("from"))
         if sender is None:
             log.info("profile {profile}: {type} presence without a valid sender ignored",
                      profile=name, type=type_)

@@ -8,9 +8,9 @@ an unknown subscription is ``none``, names and groups are bounded.
 from twisted.words.xish import domish
 
 from libervia.backend.core.exceptions import BackendError
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.memory.storage import SUBSCRIPTIONS, RosterEntry
-from libervia.backend.plugins.plugin_presence import parse_jid
 
 NS_ROSTER = "jabber:iq:roster"
 #: the stream feature of servers that version rosters (XEP-0237)
@@ -37,7 +37,7 @@ def contact_jid(text: str) -> str:
 
     :raise InvalidRoster: not a JID, or a full one (the roster holds bare JIDs)
     """
-    parsed = parse_jid(text) if isinstance(text, str) else None
+    parsed = jid_or_none(text) if isinstance(text, str) else None
     if parsed is None:
         raise InvalidRoster(f"invalid JID {str(text)[:100]!r}: give a bare JID, "
                             "such as contact@example.org")
@@ -86,7 +86,7 @@ def checked_groups(groups: list[str] | None) -> tuple[str, ...]:
 def parse_item(item: domish.Element) -> RosterEntry | None:
     """A roster item as the server sent it (``None`` if its JID is invalid); the
     ``remove`` subscription of a push is read as ``none``: see :func:`is_removal`."""
-    parsed = parse_jid(item.getAttribute("jid"))
+    parsed = jid_or_none(item.getAttribute("jid"))
     if parsed is None or parsed.resource is not None:
         return None
     subscription = item.getAttribute("subscription") or "none"
