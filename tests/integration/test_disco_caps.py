@@ -9,6 +9,8 @@ backend asks the contact and its server through its bridge methods.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import secrets
 
 import pytest
@@ -178,22 +180,71 @@ async def _present_with_caps(xmpp) -> str:
     return ver
 
 
+def _record_caps(seen: list) -> object:
+    """A slixmpp session body: from now on, the ``<c/>`` of each available presence
+    the contact receives goes to ``seen`` as ``(from, hash, node, ver)``."""
+    async def body(xmpp, pubsub):
+        def record(presence):
+            caps = presence["caps"]
+            seen.append((presence["from"].full, caps["hash"] or None,
+                         caps["node"] or None, caps["ver"] or None))
+        xmpp.add_event_handler("presence_available", record)
+    return body
+
+
+def independent_ver(seen: dict) -> str:
+    """XEP-0115 §5.1 written out for an answer without forms: SHA-1 of the sorted
+    identities then the sorted features, each ended by '<'."""
+    identities = sorted(f"{c}/{t}//{n or ''}" for c, t, n in seen["identities"])
+    text = "".join(i + "<" for i in identities) + "".join(
+        f + "<" for f in sorted(seen["features"]))
+    return base64.b64encode(hashlib.sha1(text.encode("utf-8")).digest()).decode("ascii")
+
+
 @pytest_twisted.ensureDeferred
 async def test_caps_in_presence_and_a_contact_s_blog_cached_through_notify_alone(
         make_backend, xmpp_server, friends):
     contact = friends
     bob = xmpp_server.user(1).jid
+    seen_caps: list = []
+    await contact.run(_record_caps(seen_caps))
     backend = await make_backend()
     assert "PRESENCE" in backend.plugins, "the presence plugin sends the caps"
     reader = await Reader.connect(backend, xmpp_server, node=NS_MICROBLOG)
     full_jid = reader.client.bound_jid.full()
     caps = backend.plugins["XEP-0115"]
 
-    # the contact received the backend's presence, and its hash checks out
+    # the contact received the backend's presence, with its <c/>...
+    async def caps_received():
+        return [c for c in seen_caps if c[0] == full_jid]
+    [(__, algo, node, ver), *__] = await until(caps_received,
+                                                "the backend's presence with its caps")
+    assert (algo, node, ver) == ("sha-1", "https://libervia.org", caps.ver)
+    # ... whose node#ver, asked of the full JID, lists the plugins' features and
+    # hashes to ver, by slixmpp's code and by the specification written out
+    declared = {NS_DISCO_INFO, NS_CAPS, "http://jabber.org/protocol/disco#items"}
+    for info in backend.plugin_manager.loaded_infos():
+        declared.update(info.features)
+        declared.update(f"{n}+notify" for n in info.notify)
+    assert f"{NS_MICROBLOG}+notify" in declared
+    answered = await contact.run(disco_of(full_jid, f"{node}#{ver}"))
+    assert answered["features"] == sorted(declared)
+    assert answered["ver"] == independent_ver(answered) == ver
+
+    # slixmpp's own XEP-0115 code verified it too
     async def contact_verified() -> bool:
         return await contact.run(lambda xmpp, pubsub: _verstring(xmpp, full_jid)) == (
             caps.ver)
     await until(contact_verified, "the contact verifying the backend's capabilities")
+
+    # a feature added while connected: a new presence carries the new hash
+    backend.plugins["XEP-0030"].add_feature("urn:example:added-while-connected")
+    assert caps.ver != ver
+
+    async def new_caps_received():
+        return [c for c in seen_caps if c[0] == full_jid and c[3] == caps.ver]
+    await until(new_caps_received, "the backend's presence with its new hash")
+    await until(contact_verified, "the contact verifying the new hash")
 
     # the contact's capabilities (in the presence it sends now) were resolved,
     # verified and stored
