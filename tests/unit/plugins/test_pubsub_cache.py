@@ -14,7 +14,12 @@ from twisted.internet.error import ConnectionLost
 from libervia.backend.core.exceptions import NotConnected, NotFound
 from libervia.backend.core.xml_tools import parse_xml
 from libervia.backend.memory.sqla_mapping import SyncState
-from libervia.backend.memory.storage import Storage, StorageError, StorageUnavailable
+from libervia.backend.memory.storage import (
+    RosterEntry,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+)
 from libervia.backend.plugins.pubsub_cache import (
     MISSED_CHECK_MAX_DELAY,
     CacheError,
@@ -848,19 +853,37 @@ async def test_forced_sync_of_a_synchronised_node_replaces_its_items(storage):
     await assert_cache_is_service(env)
 
 
+async def contact_env(storage, kind, subscription="both"):
+    """alice's cache, and the PEP service of bob, a contact whose presence she sees."""
+    service = FakePubsubService(kind, "bob@example.org")
+    await storage.roster.apply_push("alice", None, RosterEntry(
+        "bob@example.org", None, subscription, False, ()))
+    return Env(storage, service), service
+
+
+async def contact_node_state(env, node):
+    pubsub_node = await env.storage.pubsub.get_pubsub_node("alice", "bob@example.org",
+                                                           node)
+    return None if pubsub_node is None else env.cache.node_state(pubsub_node)["state"]
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_node_first_seen_through_a_notification_is_analysed_and_synchronised(env):
+async def test_a_node_first_seen_through_a_notification_is_analysed_and_synchronised(
+        storage, kind):
+    env, bob = await contact_env(storage, kind)
     env.fill(BLOG, 5)
     sent = len(env.client.sent)
-    await env.event(env.service.publish(BLOG, "pushed"))
+    await env.event(bob.publish(BLOG, "pushed"))
     await env.cache.wait_background()
-    assert await env.state() == "completed"
-    assert sorted(r.name for r in await env.cached_rows()) == sorted(env.service.ids(BLOG))
+    assert await contact_node_state(env, BLOG) == "completed"
+    pubsub_node = await storage.pubsub.get_pubsub_node("alice", "bob@example.org", BLOG)
+    items, __ = await storage.pubsub.get_items(pubsub_node.id)
+    assert sorted(r.name for r in items) == sorted(bob.ids(BLOG))
     assert len(env.client.sent) > sent  # the node was fetched whole
     # nodes an analyser leaves alone are recorded once, never synchronised
-    await env.event(env.service.publish("urn:example:other", "x"))
+    await env.event(bob.publish("urn:example:other", "x"))
     await env.cache.wait_background()
-    assert await env.state("urn:example:other") == "no_sync"
+    assert await contact_node_state(env, "urn:example:other") == "no_sync"
 
 
 @pytest_twisted.ensureDeferred
@@ -873,3 +896,33 @@ async def test_a_notification_from_a_full_jid_starts_nothing(env):
     await env.cache.wait_background()
     assert len(env.client.sent) == sent
     assert await env.storage.pubsub.get_pubsub_nodes("alice") == []
+
+
+@pytest.mark.parametrize("sender, subscription, analysed", [
+    ("bob@example.org", "both", True),  # a contact whose presence alice sees
+    ("bob@example.org", "to", True),
+    ("bob@example.org", "from", False),  # she is seen, does not see: no +notify
+    ("bob@example.org", None, False),  # not in the roster
+    ("alice@example.org", None, True),  # her own account
+    ("mallory@evil.example", None, False),  # a stranger, stamped by his own server
+    ("pubsub.evil.example", None, False),  # a service of another server
+    ("example.org", None, False),  # services: cached when a get asks
+    ("pubsub.example.org", None, False),
+])
+@pytest_twisted.ensureDeferred
+async def test_only_the_account_and_contacts_it_sees_have_new_nodes_analysed(
+        storage, kind, sender, subscription, analysed, log_lines):
+    if subscription is not None:
+        await storage.roster.apply_push("alice", None, RosterEntry(
+            "bob@example.org", None, subscription, False, ()))
+    service = FakePubsubService(kind, sender)
+    env = Env(storage, service)
+    env.fill(BLOG, 3)
+    sent = len(env.client.sent)
+    await env.event(service.publish(BLOG, "pushed"))
+    await env.cache.wait_background()
+    nodes = await storage.pubsub.get_pubsub_nodes("alice")
+    assert [n.service for n in nodes] == ([sender] if analysed else [])
+    assert (len(env.client.sent) > sent) is analysed
+    if not analysed:
+        assert any(f"from {sender} ignored" in line for line in log_lines())

@@ -22,7 +22,7 @@ from libervia.backend.core.triggers import TriggerManager
 from libervia.backend.memory.sqla_mapping import PubsubNode, SyncState
 from libervia.backend.memory.storage import StorageError
 from libervia.backend.plugins.pubsub_cache.state import CacheState, service_key
-from libervia.backend.plugins.pubsub_cache.store import CacheStore
+from libervia.backend.plugins.pubsub_cache.store import CacheStore, profile_of
 from libervia.backend.plugins.pubsub_cache.sync import Synchroniser
 from libervia.backend.plugins.xep_0060.events import (
     ConfigurationEvent,
@@ -154,8 +154,33 @@ class EventHandlers:
             # PEP services and pubsub components notify from a bare JID, which servers
             # stamp: a full JID is a client sending what it likes
             return
+        if not await self._may_introduce(client, service):
+            log.info("profile {profile}: notification of node {node} from {service} "
+                     "ignored: only the PEP nodes of the account and of the contacts "
+                     "whose presence it sees are analysed when first notified",
+                     profile=profile_of(client), node=node[:200],
+                     service=service.full()[:200])
+            return
         if await self.store.node(client, service, node) is None:
             self.state.spawn(self.sync.analyse_and_sync(client, service, node))
+
+    async def _may_introduce(self, client: Client, service: jabber_jid.JID) -> bool:
+        """Whether a notification from ``service`` may have a node never seen analysed
+        (requests to ``service``, and a row of the database): PEP nodes of the
+        profile's own account and of the contacts whose presence it sees (those whose
+        notifications ``+notify`` brings, RFC 6121 subscription ``to`` or ``both``).
+        Anyone else, whose notifications are stamped by a server of their own, could
+        have the backend ask and record nodes at will; and a pubsub service notifies
+        the nodes the account subscribed to, from any client and at any time (ejabberd
+        replays their last items at each login): a profile caches those when a get
+        asks for them."""
+        if service.user is None:
+            return False
+        if service.userhost() == client.jid.userhost():
+            return True
+        stored = await self.host.storage.roster.get_roster(profile_of(client))
+        return any(e.jid == service.userhost() and e.subscription in ("to", "both")
+                   for e in stored.items)
 
     async def on_retract(self, client: Client, event: RetractEvent) -> bool:
         """Items retracted."""
