@@ -22,6 +22,7 @@ from wokkel.subprotocols import XMPPHandler
 
 from libervia.backend.core.exceptions import NotFound
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.log import getLogger
 from libervia.backend.core.xml_tools import NOT_XML_CHAR
 from libervia.backend.memory.storage import HistoryFilter, HistoryMessage, HistoryPage
@@ -36,7 +37,6 @@ from libervia.backend.plugins.messages.stanzas import (
     checked_texts,
     read_message,
 )
-from libervia.backend.plugins.plugin_presence import parse_jid
 from libervia.backend.xmpp.profiles import StorageHost
 
 log = getLogger(__name__)
@@ -286,7 +286,7 @@ class Messages:
         :raise InvalidMessage: a parameter is invalid; the message says which
         :raise MessageCancelled: a plugin cancelled it (nothing was sent)
         """
-        recipient = parse_jid(to) if isinstance(to, str) else None
+        recipient = jid_or_none(to) if isinstance(to, str) else None
         if recipient is None:
             raise InvalidMessage(f"invalid recipient {str(to)[:100]!r}: give a JID, such "
                                  "as contact@example.org")
@@ -368,7 +368,7 @@ def history_filter(with_jid: str | None = None, limit: int = 50, before: str | N
     """
     bare = None
     if with_jid is not None:
-        parsed = parse_jid(with_jid)
+        parsed = jid_or_none(with_jid)
         if parsed is None:
             raise InvalidMessage(f"invalid JID {with_jid[:100]!r} for with_jid")
         bare = parsed.userhost()

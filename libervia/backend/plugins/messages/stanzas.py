@@ -14,8 +14,8 @@ from twisted.words.protocols.jabber import jid as jabber_jid
 from twisted.words.xish import domish
 
 from libervia.backend.core.exceptions import BackendError
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.xml_tools import NOT_XML_CHAR
-from libervia.backend.plugins.plugin_presence import parse_jid
 
 NS_CLIENT = "jabber:client"
 #: unique and stable stanza ids (XEP-0359)
@@ -98,11 +98,11 @@ def read_message(element: domish.Element, max_body: int) -> ReadMessage:
     """
     dropped: list[str] = []
     sender_text = element.getAttribute("from")
-    sender = parse_jid(sender_text) if sender_text is not None else None
+    sender = jid_or_none(sender_text) if sender_text is not None else None
     if sender_text is not None and sender is None:
         raise InvalidMessage(f"invalid sender {sender_text[:100]!r}")
     recipient_text = element.getAttribute("to")
-    recipient = parse_jid(recipient_text) if recipient_text is not None else None
+    recipient = jid_or_none(recipient_text) if recipient_text is not None else None
     if recipient_text is not None and recipient is None:
         raise InvalidMessage(f"invalid recipient {recipient_text[:100]!r}")
     type_ = element.getAttribute("type") or "normal"
