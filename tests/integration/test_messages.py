@@ -17,13 +17,14 @@ from twisted.internet import defer, threads
 
 slixmpp = pytest.importorskip("slixmpp")
 
+from tests.contact import Contact  # noqa: E402 - only once slixmpp is known there
 from tests.integration.test_roster import li_json, run_li  # noqa: E402
 from tests.integration.test_roster import start as start_roster  # noqa: E402
 from tests.pubsub_support import BackendFactory, until  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-PLUGINS = ("PRESENCE", "ROSTER", "XEP-0030", "MESSAGES")
+PLUGINS = ("PRESENCE", "ROSTER", "XEP-0030", "MESSAGES", "XEP-0280")
 
 
 @pytest.fixture
@@ -41,6 +42,9 @@ async def start(make_backend: Any, info: Any, owner: Any, create: bool = True) -
     # the question about stanza-ids answered: messages are read from then on
     checked = backend.plugins["MESSAGES"].stanza_ids
     await until(lambda: defer.succeed("owner" in checked), "the server's features")
+    # the test servers offer carbons (XEP-0280): enabled before messages are read
+    carbons = backend.plugins["XEP-0280"].enabled
+    await until(lambda: defer.succeed(carbons.get("owner")), "carbons enabled")
     return backend
 
 
@@ -119,3 +123,37 @@ async def test_a_message_to_an_invalid_jid_is_refused_and_the_profile_goes_on(
     assert contact.messages[0][1] == "still here"
     assert json.loads((await run_li(backend, "message", "history", "-p", "owner",
                                     "--output", "json"))[1])[0]["body"] == "still here"
+
+
+@pytest_twisted.ensureDeferred
+async def test_carbons_of_the_accounts_other_device_are_stored_with_their_direction(
+        xmpp_server, make_backend, accounts, contact):
+    owner, other = accounts
+    backend = await start(make_backend, xmpp_server, owner)
+    # the account's other device: an independent client logged in as the owner
+    device = Contact(xmpp_server, owner)
+    await threads.deferToThread(device.start)
+    try:
+        device_jid = await threads.deferToThread(
+            device.do, lambda: device.xmpp.boundjid.full)
+        await threads.deferToThread(device.send_message, other.jid, "from my phone")
+
+        async def one() -> list[dict[str, Any]]:
+            found = await history(backend, other.jid)
+            return found if len(found) == 1 else []
+
+        [sent] = await until(one, "the sent carbon in the history")
+        assert (sent["direction"], sent["body"], sent["from"]) == (
+            "out", "from my phone", device_jid)
+        # a contact writes to the other device only: a received carbon
+        await threads.deferToThread(contact.send_message, device_jid, "to your phone")
+
+        async def two() -> list[dict[str, Any]]:
+            found = await history(backend, other.jid)
+            return found if len(found) == 2 else []
+
+        messages = await until(two, "the received carbon in the history")
+        assert [(m["direction"], m["body"], m["to"]) for m in messages] == [
+            ("out", "from my phone", other.jid), ("in", "to your phone", device_jid)]
+    finally:
+        await threads.deferToThread(device.close)

@@ -110,6 +110,7 @@ shaper_rules:
   c2s_shaper: none
 modules:
   mod_caps: {{}}
+  mod_carboncopy: {{}}
   mod_disco: {{}}
   mod_ping: {{}}
   mod_roster: {{}}

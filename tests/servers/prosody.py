@@ -59,7 +59,7 @@ authentication = {authentication}
 {password_hash}
 admins = {{ {admin} }}
 modules_enabled = {{
-    "disco"; "roster"; "saslauth"; "tls"; "pep"; "ping"; "posix"; "private";
+    "disco"; "roster"; "saslauth"; "tls"; "pep"; "ping"; "posix"; "private"; "carbons";
 }}
 modules_disabled = {{ "s2s"; "limits"; "http"; "bosh"; "websocket"; "admin_shell"; }}
 pep_max_items = {max_items}

@@ -37,7 +37,7 @@ examples:
 
 WATCH_EPILOG = """\
 In text, each message is a line (time, direction, contact, text); with --output json,
-each is one JSON object on one line (JSON lines): profile, via (sent, live) and the
+each is one JSON object on one line (JSON lines): profile, via (sent, live, carbon) and the
 message as history_get gives it. Ctrl-C stops watching (exit status 0).
 """
 

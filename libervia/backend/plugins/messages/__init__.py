@@ -12,6 +12,7 @@ from libervia.backend.plugins.messages.operations import (
     TRIGGER_RECEIVED,
     TRIGGER_SEND,
     TRIGGER_STORED,
+    TRIGGER_STREAM,
     MessageReceived,
     Messages,
     MessageSending,
@@ -27,6 +28,6 @@ from libervia.backend.plugins.messages.stanzas import (
 
 __all__ = [
     "MESSAGE_NEW_SIGNAL", "NS_SID", "PLUGIN_INFO", "TRIGGER_RECEIVED", "TRIGGER_SEND",
-    "TRIGGER_STORED", "InvalidMessage", "MessageCancelled", "MessageError",
+    "TRIGGER_STORED", "TRIGGER_STREAM", "InvalidMessage", "MessageCancelled", "MessageError",
     "MessageReceived", "MessageSending", "Messages", "MessagesHandler", "MessagesPlugin",
 ]

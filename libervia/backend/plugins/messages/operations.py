@@ -52,6 +52,11 @@ TRIGGER_SEND = "message_send"
 #: ``False`` to claim it (it is then neither stored nor signalled).  Messages without
 #: body or subject (chat states, receipts...) pass here too, with nothing to store
 TRIGGER_RECEIVED = "message_received"
+#: asynchronous trigger point awaited on each new stream of a profile, with
+#: ``(client)``, once the server said whether it gives stanza-ids: no message of the
+#: stream is read before its callbacks are done (the carbons plugin enables carbons
+#: there); what they answer does not matter
+TRIGGER_STREAM = "message_stream"
 #: asynchronous trigger point awaited after a message (sent or received) is stored,
 #: with ``(client, message)``, the stored :class:`HistoryMessage`; what callbacks
 #: answer does not matter
@@ -127,9 +132,9 @@ class Messages:
         host.bridge.register_signal(
             MESSAGE_NEW_SIGNAL,
             "a message was stored: params {profile, via (sent: by this backend; live: "
-            "received), message ({uid, from, to, with, timestamp, received, type, "
-            "direction, body, bodies, subject, subjects, thread, thread_parent, "
-            "stanza_id, origin_id, id, extra})}")
+            "received; carbon: a copy of another device's), message ({uid, from, to, "
+            "with, timestamp, received, type, direction, body, bodies, subject, "
+            "subjects, thread, thread_parent, stanza_id, origin_id, id, extra})}")
 
     def get_handler(self, client: Client) -> XMPPHandler:
         return MessagesHandler(self, client)
@@ -151,7 +156,7 @@ class Messages:
         the stream is read."""
         name = client.profile.name
         self.stanza_ids[name] = False
-        d = self._serial(name, lambda: self._check_server(client))
+        d = self._serial(name, lambda: self._stream_ready(client))
         d.addErrback(lambda f: log.failure("profile {profile}: stanza-id support not "
                                            "checked", f, profile=name))
 
@@ -170,6 +175,14 @@ class Messages:
         log.info("profile {profile}: the server {gives} stanza-ids", profile=name,
                  gives="gives" if self.stanza_ids[name] else "does not give")
 
+    async def _stream_ready(self, client: Client) -> None:
+        await self._check_server(client)
+        try:
+            await self.host.trigger.async_point(TRIGGER_STREAM, client)
+        except Exception:
+            log.failure("profile {profile}: a {point} callback failed",
+                        profile=client.profile.name, point=TRIGGER_STREAM)
+
     def profile_disconnected(self, client: Client) -> None:
         self.stanza_ids.pop(client.profile.name, None)
 
@@ -177,6 +190,23 @@ class Messages:
 
     def on_message(self, client: Client, element: domish.Element) -> None:
         """A message received on ``client``'s stream: read, then stored in turn."""
+        name = client.profile.name
+        received = datetime.fromtimestamp(self.host.reactor.seconds(), UTC)
+        d = self._serial(name, lambda: self.receive_element(client, element, received,
+                                                            "live"))
+        d.addErrback(lambda f: log.failure("profile {profile}: message not stored", f,
+                                           profile=name))
+
+    async def receive_element(self, client: Client, element: domish.Element,
+                              received: datetime, via: str) -> None:
+        """Read the ``<message/>`` ``element`` and store it (unless a callback of
+        :data:`TRIGGER_RECEIVED` claims it); hostile content is logged.
+
+        Called in the profile's queue: by this plugin for what the stream brings, by
+        :data:`TRIGGER_RECEIVED` callbacks for messages they unwrap (carbons).
+
+        :param via: how it came, for the ``message_new`` signal (``live``, ``carbon``)
+        """
         name = client.profile.name
         type_ = element.getAttribute("type") or "normal"
         if type_ == "error":
@@ -194,10 +224,7 @@ class Messages:
         if read.type not in TYPES:
             # RFC 6121 §5.2.2: an unknown type is read as normal
             read.type = "normal"
-        received = datetime.fromtimestamp(self.host.reactor.seconds(), UTC)
-        d = self._serial(name, lambda: self._receive(client, element, read, received))
-        d.addErrback(lambda f: log.failure("profile {profile}: message not stored", f,
-                                           profile=name))
+        await self._receive(client, element, read, received, via)
 
     def _trusted_stanza_id(self, client: Client, read: ReadMessage) -> str | None:
         name = client.profile.name
@@ -218,7 +245,7 @@ class Messages:
         return mine[0]
 
     async def _receive(self, client: Client, element: domish.Element, read: ReadMessage,
-                       received: datetime) -> None:
+                       received: datetime, via: str) -> None:
         name = client.profile.name
         own = self._own(client)
         sender = read.sender or own.userhostJID()
@@ -253,7 +280,7 @@ class Messages:
             return
         if event.message is None:
             return
-        await self._store(client, event.message, "live")
+        await self._store(client, event.message, via)
 
     async def _store(self, client: Client, message: HistoryMessage, via: str
                      ) -> HistoryMessage:
