@@ -23,6 +23,7 @@ from twisted.words.xish import domish
 
 from libervia.backend.core.constants import C
 from libervia.backend.core.interfaces import Client
+from libervia.backend.core.jids import jid_or_none
 from libervia.backend.core.log import getLogger
 from libervia.backend.plugins.messages import (
     TRIGGER_RECEIVED,
@@ -31,7 +32,6 @@ from libervia.backend.plugins.messages import (
     Messages,
 )
 from libervia.backend.plugins.messages.stanzas import NS_CLIENT
-from libervia.backend.plugins.plugin_presence import parse_jid
 from libervia.backend.xmpp.iq import IQRequest
 from libervia.backend.xmpp.profiles import StorageHost
 
@@ -49,7 +49,7 @@ PLUGIN_INFO = {
     "type": C.PLUG_TYPE_XEP,
     "modes": [C.PLUG_MODE_CLIENT],
     "protocols": ["XEP-0280", "XEP-0297"],
-    "dependencies": ["MESSAGES", "XEP-0030", "PRESENCE"],
+    "dependencies": ["MESSAGES", "XEP-0030"],
     "recommendations": [],
     "main": "XEP_0280",
     "handler": False,
@@ -120,7 +120,7 @@ class XEP_0280:  # noqa: N801
         elif any(c.uri == NS_CARBONS for c in inner.elements()):
             reason = "a carbon in a carbon"
         else:
-            party = parse_jid(inner.getAttribute("from" if carbon.name == "sent" else "to"))
+            party = jid_or_none(inner.getAttribute("from" if carbon.name == "sent" else "to"))
             if party is None or party.userhost() != account:
                 reason = (f"a {carbon.name} carbon of a message "
                           f"{'not from' if carbon.name == 'sent' else 'not to'} the account")
