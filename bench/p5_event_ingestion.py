@@ -30,6 +30,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,7 +41,7 @@ from twisted.words.xish import domish
 from bench.backend import add_profile, start_backend, wait_served
 from bench.harness import Bench, Result, Stats
 from libervia.backend.plugins.xep_0060.stanzas import NS_PUBSUB_EVENT
-from tests.pubsub_support import Publisher, atom, new_node
+from tests.pubsub_support import Publisher, Reader, atom, new_node
 
 TARGET = 2000
 #: publish requests each publisher keeps in flight
@@ -57,43 +58,25 @@ INITIAL = 5
 KEEP_UP = 0.9
 
 
-class Ingestion:
-    """Watches the reader's stream and cache while a burst of items arrives."""
+class WriteWatch:
+    """Counts each expected item id the cache writes, until all of them are."""
 
-    def __init__(self, reader: Any, expected: list[str]) -> None:
-        self.reader = reader
+    def __init__(self, backend: Any, expected: list[str]) -> None:
         self.expected = set(expected)
         self.missing = set(expected)
         self.writes: Counter[str] = Counter()
-        self.first_notification: float | None = None
-        #: CPU time of the process (every thread) at the first notification, and spent
-        #: until the last item was written
+        #: CPU time of the process (every thread) at the start, and spent until the
+        #: last item was written
         self._cpu_start = 0.0
         self.cpu_seconds: float | None = None
-        self.last_notification: float | None = None
-        self.notifications = 0
         self.last_stored: float | None = None
         self.done = defer.Deferred()
-        self._storage = reader.backend.storage.pubsub
+        self._storage = backend.storage.pubsub
         self._original = self._storage.cache_pubsub_items
         self._storage.cache_pubsub_items = self._cache_pubsub_items
-        self._xmlstream = reader.client.xmlstream
-        # priority: seen before the plugin's handler, as soon as the stanza is parsed
-        self._xmlstream.addObserver(f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]',
-                                    self._on_event, priority=100)
 
     def close(self) -> None:
         self._storage.cache_pubsub_items = self._original
-        self._xmlstream.removeObserver(f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]',
-                                       self._on_event)
-
-    def _on_event(self, message: domish.Element) -> None:
-        now = time.perf_counter()
-        if self.first_notification is None:
-            self.first_notification = now
-            self._cpu_start = time.process_time()
-        self.last_notification = now
-        self.notifications += 1
 
     def _cache_pubsub_items(self, node_id: int, items: Any, **kwargs: Any
                             ) -> defer.Deferred:
@@ -112,6 +95,39 @@ class Ingestion:
 
         return d.addCallback(written)
 
+    def duplicated(self, cached: Counter[str]) -> int:
+        """Ids written twice, or found twice among the ``cached`` ones."""
+        return sum(n - 1 for n in cached.values() if n > 1) + sum(
+            n - 1 for n in self.writes.values() if n > 1)
+
+
+class Ingestion(WriteWatch):
+    """Watches the reader's stream and cache while a burst of items arrives."""
+
+    def __init__(self, reader: Any, expected: list[str]) -> None:
+        super().__init__(reader.backend, expected)
+        self.reader = reader
+        self.first_notification: float | None = None
+        self.last_notification: float | None = None
+        self.notifications = 0
+        self._xmlstream = reader.client.xmlstream
+        # priority: seen before the plugin's handler, as soon as the stanza is parsed
+        self._xmlstream.addObserver(f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]',
+                                    self._on_event, priority=100)
+
+    def close(self) -> None:
+        super().close()
+        self._xmlstream.removeObserver(f'/message/event[@xmlns="{NS_PUBSUB_EVENT}"]',
+                                       self._on_event)
+
+    def _on_event(self, message: domish.Element) -> None:
+        now = time.perf_counter()
+        if self.first_notification is None:
+            self.first_notification = now
+            self._cpu_start = time.process_time()
+        self.last_notification = now
+        self.notifications += 1
+
     async def wait(self, timeout: float) -> None:
         try:
             await self.done.addTimeout(timeout, reactor)
@@ -124,8 +140,7 @@ class Ingestion:
         items, __ = await self.reader.backend.storage.pubsub.get_items(node.id)
         cached = Counter(i.name for i in items if i.name in self.expected)
         lost = len(self.expected - set(cached))
-        duplicated = sum(n - 1 for n in cached.values() if n > 1) + sum(
-            n - 1 for n in self.writes.values() if n > 1)
+        duplicated = self.duplicated(cached)
         seconds = None
         if self.last_stored is not None and self.first_notification is not None:
             seconds = self.last_stored - self.first_notification
@@ -297,6 +312,124 @@ async def followed_node(info: Any, reader: Any, capacity: int) -> str:
     return node
 
 
+# the backend alone, notifications spread over many nodes of many profiles
+
+
+class SpreadIngestion(WriteWatch):
+    """Watches the storage while notifications of many nodes of many profiles arrive.
+
+    Every item id is unique in the burst (whatever its node), so that counting the ids
+    written is enough to find one written twice or never.
+    """
+
+    def __init__(self, backend: Any, readers: list[Any], expected: list[str]) -> None:
+        super().__init__(backend, expected)
+        self.first: float | None = None
+        self._readers = readers
+
+    def start(self) -> None:
+        self.first = time.perf_counter()
+        self._cpu_start = time.process_time()
+
+    async def check(self) -> dict[str, Any]:
+        """What reached the cache of every node: lost and duplicated ids, the rate."""
+        cached: Counter[str] = Counter()
+        for reader in self._readers:
+            node = await reader.pubsub_node()
+            items, __ = await self._storage.get_items(node.id)
+            cached.update(i.name for i in items if i.name in self.expected)
+        lost = len(self.expected - set(cached))
+        duplicated = self.duplicated(cached)
+        seconds = None
+        if self.last_stored is not None and self.first is not None:
+            seconds = self.last_stored - self.first
+        return {"items": len(self.expected), "lost": lost, "duplicated": duplicated,
+                "seconds": seconds, "cpu_seconds": self.cpu_seconds,
+                "rate": len(self.expected) / seconds if seconds else 0.0}
+
+
+@dataclass
+class SpreadSetting:
+    """Profiles, each following the same nodes of the service."""
+
+    profiles: list[Any]
+    #: (profile's reader, node) pairs: one cached node each
+    readers: list[Any]
+
+
+async def spread_setting(bench: Bench, info: Any, profiles: int, nodes: int
+                         ) -> SpreadSetting:
+    """``profiles`` profiles of one backend, each with the same ``nodes`` nodes of
+    ejabberd synchronised (``profiles`` x ``nodes`` cached nodes).
+
+    The accounts of the server are shared by the profiles (each connection has a
+    resource of its own): notifications are fed to each profile's stream, the server
+    sends none.
+    """
+    backend, __ = await start_backend(bench, "p5-spread")
+    accounts = (info.admin, *info.users)
+    connected = [await add_profile(backend, info, accounts[n % len(accounts)],
+                                   f"reader{n}") for n in range(profiles)]
+    names = [new_node() for __ in range(nodes)]
+    publisher = Publisher(info)
+    await publisher.keep_session()
+    try:
+        for name in names:
+            await publisher.create(name, burst_ids("initial", INITIAL), max_items=10_000)
+    finally:
+        await publisher.close()
+    readers = [Reader(backend, profile.name, info, name)
+               for profile in connected for name in names]
+    await defer.gatherResults([defer.ensureDeferred(r.get(max_items=1))
+                               for r in readers], consumeErrors=True)
+    for reader in readers:
+        await wait_served(reader, INITIAL)
+    for profile in connected:
+        await profile.cache.wait_background()
+    return SpreadSetting(connected, readers)
+
+
+async def spread_burst(setting: SpreadSetting, label: str, count: int) -> dict[str, Any]:
+    """``count`` notifications, one new item each, going round every node of every
+    profile, fed to each profile's stream by chunks in turn."""
+    ids = burst_ids(label, count)
+    by_profile: dict[str, list[bytes]] = {p.name: [] for p in setting.profiles}
+    readers = setting.readers
+    for n, item_id in enumerate(ids):
+        reader = readers[n % len(readers)]
+        by_profile[reader.name].extend(event_stanzas(reader, reader.node, [item_id]))
+    ingestion = SpreadIngestion(setting.profiles[0].backend, readers, ids)
+    streams = [(p.client.xmlstream, by_profile[p.name]) for p in setting.profiles]
+    try:
+        ingestion.start()
+        longest = max(len(stanzas) for __, stanzas in streams)
+        for start in range(0, longest, FEED_CHUNK):
+            for stream, stanzas in streams:
+                if start < len(stanzas):
+                    stream.dataReceived(b"".join(stanzas[start:start + FEED_CHUNK]))
+            await task.deferLater(reactor, 0, lambda: None)
+        try:
+            await ingestion.done.addTimeout(30 + count * SECONDS_PER_ITEM, reactor)
+        except defer.TimeoutError:
+            pass  # reported as lost items
+        return await ingestion.check()
+    finally:
+        ingestion.close()
+
+
+async def across_nodes(bench: Bench, info: Any) -> Result:
+    """The row of notifications spread over many nodes of many profiles."""
+    profiles, nodes = bench.size(full=10, quick=2), bench.size(full=20, quick=5)
+    count, runs = bench.size(full=10_000, quick=1_000), bench.size(5, 2)
+    setting = await spread_setting(bench, info, profiles, nodes)
+    done = [await spread_burst(setting, f"n{n}", count) for n in range(runs)]
+    return rate_result(
+        "item notifications cached, backend alone, across nodes",
+        f"bursts of {count:,} items over {profiles * nodes} nodes of {profiles} profiles",
+        done, f"backend alone, each notification on the next node ({nodes} nodes "
+        f"followed by each of {profiles} profiles)")
+
+
 async def run(bench: Bench) -> list[Result]:
     server_count, server_runs = bench.size(full=5_000, quick=1_000), bench.size(3, 2)
     alone_count, alone_runs = bench.size(full=10_000, quick=1_000), bench.size(5, 2)
@@ -318,6 +451,7 @@ async def run(bench: Bench) -> list[Result]:
         rate_result("item notifications cached, backend alone",
                     f"stanzas fed to the XML stream, bursts of {alone_count:,} items",
                     alone, "backend alone"),
+        await across_nodes(bench, info),
     ]
 
 

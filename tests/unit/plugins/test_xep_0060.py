@@ -346,25 +346,84 @@ def test_new_items_of_a_node_queued_in_a_row_come_in_one_trigger_call(plugin, cl
                      ("items", "blog", ["a", "b", "c", "d", "e"])]
 
 
-def test_a_burst_of_items_ends_at_any_other_event_node_service_or_repeated_id(
+def test_a_burst_of_items_spans_nodes_and_ends_at_any_other_event_or_repeated_id(
         plugin, client, host):
-    """Events keep their order: nothing is merged across a retraction, another node or
-    service, or an id notified twice (its first publication sets its place)."""
+    """Events keep their order: new items of several nodes (or services) queued in a
+    row come as one event per node, each node's items in order; nothing is merged
+    across a retraction, or an id notified twice in a node (its first publication
+    sets its place)."""
     calls, gate = record_events(host, gate_on="first")
     handler = PubsubHandler(plugin.dispatch, client)
     handler._on_event(items_event("blog", "first"))
-    for message in (items_event("blog", "a"), items_event("blog", "b"),
+    for message in (items_event("blog", "a"), items_event("other", "x"),
+                    items_event("blog", "b"),
                     parse_xml(EVENT.format(
                         "<items node='blog'><retract id='a'/></items>")),
                     items_event("blog", "c"), items_event("other", "d"),
-                    items_event("other", "e"), items_event("other", "e"),
-                    items_event("other", "f", sender="pubsub.example.net")):
+                    items_event("other", "e"), items_event("blog", "e"),
+                    items_event("other", "f", sender="pubsub.example.net"),
+                    items_event("other", "e"), items_event("blog", "g")):
         handler._on_event(message)
     gate.callback(None)
     assert calls == [("items", "blog", ["first"]), ("items", "blog", ["a", "b"]),
-                     ("retract", "blog", ["a"]), ("items", "blog", ["c"]),
-                     ("items", "other", ["d", "e"]), ("items", "other", ["e"]),
-                     ("items", "other", ["f"])]
+                     ("items", "other", ["x"]), ("retract", "blog", ["a"]),
+                     ("items", "blog", ["c", "e"]), ("items", "other", ["d", "e"]),
+                     ("items", "other", ["f"]), ("items", "other", ["e"]),
+                     ("items", "blog", ["g"])]
+
+
+def test_the_nodes_of_a_burst_are_handled_at_the_same_time_and_the_next_event_waits(
+        plugin, client, host):
+    """A node whose handling waits (for the database) does not hold the other nodes
+    of its burst; the event after the burst waits for all of them."""
+    calls = []
+    gates = {"first": defer.Deferred(), "a": defer.Deferred()}
+
+    async def items(client_, event):
+        calls.append(("start", event.node))
+        gate = gates.get(event.items[0]["id"])
+        if gate is not None:
+            await gate
+        calls.append(("end", event.node))
+        return True
+
+    host.trigger.add("XEP-0060_items", items)
+    host.trigger.add("XEP-0060_purge",
+                     lambda client_, event: calls.append(("purge", event.node)) or True)
+    handler = PubsubHandler(plugin.dispatch, client)
+    for message in (items_event("blog", "first"), items_event("blog", "a"),
+                    items_event("other", "x"),
+                    parse_xml(EVENT.format("<purge node='other'/>"))):
+        handler._on_event(message)
+    gates["first"].callback(None)
+    assert calls == [("start", "blog"), ("end", "blog"), ("start", "blog"),
+                     ("start", "other"), ("end", "other")]
+    gates["a"].callback(None)
+    assert calls[5:] == [("end", "blog"), ("purge", "other")]
+
+
+def test_a_node_failing_in_a_burst_does_not_stop_the_others_of_the_burst(
+        plugin, client, host):
+    seen = []
+    gate = defer.Deferred()
+
+    async def items(client_, event):
+        seen.append(event.node)
+        if event.node == "slow":
+            await gate
+        if event.node == "broken":
+            raise ValueError("handler bug")
+        return True
+
+    host.trigger.add("XEP-0060_items", items)
+    handler = PubsubHandler(plugin.dispatch, client)
+    for node, item_id in (("slow", "s"), ("broken", "a"), ("blog", "b"),
+                          ("other", "c")):
+        handler._on_event(items_event(node, item_id))
+    gate.callback(None)
+    assert seen == ["slow", "broken", "blog", "other"]
+    handler._on_event(items_event("blog", "after"))
+    assert seen[-1] == "blog"
 
 
 def test_a_long_backlog_holds_the_reading_until_half_of_it_is_handled(plugin, client,

@@ -25,6 +25,7 @@ from libervia.backend.memory.sqla_mapping import (
     SyncState,
     utcnow,
 )
+from libervia.backend.memory.storage.group_commit import GroupCommit
 from libervia.backend.memory.storage.item_reads import ItemCounts, OrderBy, thd_get_items
 from libervia.backend.memory.storage.memo import MISSING, ReadMemo
 from libervia.backend.memory.storage.profiles import thd_profile_id
@@ -32,6 +33,16 @@ from libervia.backend.memory.storage.runner import StorageComponent, StorageRunn
 
 #: items written per transaction by :meth:`PubsubComponent.cache_pubsub_items`
 DEFAULT_BATCH_SIZE = 200
+#: items at most in a transaction grouping several calls of
+#: :meth:`PubsubComponent.cache_pubsub_items` (see :mod:`.group_commit`)
+GROUP_MAX_ITEMS = 2000
+
+#: tables a write of items changes (the full-text index follows them); the node
+#: rows remembered stay true through it
+ITEM_TABLES = frozenset({"pubsub_items"})
+#: tables whose writes make the node rows remembered stale (a profile deleted takes
+#: its nodes with it)
+NODE_TABLES = frozenset({"pubsub_nodes", "profiles"})
 
 #: columns of a node that :meth:`PubsubComponent.set_pubsub_node` may set
 NODE_FIELDS = frozenset({
@@ -49,8 +60,15 @@ class PubsubComponent(StorageComponent):
         #: node rows by (profile, service, name), None for a node not known: looked up
         #: for every request the cache may answer
         self._nodes = ReadMemo()
-        for memo in (self._item_counts, self._nodes):
-            runner.add_write_listener(memo)
+        runner.add_write_listener(self._item_counts)
+        runner.add_write_listener(self._nodes, NODE_TABLES)
+        #: writes of items, grouped: notifications of many nodes share transactions
+        self._item_writes = GroupCommit(runner, "cache_pubsub_items",
+                                        self._thd_cache_groups, GROUP_MAX_ITEMS)
+
+    def _thd_cache_groups(self, session: Session,
+                          members: list[tuple[Any, ...]]) -> list[int]:
+        return thd_cache_item_groups(session, self.db_engine, members)
 
     # nodes
 
@@ -150,6 +168,11 @@ class PubsubComponent(StorageComponent):
         ``updated`` (datetimes; default: now).  An existing item keeps its creation
         time; the rest is replaced.  When an id appears several times, the last wins.
 
+        Calls made while another one is being written share the next transaction
+        (group commit, see :mod:`.group_commit`): each batch is still committed whole
+        or not at all, in the order of the calls, and one failing (its node deleted
+        meanwhile...) fails alone.
+
         :param count_progress: add the items written to the node's
             ``sync_items_done``, in the same transaction (synchronisations use it)
         :return: Deferred fired with the number of items written
@@ -168,10 +191,10 @@ class PubsubComponent(StorageComponent):
         written = 0
         for start in range(0, len(rows), max(1, batch_size)):
             batch = rows[start:start + batch_size]
-            written += await self.runner.run_in_session(
-                "cache_pubsub_items", thd_cache_items, self.db_engine, node_id, batch,
-                count_progress,
-            )
+            written += await self._item_writes.submit(
+                node_id, batch, count_progress, size=len(batch),
+                # counting the progress changes the node's row
+                tables=None if count_progress else ITEM_TABLES)
         return written
 
     def replace_pubsub_items(
@@ -233,7 +256,8 @@ class PubsubComponent(StorageComponent):
         :return: Deferred fired with the number of items deleted
         """
         return self.runner.run_in_session(
-            "delete_pubsub_items", thd_delete_items, node_id, _opt_list(item_ids)
+            "delete_pubsub_items", thd_delete_items, node_id, _opt_list(item_ids),
+            tables=ITEM_TABLES,
         )
 
     def purge_pubsub_items(
@@ -514,21 +538,37 @@ def thd_cache_items(
     rows: list[dict[str, Any]],
     count_progress: bool,
 ) -> int:
-    if not rows:
-        return 0
-    stmt = db_engine.upsert(
-        PubsubItem.__table__, ["node_id", "name"], ["data", "parsed", "updated"]
-    )
-    session.execute(stmt, rows)
-    if count_progress:
-        result = session.execute(
-            update(PubsubNode)
-            .where(PubsubNode.id == node_id)
-            .values(sync_items_done=PubsubNode.sync_items_done + len(rows))
+    return thd_cache_item_groups(session, db_engine, [(node_id, rows, count_progress)])[0]
+
+
+def thd_cache_item_groups(
+    session: Session,
+    db_engine: DatabaseEngine,
+    members: list[tuple[int, list[dict[str, Any]], bool]],
+) -> list[int]:
+    """Several calls of :func:`thd_cache_items` (``(node_id, rows, count_progress)``
+    each) in one transaction, in order: their rows in one statement."""
+    rows = [row for __, member_rows, __ in members for row in member_rows]
+    if rows:
+        stmt = db_engine.upsert(
+            PubsubItem.__table__, ["node_id", "name"], ["data", "parsed", "updated"]
         )
-        if not result.rowcount:
-            raise NotFound(f"there is no pubsub node with id {node_id}")
-    return len(rows)
+        session.execute(stmt, rows)
+    for node_id, member_rows, count_progress in members:
+        if count_progress and member_rows:
+            thd_count_progress(session, node_id, len(member_rows))
+    return [len(member_rows) for __, member_rows, __ in members]
+
+
+def thd_count_progress(session: Session, node_id: int, count: int) -> None:
+    """Add ``count`` to the items a node's synchronisation has written."""
+    result = session.execute(
+        update(PubsubNode)
+        .where(PubsubNode.id == node_id)
+        .values(sync_items_done=PubsubNode.sync_items_done + count)
+    )
+    if not result.rowcount:
+        raise NotFound(f"there is no pubsub node with id {node_id}")
 
 
 def thd_replace_items(

@@ -133,7 +133,8 @@ class StorageRunner:
         self._idle_waiters: list[defer.Deferred] = []
         #: statistics by call name
         self.timings: dict[str, CallStats] = {}
-        self._write_listeners: list[WriteListener] = []
+        #: listeners, each with the tables it is told about (None: every table)
+        self._write_listeners: list[tuple[WriteListener, frozenset[str] | None]] = []
         #: each storage thread's own connection for the hottest reads
         self._local = threading.local()
         self._read_connections: set[Any] = set()
@@ -142,7 +143,8 @@ class StorageRunner:
     def __repr__(self) -> str:
         return f"<StorageRunner {self.db_engine!r}>"
 
-    def add_write_listener(self, listener: WriteListener) -> None:
+    def add_write_listener(self, listener: WriteListener,
+                           tables: frozenset[str] | None = None) -> None:
         """Tell ``listener`` when each call that may write is queued and when it has
         finished (its transaction committed or rolled back).
 
@@ -150,8 +152,16 @@ class StorageRunner:
         (see :mod:`.memo`): the storage is its database's only writer, so a call of
         the runner is the only way the data can change, and it can change only between
         these two moments.
+
+        :param tables: only tell of the calls that may write one of these tables (a
+            call that does not say which tables it writes is told to every listener)
         """
-        self._write_listeners.append(listener)
+        self._write_listeners.append((listener, tables))
+
+    def _listeners(self, tables: frozenset[str] | None) -> list[WriteListener]:
+        """The write listeners to tell of a call writing ``tables`` (None: any)."""
+        return [listener for listener, watched in self._write_listeners
+                if tables is None or watched is None or tables & watched]
 
     # life cycle
 
@@ -231,6 +241,7 @@ class StorageRunner:
         thd_func: Callable[..., T],
         *args: Any,
         write: bool = True,
+        tables: frozenset[str] | None = None,
         **kwargs: Any,
     ) -> defer.Deferred:
         """Run ``thd_func(session, *args, **kwargs)`` in a transaction, in a thread.
@@ -241,6 +252,9 @@ class StorageRunner:
         :param name: short name of the call, for logs and timings
         :param write: the transaction may write (on SQLite, it then takes the write
             lock at once: see :mod:`~libervia.backend.memory.engines`)
+        :param tables: the only tables a writing call may change (default: any), so
+            that what is remembered of the others stays (see
+            :meth:`add_write_listener`)
         :return: Deferred fired with what ``thd_func`` returned
         """
         def thd() -> T:
@@ -252,7 +266,7 @@ class StorageRunner:
                 # objects leave the session here: its closing detaches them
                 return result
 
-        return self._call(name, thd, read_only=not write)
+        return self._call(name, thd, read_only=not write, tables=tables)
 
     def run_in_connection(
         self,
@@ -330,6 +344,7 @@ class StorageRunner:
         thd: Callable[[], T],
         retry: bool = True,
         read_only: bool = False,
+        tables: frozenset[str] | None = None,
     ) -> defer.Deferred:
         if not self._accepting or self._pool is None:
             return defer.fail(StorageError(
@@ -338,10 +353,9 @@ class StorageRunner:
         d: defer.Deferred = defer.Deferred()
         self._in_flight += 1
         queued = time.monotonic()
-        writes = not read_only
-        if writes:
-            for listener in self._write_listeners:
-                listener.write_started()
+        listeners = [] if read_only else self._listeners(tables)
+        for listener in listeners:
+            listener.write_started()
 
         def work() -> Callable[[], None]:
             try:
@@ -350,7 +364,7 @@ class StorageRunner:
             except BaseException:
                 outcome = (False, Failure())
             return lambda: self.reactor.callFromThread(
-                self._finished, name, d, queued, writes, *outcome)
+                self._finished, name, d, queued, listeners, *outcome)
 
         self._pool.submit(work)
         return d
@@ -393,13 +407,12 @@ class StorageRunner:
             return result, attempt, time.monotonic() - start
 
     def _finished(
-        self, name: str, d: defer.Deferred, queued: float, writes: bool, success: bool,
-        result: Any,
+        self, name: str, d: defer.Deferred, queued: float,
+        listeners: list[WriteListener], success: bool, result: Any,
     ) -> None:
         self._in_flight -= 1
-        if writes:
-            for listener in self._write_listeners:
-                listener.write_ended()
+        for listener in listeners:
+            listener.write_ended()
         elapsed = time.monotonic() - queued
         stats = self.timings.get(name)
         if stats is None:

@@ -8,8 +8,10 @@ with the client: ``host.trigger.add(ItemsEvent.TRIGGER, on_items)`` then
 the bridge signal :data:`EVENT_SIGNAL` (see :func:`signal_data`).
 
 :class:`PubsubHandler` receives the notifications of one profile and has them handled
-one after the other, in the order they came; new items of one node notified in a row
-while earlier notifications were being handled come as one :class:`ItemsEvent`.
+one after the other, in the order they came; plain notifications of new items queued
+in a row while earlier notifications were being handled form a *burst*: one
+:class:`ItemsEvent` per node, the nodes' events handled at the same time (see
+:func:`burst_events`).
 """
 
 from collections import deque
@@ -172,6 +174,22 @@ def burst_event(service: jabber_jid.JID, messages: list[domish.Element]) -> Item
     return ItemsEvent(service, node, messages[-1], items)
 
 
+def burst_groups(messages: list[domish.Element]) -> list[list[domish.Element]]:
+    """Plain item notifications (see :func:`items_notification`) grouped by node
+    (sender and node name), in the order each node first came, each group in the order
+    its notifications came.
+
+    :raise ValueError: one of ``messages`` is not a plain item notification
+    """
+    groups: dict[tuple[str | None, str], list[domish.Element]] = {}
+    for message in messages:
+        key = items_notification(message)
+        if key is None:
+            raise ValueError("only plain item notifications make a burst")
+        groups.setdefault(key[:2], []).append(message)
+    return list(groups.values())
+
+
 def as_pubsub_item(item: domish.Element) -> domish.Element:
     """An event's ``<item/>`` (pubsub#event namespace) as the items request gives it."""
     if item.uri == NS_PUBSUB:
@@ -229,7 +247,8 @@ class PubsubHandler(XMPPHandler):
     """Receives pubsub event notifications for one profile.
 
     :param dispatch: ``dispatch(client, messages)`` handles one notification, or a
-        burst of plain item notifications of one node
+        burst of plain item notifications (of one node or several: see
+        :func:`burst_groups`)
     """
 
     def __init__(self, dispatch: Callable[[Client, list[domish.Element]], Awaitable[None]],
@@ -262,7 +281,7 @@ class PubsubHandler(XMPPHandler):
             d.addErrback(lambda f: log.failure("error while handling pubsub events", f))
 
     async def _drain(self) -> None:
-        """Handle the queued events; new items of a node queued in a row go together."""
+        """Handle the queued events; new items queued in a row go together."""
         try:
             while self._queue:
                 burst = self._next_burst()
@@ -284,18 +303,23 @@ class PubsubHandler(XMPPHandler):
             hold_reading(hold)
 
     def _next_burst(self) -> list[domish.Element]:
+        """The next notification, or the plain item notifications queued in a row
+        (of any nodes), up to any other event or an item id seen again in its node."""
         first = self._queue.popleft()
         key = items_notification(first)
         burst = [first]
         if key is None:
             return burst
-        source, seen = key[:2], set(key[2])
+        seen: dict[tuple[str | None, str], set[str]] = {key[:2]: set(key[2])}
         while self._queue and len(burst) < MAX_BURST:
             following = items_notification(self._queue[0])
+            if following is None:
+                break
+            ids = seen.setdefault(following[:2], set())
             # an id seen again ends the burst: each notification of it is handled on
             # its own, as the first one sets the item's creation time
-            if following is None or following[:2] != source or seen & following[2]:
+            if ids & following[2]:
                 break
-            seen.update(following[2])
+            ids.update(following[2])
             burst.append(self._queue.popleft())
         return burst

@@ -34,8 +34,10 @@ from libervia.backend.core.log import getLogger
 from libervia.backend.plugins.plugin_xep_0059 import XEP_0059, RSMRequest
 from libervia.backend.plugins.xep_0060.events import (
     EVENT_SIGNAL,
+    PubsubEvent,
     PubsubHandler,
     burst_event,
+    burst_groups,
     parse_events,
     signal_data,
 )
@@ -371,24 +373,43 @@ class Pubsub:
 
     async def dispatch(self, client: Client, messages: list[domish.Element]) -> None:
         """Hand notifications to the trigger points: one notification (each of its
-        actions in order), or a burst of plain item notifications of one node (see
-        :func:`~.events.items_notification`) as one ``XEP-0060_items`` event, so
-        that a burst costs the cache one database transaction, not one each."""
-        service = self._event_service(client, messages[0])
-        if service is None:
+        actions in order), or a burst of plain item notifications (see
+        :func:`~.events.items_notification`): one ``XEP-0060_items`` event per node,
+        the nodes' events handled at the same time.  A burst costs the cache a
+        database transaction, not one per notification (the writes of the nodes
+        share it: see the storage's group commit).
+
+        :raise Exception: what a trigger raised (the first one, for a burst: the
+            others are logged), once every event of the burst was handled
+        """
+        if len(messages) == 1:
+            service = self._event_service(client, messages[0])
+            if service is None:
+                return
+            for event in parse_events(service, messages[0]):
+                await self._dispatch_event(client, event)
             return
-        if len(messages) > 1:
-            events = [burst_event(service, messages)]
-        else:
-            events = parse_events(service, messages[0])
+        bursts = []
+        for group in burst_groups(messages):
+            service = self._event_service(client, group[0])
+            if service is not None:
+                bursts.append(defer.ensureDeferred(
+                    self._dispatch_event(client, burst_event(service, group))))
+        results = await defer.DeferredList(bursts, consumeErrors=True)
+        failures = [result for ok, result in results if not ok]
+        for failure in failures[1:]:
+            log.failure("error while handling a pubsub event", failure)
+        if failures:
+            failures[0].raiseException()
+
+    async def _dispatch_event(self, client: Client, event: PubsubEvent) -> None:
         bridge = self.host.bridge
-        for event in events:
-            try:
-                await self.host.trigger.async_point(event.TRIGGER, client, event)
-            finally:
-                # after the triggers (a frontend told of new items finds them cached),
-                # and even when one failed: the service did send the event
-                if bridge.is_wanted(EVENT_SIGNAL):
-                    bridge.emit_signal(EVENT_SIGNAL,
-                                       **signal_data(client.profile.name, event))
+        try:
+            await self.host.trigger.async_point(event.TRIGGER, client, event)
+        finally:
+            # after the triggers (a frontend told of new items finds them cached),
+            # and even when one failed: the service did send the event
+            if bridge.is_wanted(EVENT_SIGNAL):
+                bridge.emit_signal(EVENT_SIGNAL,
+                                   **signal_data(client.profile.name, event))
 
