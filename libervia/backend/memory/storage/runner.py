@@ -322,7 +322,14 @@ class StorageRunner:
         """
         conn = getattr(self._local, "connection", None)
         if conn is None:
-            pooled = engine.raw_connection()
+            dbapi_error = engine.dialect.loaded_dbapi.Error
+            try:
+                pooled = engine.raw_connection()
+            except dbapi_error as e:
+                # the pool raises the driver's own error when it can't connect: wrapped
+                # as a connection wraps it, it tells that the database is unavailable
+                raise DBAPIError.instance(None, None, e, dbapi_error,
+                                          connection_invalidated=True) from e
             pooled.detach()
             conn = self._local.connection = pooled.dbapi_connection
             with self._read_lock:
