@@ -235,3 +235,8 @@ async def test_a_node_in_memory_stays_through_writes_of_its_items_only(storage, 
     counted = await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog")
     assert storage.timings["get_pubsub_node"].calls == reads + 1
     assert counted.sync_items_done == 1
+    # asked so, the database is read whatever is remembered
+    fresh = await storage.pubsub.get_pubsub_node(profile, SERVICE, "blog",
+                                                 from_memory=False)
+    assert storage.timings["get_pubsub_node"].calls == reads + 2
+    assert fresh.sync_items_done == 1

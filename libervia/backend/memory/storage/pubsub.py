@@ -72,14 +72,18 @@ class PubsubComponent(StorageComponent):
 
     # nodes
 
-    def get_pubsub_node(self, profile: str, service: str, name: str) -> defer.Deferred:
+    def get_pubsub_node(self, profile: str, service: str, name: str, *,
+                        from_memory: bool = True) -> defer.Deferred:
         """Return the :class:`PubsubNode`, or ``None`` if it is not known.
 
-        Each call gives a node object of its own.  A node read since the last write is
-        given at once, without a database round trip (see :mod:`.memo`).
+        Each call gives a node object of its own.  A node read since the last write of
+        nodes is given at once, without a database round trip (see :mod:`.memo`).
+
+        :param from_memory: False to read the database whatever is remembered (to
+            know whether the database answers again, after it failed)
         """
         key = (profile, service, name)
-        row = self._nodes.peek(key)
+        row = self._nodes.peek(key) if from_memory else MISSING
         if row is not MISSING:
             return defer.succeed(None if row is None else node_from_row(row))
         return self.runner.run_in_session(

@@ -90,7 +90,11 @@ class EventHandlers:
         try:
             while True:
                 try:
-                    pubsub_node = await self.store.node(client, service, node)
+                    # from the database itself: a node row remembered would answer
+                    # while the database still can't
+                    pubsub_node = await self.store.storage.pubsub.get_pubsub_node(
+                        profile_of(client), service_key(service), node,
+                        from_memory=False)
                     break
                 except StorageError:
                     await task.deferLater(self.host.reactor, delay, lambda: None)
