@@ -414,30 +414,37 @@ FULLTEXT_INDEX = "ix_pubsub_items_fts"
 #: text search configuration of PostgreSQL: no stemming, no stop words, any language
 FULLTEXT_PG_CONFIG = "simple"
 
-SQLITE_FULLTEXT_DDL = (
-    f"CREATE VIRTUAL TABLE {FULLTEXT_TABLE} USING fts5("
-    "data, content='pubsub_items', content_rowid='id')",
-    f"CREATE TRIGGER {FULLTEXT_TABLE}_ai AFTER INSERT ON pubsub_items BEGIN "
-    f"INSERT INTO {FULLTEXT_TABLE}(rowid, data) VALUES (new.id, new.data); END",
-    f"CREATE TRIGGER {FULLTEXT_TABLE}_ad AFTER DELETE ON pubsub_items BEGIN "
-    f"INSERT INTO {FULLTEXT_TABLE}({FULLTEXT_TABLE}, rowid, data) "
-    "VALUES ('delete', old.id, old.data); END",
-    f"CREATE TRIGGER {FULLTEXT_TABLE}_au AFTER UPDATE OF data ON pubsub_items BEGIN "
-    f"INSERT INTO {FULLTEXT_TABLE}({FULLTEXT_TABLE}, rowid, data) "
-    "VALUES ('delete', old.id, old.data); "
-    f"INSERT INTO {FULLTEXT_TABLE}(rowid, data) VALUES (new.id, new.data); END",
-)
-POSTGRESQL_FULLTEXT_DDL = (
-    f"CREATE INDEX {FULLTEXT_INDEX} ON pubsub_items "
-    f"USING gin (to_tsvector('{FULLTEXT_PG_CONFIG}', data))",
-)
+def fulltext_ddl(table: Any, column: str, fts_table: str, index: str
+                 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The statements indexing ``table.column`` for full-text search, for SQLite (an
+    FTS5 table over it, kept in step by triggers) and for PostgreSQL (an expression
+    index); run after the creation of ``table``."""
+    name = table.name
+    sqlite = (
+        f"CREATE VIRTUAL TABLE {fts_table} USING fts5("
+        f"{column}, content='{name}', content_rowid='id')",
+        f"CREATE TRIGGER {fts_table}_ai AFTER INSERT ON {name} BEGIN "
+        f"INSERT INTO {fts_table}(rowid, {column}) VALUES (new.id, new.{column}); END",
+        f"CREATE TRIGGER {fts_table}_ad AFTER DELETE ON {name} BEGIN "
+        f"INSERT INTO {fts_table}({fts_table}, rowid, {column}) "
+        f"VALUES ('delete', old.id, old.{column}); END",
+        f"CREATE TRIGGER {fts_table}_au AFTER UPDATE OF {column} ON {name} BEGIN "
+        f"INSERT INTO {fts_table}({fts_table}, rowid, {column}) "
+        f"VALUES ('delete', old.id, old.{column}); "
+        f"INSERT INTO {fts_table}(rowid, {column}) VALUES (new.id, new.{column}); END",
+    )
+    postgresql = (
+        f"CREATE INDEX {index} ON {name} "
+        f"USING gin (to_tsvector('{FULLTEXT_PG_CONFIG}', {column}))",
+    )
+    for dialect, statements in (("sqlite", sqlite), ("postgresql", postgresql)):
+        for statement in statements:
+            event.listen(table, "after_create", DDL(statement).execute_if(dialect=dialect))
+    return sqlite, postgresql
 
-for _statement in SQLITE_FULLTEXT_DDL:
-    event.listen(PubsubItem.__table__, "after_create",
-                 DDL(_statement).execute_if(dialect="sqlite"))
-for _statement in POSTGRESQL_FULLTEXT_DDL:
-    event.listen(PubsubItem.__table__, "after_create",
-                 DDL(_statement).execute_if(dialect="postgresql"))
+
+SQLITE_FULLTEXT_DDL, POSTGRESQL_FULLTEXT_DDL = fulltext_ddl(
+    PubsubItem.__table__, "data", FULLTEXT_TABLE, FULLTEXT_INDEX)
 
 
 # The same for the bodies of the message history (the revision adding the history runs
@@ -445,30 +452,8 @@ for _statement in POSTGRESQL_FULLTEXT_DDL:
 HISTORY_FULLTEXT_TABLE = "history_bodies_fts"
 HISTORY_FULLTEXT_INDEX = "ix_history_bodies_fts"
 
-SQLITE_HISTORY_FULLTEXT_DDL = (
-    f"CREATE VIRTUAL TABLE {HISTORY_FULLTEXT_TABLE} USING fts5("
-    "text, content='history_bodies', content_rowid='id')",
-    f"CREATE TRIGGER {HISTORY_FULLTEXT_TABLE}_ai AFTER INSERT ON history_bodies BEGIN "
-    f"INSERT INTO {HISTORY_FULLTEXT_TABLE}(rowid, text) VALUES (new.id, new.text); END",
-    f"CREATE TRIGGER {HISTORY_FULLTEXT_TABLE}_ad AFTER DELETE ON history_bodies BEGIN "
-    f"INSERT INTO {HISTORY_FULLTEXT_TABLE}({HISTORY_FULLTEXT_TABLE}, rowid, text) "
-    "VALUES ('delete', old.id, old.text); END",
-    f"CREATE TRIGGER {HISTORY_FULLTEXT_TABLE}_au AFTER UPDATE OF text ON history_bodies "
-    f"BEGIN INSERT INTO {HISTORY_FULLTEXT_TABLE}({HISTORY_FULLTEXT_TABLE}, rowid, text) "
-    "VALUES ('delete', old.id, old.text); "
-    f"INSERT INTO {HISTORY_FULLTEXT_TABLE}(rowid, text) VALUES (new.id, new.text); END",
-)
-POSTGRESQL_HISTORY_FULLTEXT_DDL = (
-    f"CREATE INDEX {HISTORY_FULLTEXT_INDEX} ON history_bodies "
-    f"USING gin (to_tsvector('{FULLTEXT_PG_CONFIG}', text))",
-)
-
-for _statement in SQLITE_HISTORY_FULLTEXT_DDL:
-    event.listen(HistoryBody.__table__, "after_create",
-                 DDL(_statement).execute_if(dialect="sqlite"))
-for _statement in POSTGRESQL_HISTORY_FULLTEXT_DDL:
-    event.listen(HistoryBody.__table__, "after_create",
-                 DDL(_statement).execute_if(dialect="postgresql"))
+SQLITE_HISTORY_FULLTEXT_DDL, POSTGRESQL_HISTORY_FULLTEXT_DDL = fulltext_ddl(
+    HistoryBody.__table__, "text", HISTORY_FULLTEXT_TABLE, HISTORY_FULLTEXT_INDEX)
 
 
 def is_fulltext_object(name: str | None) -> bool:
